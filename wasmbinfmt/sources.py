@@ -1,0 +1,221 @@
+"""Where rules come from, and the one ordered list they make.
+
+Sources, highest precedence first (the first rule that matches a file wins):
+
+1. ``--rule LINE`` options, in the order given;
+2. ``--rules FILE`` options, in the order given;
+3. ``WASMBINFMT_RULES``: files separated by ``:``;
+4. ``$XDG_CONFIG_HOME/wasmbinfmt/rules.yaml`` (default ``~/.config/...``), if it exists;
+5. the rules.yaml shipped in the package;
+6. with ``--system``: the machine's binfmt-support formats, then its systemd binfmt.d rules.
+
+4 and 5 are left out with ``--no-default-rules``. Nothing is read from the
+current directory unless named. A name defined by a higher source hides the
+same name lower down (listed as shadowed), so a user file can replace or
+disable (``enabled: false``) a default rule.
+
+Kernel-order sources (files of registration lines, binfmt.d, binfmt-support)
+are registered top to bottom, and the kernel tries the most recently registered
+entry first; they are reversed when imported so that they keep, among
+themselves, the precedence they would have in the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from typing import Mapping
+
+from .loaders import Loaded, load_file, parse_binfmt_lines, parse_binfmt_support, read_text
+from .rules import Origin, Rule, RuleError, parse_registration
+
+SYSTEMD_BINFMT_DIRS = ("/etc/binfmt.d", "/run/binfmt.d", "/usr/local/lib/binfmt.d",
+                       "/usr/lib/binfmt.d")
+BINFMT_SUPPORT_DIR = "/usr/share/binfmts"
+
+
+@dataclass
+class RuleSet:
+    rules: list[Rule] = field(default_factory=list)  # effective order; disabled ones included
+    shadowed: list[tuple[Rule, Rule]] = field(default_factory=list)  # (hidden, hidden by)
+    errors: list[RuleError] = field(default_factory=list)  # in sources the user chose
+    warnings: list[RuleError] = field(default_factory=list)  # in the machine's sources
+
+    def active(self) -> list[Rule]:
+        return [r for r in self.rules if r.enabled]
+
+
+def default_rules_file() -> str:
+    return str(resources.files("wasmbinfmt") / "rules.yaml")
+
+
+def user_rules_file(env: Mapping[str, str]) -> str:
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"),
+                                                      ".config")
+    return os.path.join(base, "wasmbinfmt", "rules.yaml")
+
+
+def _kernel_order(rules: list[Rule], duplicates: list[RuleError]) -> list[Rule]:
+    """Registration order -> match order. A repeated name fails to register (EEXIST), as in the kernel."""
+    seen: dict[str, Rule] = {}
+    kept = []
+    for rule in rules:
+        if rule.name in seen:
+            duplicates.append(RuleError(
+                f"name {rule.name!r} is already registered by {seen[rule.name].origin}; "
+                "the kernel would refuse this one (EEXIST)",
+                rule.origin.source if rule.origin else None,
+                rule.origin.line if rule.origin else None, "name"))
+            continue
+        seen[rule.name] = rule
+        kept.append(rule)
+    return kept[::-1]
+
+
+def load_source_file(path: str) -> Loaded:
+    """One file given by the user; files of registration lines keep their kernel precedence."""
+    kind, rules, errors = load_file(path)
+    if kind == "binfmt":
+        rules = _kernel_order(rules, errors)
+    return rules, errors
+
+
+def binfmt_d_files(dirs: tuple[str, ...], root: str = "/") -> list[str]:
+    """systemd's rule: *.conf by file name; a name in an earlier directory hides it in later ones."""
+    chosen: dict[str, str] = {}
+    for directory in dirs:
+        full = os.path.join(root, directory.lstrip("/"))
+        try:
+            names = os.listdir(full)
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".conf") and name not in chosen:
+                chosen[name] = os.path.join(full, name)
+    return [chosen[name] for name in sorted(chosen)]
+
+
+def load_binfmt_d(root: str = "/", dirs: tuple[str, ...] = SYSTEMD_BINFMT_DIRS) -> Loaded:
+    """The machine's binfmt.d rules, in registration order (as systemd-binfmt writes them)."""
+    rules, errors = [], []
+    for path in binfmt_d_files(dirs, root):
+        try:
+            text = read_text(path)
+        except RuleError as e:
+            errors.append(e)
+            continue
+        more, bad = parse_binfmt_lines(text, path)
+        rules += more
+        errors += bad
+    return rules, errors
+
+
+def load_binfmt_support(root: str = "/", directory: str = BINFMT_SUPPORT_DIR) -> Loaded:
+    """binfmt-support's format files, in name order (as update-binfmts imports them)."""
+    full = os.path.join(root, directory.lstrip("/"))
+    rules, errors = [], []
+    try:
+        names = sorted(os.listdir(full))
+    except OSError:
+        return [], []
+    for name in names:
+        path = os.path.join(full, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            text = read_text(path)
+        except RuleError as e:
+            errors.append(e)
+            continue
+        more, bad = parse_binfmt_support(text, name, path)
+        rules += more
+        errors += bad
+    return rules, errors
+
+
+def load_system(root: str = "/") -> Loaded:
+    """The machine's rules in the order a booted Debian system has them in the kernel.
+
+    systemd-binfmt registers binfmt.d first; binfmt-support registers its
+    formats afterwards, and a name binfmt.d already registered is refused.
+    """
+    d_rules, errors = load_binfmt_d(root)
+    s_rules, s_errors = load_binfmt_support(root)
+    registered = {r.name for r in d_rules}
+    support_only = [r for r in s_rules if r.name not in registered]
+    order = _kernel_order(d_rules + support_only, errors)
+    return order, errors + s_errors
+
+
+def resolve_interpreter(rule: Rule, path_env: str | None) -> Rule:
+    """Fix the interpreter's path where the rule says it is fixed when rules are loaded.
+
+    - rules.yaml: an interpreter without a '/' is a command, looked up in PATH.
+    - flag F: the kernel opens the interpreter at registration, relative to the
+      registering process; we resolve it to an absolute real path at load time.
+    Otherwise the kernel's meaning stays: a path, opened at each exec (a
+    relative one against the exec'ing process's directory).
+    """
+    interp = rule.interpreter
+    if rule.origin is not None and rule.origin.format == "yaml" and "/" not in interp:
+        found = shutil.which(interp, path=path_env)
+        interp = os.path.abspath(found) if found else interp
+    if "F" in rule.flags and "/" in interp:
+        interp = os.path.realpath(interp)
+    return rule if interp == rule.interpreter else replace(rule, interpreter=interp)
+
+
+def interpreter_problem(rule: Rule) -> str | None:
+    """Why the rule's emulator cannot run, or None. (Relative paths are the tracee's business.)"""
+    interp = rule.interpreter
+    if "/" not in interp:
+        return f"command {interp!r} not found in PATH"
+    if not os.path.isabs(interp):
+        return None
+    if not os.path.exists(interp):
+        return f"{interp} does not exist"
+    if not os.path.isfile(interp) or not os.access(interp, os.X_OK):
+        return f"{interp} is not an executable file"
+    return None
+
+
+def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, str] | None = None,
+            system: bool = False, defaults: bool = True, root: str = "/") -> RuleSet:
+    """Every source, merged into one ordered RuleSet (see the module docstring)."""
+    env = os.environ if env is None else env
+    sources: list[tuple[Loaded, bool]] = []  # (loaded, is the user's own)
+
+    inline_rules, inline_errors = [], []
+    for i, line in enumerate(inline, 1):
+        try:
+            inline_rules.append(parse_registration(line, Origin(f"--rule #{i}", None, "binfmt")))
+        except RuleError as e:
+            inline_errors.append(e.located(f"--rule #{i}", None))
+    sources.append(((inline_rules, inline_errors), True))
+
+    listed = list(files) + [p for p in env.get("WASMBINFMT_RULES", "").split(os.pathsep) if p]
+    for path in listed:
+        sources.append((load_source_file(path), True))
+    if defaults:
+        user_file = user_rules_file(env)
+        if os.path.exists(user_file):
+            sources.append((load_source_file(user_file), True))
+        sources.append((load_source_file(default_rules_file()), True))
+    if system:
+        sources.append((load_system(root), False))
+
+    result = RuleSet()
+    by_name: dict[str, Rule] = {}
+    path_env = env.get("PATH", os.defpath)
+    for (rules, errors), own in sources:
+        (result.errors if own else result.warnings).extend(errors)
+        for rule in rules:
+            rule = resolve_interpreter(rule, path_env)
+            if rule.name in by_name:
+                result.shadowed.append((rule, by_name[rule.name]))
+                continue
+            by_name[rule.name] = rule
+            result.rules.append(rule)
+    return result
