@@ -22,7 +22,7 @@ MIN_LINE_BYTES = 11
 MAX_LINE_BYTES = 1920
 # The flags binfmt_misc knows, in the order /proc prints them.
 KNOWN_FLAGS = "POCF"
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
 @dataclass(frozen=True)
@@ -139,21 +139,19 @@ def parse_offset(text: str) -> int:
     return value
 
 
-def decode_escapes(text: str, field_name: str) -> bytes:
-    """Decode a magic or mask field: ``\\xHH`` is one byte; other characters stand for themselves.
+def decode_escapes(text: str | bytes, field_name: str) -> bytes:
+    """Decode a magic or mask field: ``\\xHH`` is one byte; other bytes stand for themselves.
 
     Mirrors the kernel's two passes: every ``\\x`` must be followed by two hex
     digits (scanarg), and a backslash followed by anything but ``x`` is kept
-    together with the character after it, both literal (string_unescape), so
+    together with the byte after it, both literal (string_unescape), so
     ``\\\\x41`` is five bytes, not a backslash and an ``A``.
     """
-    for i, c in enumerate(text):
-        if c == "\\" and text[i + 1:i + 2] == "x":
-            pair = text[i + 2:i + 4]
-            if len(pair) < 2 or not (pair[0] in _HEX_DIGITS and pair[1] in _HEX_DIGITS):
-                raise RuleError(f"'\\x' at character {i + 1} is not followed by two hex digits",
-                                field=field_name)
-    raw = os.fsencode(text)
+    raw = _encode(text, field_name)
+    for i in range(len(raw) - 1):
+        if raw[i] == 0x5C and raw[i + 1] == 0x78 and not _two_hex_digits(raw, i + 2):
+            raise RuleError(f"'\\x' at byte {i + 1} is not followed by two hex digits",
+                            field=field_name)
     out = bytearray()
     i, n = 0, len(raw)
     while i < n:
@@ -169,6 +167,19 @@ def decode_escapes(text: str, field_name: str) -> bytes:
             out.append(c)
             i += 1
     return bytes(out)
+
+
+def _encode(text: str | bytes, field_name: str) -> bytes:
+    """Text to the bytes the kernel would see (UTF-8; undecodable bytes kept as they were)."""
+    try:
+        return os.fsencode(text)
+    except UnicodeError:
+        raise RuleError("contains characters that are not valid text", field=field_name) \
+            from None
+
+
+def _two_hex_digits(raw: bytes, at: int) -> bool:
+    return len(raw) >= at + 2 and raw[at] in _HEX_DIGITS and raw[at + 1] in _HEX_DIGITS
 
 
 def check_magic(offset: int, magic: bytes, mask: bytes | None) -> None:
@@ -239,36 +250,35 @@ def make_rule(*, name: str, kind: str, interpreter: str, offset: int = 0, magic:
 
 
 class _Cursor:
-    """Walks a line the way create_entry does: padded with 8 delimiters at the end."""
+    """Walks a line's bytes the way create_entry does: padded with 8 delimiters at the end."""
 
-    def __init__(self, line: str, delimiter: str):
-        self.text = line + delimiter * 8
+    def __init__(self, line: bytes):
+        self.delimiter = line[:1]
+        self.text = line + self.delimiter * 8
         self.end = len(line)
         self.pos = 1
-        self.delimiter = delimiter
 
-    def plain_field(self) -> str:
+    def plain_field(self) -> bytes:
         """Up to the next delimiter (strchr), which is consumed."""
         stop = self.text.find(self.delimiter, self.pos)
         value = self.text[self.pos:stop]
         self.pos = stop + 1
         return value
 
-    def escaped_field(self, name: str) -> str:
+    def escaped_field(self, name: str) -> bytes:
         """Up to the next delimiter, skipping over ``\\xHH`` (scanarg)."""
-        text, i = self.text, self.pos
+        text, i, d = self.text, self.pos, self.delimiter[0]
         while True:
             if i >= len(text):
                 raise RuleError("the line ends inside an escape", field=name)
             c = text[i]
             i += 1
-            if c == self.delimiter:
+            if c == d:
                 break
-            if c == "\\" and text[i:i + 1] == "x":
-                pair = text[i + 1:i + 3]
-                if len(pair) < 2 or not (pair[0] in _HEX_DIGITS and pair[1] in _HEX_DIGITS):
-                    raise RuleError(f"'\\x' at character {i} is not followed by two hex digits",
-                                    field=name)
+            if c == 0x5C and text[i:i + 1] == b"x":
+                if not _two_hex_digits(text, i + 1):
+                    raise RuleError(f"'\\x' at byte {i} of the line is not followed by two "
+                                    "hex digits", field=name)
                 i += 3
         value = text[self.pos:i - 1]
         self.pos = i
@@ -278,38 +288,41 @@ class _Cursor:
         return self.pos > self.end
 
 
-def parse_registration(line: str, origin: Origin | None = None) -> Rule:
+def parse_registration(line: str | bytes, origin: Origin | None = None) -> Rule:
     """Parse one ``:name:type:offset:magic:mask:interpreter:flags`` line.
 
-    `line` is the text written to the register file, without the newline that
+    `line` is what is written to the register file, without the newline that
     ``echo`` and systemd-binfmt add (a final ``\\n`` is tolerated, as by the
-    kernel). Raises RuleError naming the field; the caller adds file and line.
+    kernel). Like the kernel, the parser works on bytes: the delimiter is the
+    first byte. Raises RuleError naming the field; the caller adds file and line.
     """
-    if line.endswith("\n"):
-        line = line[:-1]
-    size = len(os.fsencode(line))
-    if size < MIN_LINE_BYTES or size > MAX_LINE_BYTES:
-        raise RuleError(f"the line is {size} bytes; binfmt_misc takes {MIN_LINE_BYTES} to "
+    raw = _encode(line, "line")
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if len(raw) < MIN_LINE_BYTES or len(raw) > MAX_LINE_BYTES:
+        raise RuleError(f"the line is {len(raw)} bytes; binfmt_misc takes {MIN_LINE_BYTES} to "
                         f"{MAX_LINE_BYTES}", field="line")
-    if "\0" in line:
+    if b"\0" in raw:
+        # The kernel would stop reading some fields at a NUL and not others.
         raise RuleError("the line contains a NUL byte", field="line")
-    delimiter = line[0]
-    cur = _Cursor(line, delimiter)
+    cur = _Cursor(raw)
+    delimiter = cur.delimiter
 
-    name = cur.plain_field()
+    name = os.fsdecode(cur.plain_field())
     check_name(name)
-    kind = cur.text[cur.pos]
-    if kind not in "ME" or cur.text[cur.pos + 1] != delimiter:
-        raise RuleError(f"the type must be M or E followed by {delimiter!r}", field="type")
+    kind = cur.text[cur.pos:cur.pos + 1]
+    if kind not in (b"M", b"E") or cur.text[cur.pos + 1:cur.pos + 2] != delimiter:
+        raise RuleError(f"the type must be M or E followed by the delimiter "
+                        f"{os.fsdecode(delimiter)!r}", field="type")
     cur.pos += 2
     if cur.past_end():
         raise RuleError("the line ends after the type", field="offset")
 
     offset, magic, mask, extension = 0, b"", None, ""
-    if kind == "M":
+    if kind == b"M":
         offset_text = cur.plain_field()
         if offset_text:
-            offset = parse_offset(offset_text)
+            offset = parse_offset(os.fsdecode(offset_text))
         magic_text = cur.escaped_field("magic")
         if not magic_text:
             raise RuleError("the magic is empty", field="magic")
@@ -319,39 +332,41 @@ def parse_registration(line: str, origin: Origin | None = None) -> Rule:
         check_magic(offset, magic, mask)
     else:
         offset_text = cur.plain_field()  # ignored by the kernel for E rules
-        extension = magic_text = cur.plain_field()
+        magic_text = cur.plain_field()
+        extension = os.fsdecode(magic_text)
         check_extension(extension)
         mask_text = cur.plain_field()  # ignored too
-    interpreter = cur.plain_field()
+    interpreter = os.fsdecode(cur.plain_field())
     if cur.past_end():
         raise RuleError("the interpreter must be followed by the delimiter and the flags "
                         "field (which may be empty)", field="interpreter")
     check_interpreter(interpreter)
-    flags_text = line[cur.pos:]
+    flags_text = os.fsdecode(raw[cur.pos:])
     flags = parse_flags(flags_text)
-    return Rule(name=name, kind=kind, interpreter=interpreter, offset=offset, magic=magic,
-                mask=mask, extension=extension, flags=flags, origin=origin,
-                spelling=Spelling(delimiter, offset_text, magic_text, mask_text, flags_text))
+    spelling = Spelling(*map(os.fsdecode, (delimiter, offset_text, magic_text, mask_text)),
+                        flags_text)
+    return Rule(name=name, kind=kind.decode(), interpreter=interpreter, offset=offset,
+                magic=magic, mask=mask, extension=extension, flags=flags, origin=origin,
+                spelling=spelling)
 
 
-def escape_bytes(data: bytes, delimiter: str) -> str:
+def escape_bytes(data: bytes, delimiter: bytes) -> bytes:
     """Canonical field text: printable ASCII as itself, the rest (and ``\\`` and the delimiter) as ``\\xHH``."""
-    out = []
+    out = bytearray()
     for b in data:
-        c = chr(b)
-        if 0x21 <= b <= 0x7E and c not in ("\\", delimiter):
-            out.append(c)
+        if 0x21 <= b <= 0x7E and b != 0x5C and b != delimiter[0]:
+            out.append(b)
         else:
-            out.append(f"\\x{b:02x}")
-    return "".join(out)
+            out += b"\\x%02x" % b
+    return bytes(out)
 
 
-def _pick_delimiter(rule: Rule, preferred: str) -> str:
-    """A delimiter that appears in none of the rule's plain fields."""
-    plain = [rule.name, rule.interpreter, rule.extension]
-    for candidate in (preferred, ":", ",", ";", "|", "!", "#", "%", "@", "~"):
+def _pick_delimiter(plain_fields: list[bytes], preferred: bytes) -> bytes:
+    """A one-byte delimiter found in none of the rule's plain fields."""
+    for candidate in (preferred, b":", b",", b";", b"|", b"!", b"#", b"%", b"@", b"~"):
         # A backslash delimiter would leave no way to write a \xHH escape.
-        if candidate != "\\" and not any(candidate in p for p in plain):
+        if len(candidate) == 1 and candidate != b"\\" and \
+                not any(candidate in field for field in plain_fields):
             return candidate
     raise RuleError("no delimiter character fits this rule", field="name")
 
@@ -362,30 +377,34 @@ def format_registration(rule: Rule) -> str:
         raise RuleError(f"rule {rule.name!r} uses args, env, enabled or detector, which a "
                         "binfmt_misc line cannot express", field="line")
     sp = rule.spelling or Spelling()
-    d = _pick_delimiter(rule, sp.delimiter)
-    same_spelling = d == sp.delimiter and rule.spelling is not None
+    name, interpreter, extension = map(os.fsencode, (rule.name, rule.interpreter, rule.extension))
+    d = _pick_delimiter([name, interpreter, extension], os.fsencode(sp.delimiter))
+    same_spelling = rule.spelling is not None and d == os.fsencode(sp.delimiter)
 
-    def spelled(text: str, decoded, canonical: str) -> str:
-        try:
-            return text if same_spelling and decoded(text) else canonical
-        except RuleError:
-            return canonical
+    def spelled(text: str, fits, canonical: bytes) -> bytes:
+        if same_spelling:
+            try:
+                if fits(text):
+                    return os.fsencode(text)
+            except RuleError:
+                pass
+        return canonical
 
     if rule.kind == "M":
         offset = spelled(sp.offset, lambda t: (parse_offset(t) if t else 0) == rule.offset,
-                         str(rule.offset) if rule.offset else "")
+                         b"%d" % rule.offset if rule.offset else b"")
         magic = spelled(sp.magic, lambda t: decode_escapes(t, "magic") == rule.magic,
                         escape_bytes(rule.magic, d))
-        mask_canonical = "" if rule.mask is None else escape_bytes(rule.mask, d)
         mask = spelled(sp.mask, lambda t: (decode_escapes(t, "mask") if t else None) == rule.mask,
-                       mask_canonical)
+                       b"" if rule.mask is None else escape_bytes(rule.mask, d))
     else:
         # The kernel skips these two fields for E rules; keep whatever text they had.
-        offset = sp.offset if same_spelling else ""
-        magic = rule.extension
-        mask = sp.mask if same_spelling else ""
-    flags = spelled(sp.flags, lambda t: parse_flags(t) == rule.flags, rule.flag_string())
-    return d + d.join([rule.name, rule.kind, offset, magic, mask, rule.interpreter, flags])
+        offset = os.fsencode(sp.offset) if same_spelling else b""
+        magic = extension
+        mask = os.fsencode(sp.mask) if same_spelling else b""
+    flags = spelled(sp.flags, lambda t: parse_flags(t) == rule.flags, rule.flag_string().encode())
+    kind = rule.kind.encode()
+    return os.fsdecode(d + d.join([name, kind, offset, magic, mask, interpreter, flags]))
 
 
 def with_origin(rule: Rule, origin: Origin) -> Rule:

@@ -213,6 +213,13 @@ def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, 
         (result.errors if own else result.warnings).extend(errors)
         for rule in rules:
             rule = resolve_interpreter(rule, path_env)
+            if "F" in rule.flags and rule.enabled and interpreter_problem(rule):
+                # The kernel opens an F rule's interpreter when it is registered.
+                (result.errors if own else result.warnings).append(RuleError(
+                    f"flag F needs the interpreter when rules are loaded, but "
+                    f"{interpreter_problem(rule)}", rule.origin.source if rule.origin else None,
+                    rule.origin.line if rule.origin else None, "interpreter"))
+                continue
             if rule.name in by_name:
                 result.shadowed.append((rule, by_name[rule.name]))
                 continue

@@ -1,0 +1,24 @@
+#!/bin/sh
+# Build the test programs in tests/fixtures/src into tests/fixtures/build.
+# Needs (Debian): clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc gcc-aarch64-linux-gnu
+# libc6-dev-arm64-cross. Rebuilds only what is older than its source.
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+src=$root/tests/fixtures/src
+out=$root/tests/fixtures/build
+mkdir -p "$out"
+
+stale() { [ ! -e "$1" ] || [ "$2" -nt "$1" ]; }
+
+for c in "$src"/*.c; do
+    name=$(basename "$c" .c)
+    if stale "$out/$name.wasm" "$c"; then
+        clang --target=wasm32-wasi --sysroot=/usr -Os -Wl,--strip-all -o "$out/$name.wasm" "$c"
+    fi
+    if stale "$out/$name.native" "$c"; then
+        cc -Os -o "$out/$name.native" "$c"
+    fi
+    if stale "$out/$name.aarch64" "$c"; then
+        aarch64-linux-gnu-gcc -static -Os -o "$out/$name.aarch64" "$c"
+    fi
+done

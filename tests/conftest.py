@@ -1,0 +1,53 @@
+"""Shared fixtures: built test programs, the kernel oracle, strict skips.
+
+With WASMBINFMT_STRICT=1 (set by .ci/run) a skipped test fails: CI installs
+every dependency, so a skip there means something is missing, never "fine".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+BUILD = FIXTURES / "build"
+STRICT = os.environ.get("WASMBINFMT_STRICT") == "1"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under WASMBINFMT_STRICT=1 (CI must run every test): {reason}"
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    """tests/fixtures/build, built from tests/fixtures/src by scripts/build-fixtures.sh."""
+    done = subprocess.run(["sh", str(ROOT / "scripts" / "build-fixtures.sh")],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot build the fixture programs:\n{done.stderr[-2000:]}")
+    return BUILD
+
+
+@pytest.fixture(scope="session")
+def kernel():
+    """The real kernel's binfmt_misc parser (tests/kernel_oracle.py)."""
+    from kernel_oracle import KernelOracle
+    try:
+        oracle = KernelOracle()
+    except (OSError, RuntimeError) as e:
+        pytest.skip(f"no private binfmt_misc mount here: {e}")
+    yield oracle
+    oracle.close()
