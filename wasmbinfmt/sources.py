@@ -152,11 +152,13 @@ def load_system(root: str = "/") -> Loaded:
 def resolve_interpreter(rule: Rule, path_env: str | None) -> Rule:
     """Fix the interpreter's path where the rule says it is fixed when rules are loaded.
 
-    - rules.yaml: an interpreter without a '/' is a command, looked up in PATH.
+    - rules.yaml (both forms): an interpreter without a '/' is a command,
+      looked up in PATH.
     - flag F: the kernel opens the interpreter at registration, relative to the
       registering process; we resolve it to an absolute real path at load time.
-    Otherwise the kernel's meaning stays: a path, opened at each exec (a
-    relative one against the exec'ing process's directory).
+    Elsewhere (binfmt.d, --rule, binfmt-support) the kernel's meaning stays: a
+    path, opened at each exec (a relative one against the exec'ing process's
+    directory).
     """
     interp = rule.interpreter
     if rule.origin is not None and rule.origin.format == "yaml" and "/" not in interp:

@@ -1,0 +1,108 @@
+"""Matching files to rules, and exec plans: kernel semantics as pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from wasmbinfmt.match import Matcher
+from wasmbinfmt.rewrite import AT_FDCWD, exec_filename, plan_exec
+from wasmbinfmt.rules import make_rule, parse_registration
+
+WASM = b"\0asm\x01\0\0\0" + bytes(100)
+AARCH64 = bytes.fromhex("7f454c4602010100000000000000000002 00b700".replace(" ", ""))
+
+
+def rule(line, **changes):
+    return replace(parse_registration(line), **changes)
+
+
+def test_magic_offset_and_mask():
+    m = Matcher([
+        rule(":qemu:M::\\x7fELF\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00"
+             "\\x02\\x00\\xb7\\x00:\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff"
+             "\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:/q:P"),
+        rule(":at4:M:4:\\x01\\x00:\\x0f\\xff:/at4:"),
+    ])
+    assert m.match(b"x", AARCH64).name == "qemu"
+    # e_type 3 (ET_DYN) is let through by mask 0xfe; byte 7 (OS ABI) is ignored.
+    pie = bytearray(AARCH64)
+    pie[16], pie[7] = 3, 9
+    assert m.match(b"x", bytes(pie)).name == "qemu"
+    pie[18] = 0x3E  # x86_64
+    assert m.match(b"x", bytes(pie)) is None
+    assert m.match(b"x", b"\0asm\xf1\0").name == "at4"  # masked high nibble
+
+
+def test_short_file_is_zero_padded_like_the_kernel():
+    # Checked against the kernel: a 2-byte file "ZQ" matches magic ZQ\0\0.
+    m = Matcher([rule(":z:M::ZQ\\x00\\x00::/z:"), rule(":far:M:200:\\x00::/far:")])
+    assert m.match(b"f", b"ZQ").name == "z"
+    assert m.match(b"f", b"").name == "far"
+
+
+def test_extension_compares_the_whole_path_after_the_last_dot():
+    m = Matcher([rule(":lua:E::lua::/lua:"), rule(":two:E::2::/two:")])
+    assert m.match(b"./script.lua", b"").name == "lua"
+    assert m.match(b"/dev/fd/3/x.lua", b"").name == "lua"
+    assert m.match(b"lua", b"") is None  # no dot
+    assert m.match(b"./x.LUA", b"") is None  # case-sensitive
+    assert m.match(b"./v1.lua/prog", b"") is None  # not the basename's extension ...
+    assert m.match(b"./v1.2/prog", b"") is None  # "2/prog" is no extension any rule can have
+    assert m.match(b"./v1.2", b"").name == "two"
+
+
+def test_first_listed_wins_and_disabled_rules_are_skipped():
+    a = rule(":a:M::\\x00asm::/a:")
+    b = rule(":b:M::\\x00asm\\x01::/b:")
+    assert Matcher([a, b]).match(b"x", WASM) is a
+    assert Matcher([b, a]).match(b"x", WASM) is b
+    assert Matcher([replace(a, enabled=False), b]).match(b"x", WASM) is b
+    assert [r.name for r in Matcher([a, b]).candidates(b"x", WASM)] == ["a", "b"]
+
+
+def test_detector_must_confirm():
+    wali = make_rule(name="wali", kind="M", magic=b"\0asm", interpreter="/iwasm",
+                     detector="/bin/is-wali")
+    wasi = make_rule(name="wasi", kind="M", magic=b"\0asm", interpreter="/wasmtime")
+    m = Matcher([wali, wasi])
+    assert m.match(b"x", WASM) is wasi  # no way to run the detector: passed over
+    assert m.match(b"x", WASM, confirm=lambda r: True) is wali
+    assert m.match(b"x", WASM, confirm=lambda r: False) is wasi
+
+
+# ---------------------------------------------------------------------------
+# Exec plans
+
+
+def test_plan_without_P_drops_argv0():
+    r = rule(":w:M::\\x00asm::/usr/bin/emu:")
+    plan = plan_exec(r, b"./prog.wasm", [b"prog", b"--help", b"x y"])
+    assert plan.path == b"/usr/bin/emu"
+    assert plan.argv == (b"/usr/bin/emu", b"./prog.wasm", b"--help", b"x y")
+
+
+def test_plan_with_P_keeps_argv0_and_args_go_first():
+    r = rule(":w:M::\\x00asm::/usr/bin/wasmtime:P", args=("run", "--"),
+             env=(("WASMTIME_LOG", "info"),))
+    plan = plan_exec(r, b"sub/prog.wasm", [b"custom0", b"a"])
+    assert plan.argv == (b"/usr/bin/wasmtime", b"run", b"--", b"sub/prog.wasm", b"custom0", b"a")
+    assert plan.env == ((b"WASMTIME_LOG", b"info"),)
+
+
+def test_plan_with_empty_argv_gets_the_kernels_empty_argv0():
+    r = rule(":w:M::\\x00asm::/emu:P")
+    assert plan_exec(r, b"p", []).argv == (b"/emu", b"p", b"")
+    assert plan_exec(replace(r, flags=frozenset()), b"p", []).argv == (b"/emu", b"p")
+
+
+@pytest.mark.parametrize("dirfd,name,expected", [
+    (AT_FDCWD, b"rel/prog", b"rel/prog"),
+    (AT_FDCWD, b"/abs/prog", b"/abs/prog"),
+    (5, b"/abs/prog", b"/abs/prog"),
+    (5, b"rel/prog", b"/dev/fd/5/rel/prog"),
+    (7, b"", b"/dev/fd/7"),
+])
+def test_exec_filename(dirfd, name, expected):
+    assert exec_filename(dirfd, name) == expected

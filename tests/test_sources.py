@@ -1,0 +1,137 @@
+"""Where rules come from, and the order they end up in."""
+
+from __future__ import annotations
+
+import os
+
+from wasmbinfmt.sources import (
+    binfmt_d_files, collect, default_rules_file, load_system, user_rules_file,
+)
+from test_loaders import QEMU_AARCH64, write
+
+
+def isolated_env(tmp_path, **extra):
+    """An environment with an empty config home and PATH, unless given."""
+    env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "PATH": str(tmp_path / "bin")}
+    env.update(extra)
+    return env
+
+
+def names(ruleset):
+    return [r.name for r in ruleset.rules]
+
+
+def test_systemd_precedence_and_name_order(tmp_path):
+    root = tmp_path / "root"
+    write(root / "usr/lib/binfmt.d/b.conf", ":b-usr:E::b::/b:\n")
+    write(root / "usr/lib/binfmt.d/a.conf", ":a-usr:E::a::/a:\n")
+    write(root / "etc/binfmt.d/b.conf", ":b-etc:E::b::/b:\n")  # hides /usr/lib's b.conf
+    write(root / "run/binfmt.d/c.conf", ":c-run:E::c::/c:\n")
+    write(root / "usr/local/lib/binfmt.d/c.conf", ":c-local:E::c::/c:\n")
+    write(root / "etc/binfmt.d/README", ":ignored:E::x::/x:\n")  # not *.conf
+    files = binfmt_d_files(("/etc/binfmt.d", "/run/binfmt.d", "/usr/local/lib/binfmt.d",
+                            "/usr/lib/binfmt.d"), str(root))
+    assert [os.path.relpath(f, root) for f in files] == [
+        "usr/lib/binfmt.d/a.conf", "etc/binfmt.d/b.conf", "run/binfmt.d/c.conf"]
+    rules, errors = load_system(str(root))
+    # Registered a, b, c in that order: the kernel tries the last registered first.
+    assert [r.name for r in rules] == ["c-run", "b-etc", "a-usr"] and errors == []
+
+
+def test_system_binfmt_support_after_binfmt_d_and_duplicates(tmp_path):
+    root = tmp_path / "root"
+    write(root / "usr/lib/binfmt.d/qemu-aarch64.conf",
+          ":qemu-aarch64:M::\\x7fELF::/usr/bin/qemu-aarch64:P\n")
+    write(root / "usr/lib/binfmt.d/twice.conf", ":dup:E::d::/first:\n:dup:E::d::/second:\n")
+    write(root / "usr/share/binfmts/qemu-aarch64", QEMU_AARCH64)  # same name: refused
+    write(root / "usr/share/binfmts/jar", "package j\ninterpreter /usr/bin/jexec\nmagic PK\n")
+    rules, errors = load_system(str(root))
+    # Registered: qemu-aarch64.conf, twice.conf (name order), then binfmt-support's jar.
+    assert [r.name for r in rules] == ["jar", "dup", "qemu-aarch64"]
+    assert rules[2].interpreter == "/usr/bin/qemu-aarch64"  # binfmt.d registered first
+    assert rules[1].interpreter == "/first"
+    assert len(errors) == 1 and "EEXIST" in str(errors[0]) and "twice.conf:2" in str(errors[0])
+
+
+def test_precedence_inline_files_env_user_default(tmp_path):
+    first = write(tmp_path / "first.yaml", "rules:\n  - binfmt: ':one:E::x::/from-first:'\n")
+    second = write(tmp_path / "second.conf", ":two:E::x::/from-second:\n")
+    from_env = write(tmp_path / "env.yaml", "rules:\n  - binfmt: ':three:E::x::/env:'\n")
+    env = isolated_env(tmp_path, WASMBINFMT_RULES=from_env)
+    write(user_rules_file(env), "rules:\n  - binfmt: ':four:E::x::/user:'\n")
+    ruleset = collect(inline=[":zero:E::x::/inline:"], files=[first, second], env=env)
+    assert ruleset.errors == []
+    assert names(ruleset)[:5] == ["zero", "one", "two", "three", "four"]
+    assert names(ruleset)[5:] == ["wasm", "wasm-component"]  # the packaged default
+
+
+def test_same_name_higher_source_hides_lower(tmp_path):
+    mine = write(tmp_path / "mine.yaml",
+                 "rules:\n  - binfmt: ':wasm:M::\\x00asm::/my/runner:'\n    enabled: false\n")
+    ruleset = collect(files=[mine], env=isolated_env(tmp_path))
+    wasm = ruleset.rules[0]
+    assert (wasm.name, wasm.enabled, wasm.interpreter) == ("wasm", False, "/my/runner")
+    hidden, by = ruleset.shadowed[0]
+    assert hidden.origin.source == default_rules_file() and by is wasm
+    assert "wasm" not in [r.name for r in ruleset.active()]
+
+
+def test_binfmt_lines_file_keeps_kernel_order(tmp_path):
+    conf = write(tmp_path / "mine.conf", ":early:E::x::/early:\n:late:E::x::/late:\n")
+    ruleset = collect(files=[conf], defaults=False, env=isolated_env(tmp_path))
+    assert names(ruleset) == ["late", "early"]
+
+
+def test_duplicate_name_in_a_user_binfmt_file_is_an_error(tmp_path):
+    conf = write(tmp_path / "mine.conf", ":a:E::x::/one:\n:a:E::y::/two:\n")
+    ruleset = collect(files=[conf], defaults=False, env=isolated_env(tmp_path))
+    assert len(ruleset.errors) == 1 and "mine.conf:2" in str(ruleset.errors[0])
+
+
+def test_no_default_rules_and_nothing_from_the_current_directory(tmp_path, monkeypatch):
+    write(tmp_path / "rules.yaml", "rules:\n  - binfmt: ':cwd:E::x::/cwd:'\n")
+    write(tmp_path / "wasmbinfmt" / "rules.yaml", "rules:\n  - binfmt: ':cwd2:E::x::/cwd:'\n")
+    monkeypatch.chdir(tmp_path)
+    assert names(collect(env=isolated_env(tmp_path))) == ["wasm", "wasm-component"]
+    assert names(collect(defaults=False, env=isolated_env(tmp_path))) == []
+
+
+def test_yaml_interpreter_looked_up_in_path_binfmt_line_kept_as_path(tmp_path):
+    emu = write(tmp_path / "bin" / "myemu", "#!/bin/sh\n")
+    os.chmod(emu, 0o755)
+    yaml_file = write(tmp_path / "r.yaml", "rules:\n  - {name: y, extension: y, "
+                                           "interpreter: myemu}\n"
+                                           "  - {name: z, extension: z, interpreter: nothere}\n"
+                                           "  - binfmt: ':b:E::b::myemu:'\n")
+    ruleset = collect(inline=[":k:E::k::myemu:"], files=[yaml_file], defaults=False,
+                      env=isolated_env(tmp_path))
+    k, y, z, b = ruleset.rules
+    assert y.interpreter == emu and b.interpreter == emu  # all of rules.yaml
+    assert z.interpreter == "nothere"  # reported as missing, not dropped
+    assert k.interpreter == "myemu"  # the kernel's meaning: relative to the exec'ing process
+
+
+def test_flag_F_resolves_the_interpreter_at_load_and_needs_it(tmp_path, monkeypatch):
+    real = write(tmp_path / "bin" / "real-emu", "#!/bin/sh\n")
+    os.chmod(real, 0o755)
+    os.symlink(real, tmp_path / "bin" / "link-emu")
+    monkeypatch.chdir(tmp_path)
+    ruleset = collect(inline=[":f:E::f::bin/link-emu:F", ":g:E::g::/nonexistent:F"],
+                      defaults=False, env=isolated_env(tmp_path))
+    assert [r.interpreter for r in ruleset.rules] == [real]
+    assert len(ruleset.errors) == 1 and "--rule #2" in str(ruleset.errors[0])
+
+
+def test_system_errors_are_warnings(tmp_path):
+    root = tmp_path / "root"
+    write(root / "usr/lib/binfmt.d/bad.conf", ":bad:Q::x::/x:\n:ok:E::x::/x:\n")
+    ruleset = collect(system=True, defaults=False, root=str(root), env=isolated_env(tmp_path))
+    assert names(ruleset) == ["ok"] and ruleset.errors == [] and len(ruleset.warnings) == 1
+
+
+def test_inline_rule_errors_name_the_option(tmp_path):
+    ruleset = collect(inline=[":a:E::x::/x:", ":b:E::x/y::/x:"], defaults=False,
+                      env=isolated_env(tmp_path))
+    assert [str(e) for e in ruleset.errors] == [
+        "--rule #2: field 'magic': the extension 'x/y' contains '/'"]
