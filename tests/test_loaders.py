@@ -228,6 +228,8 @@ def test_rules_yaml_structured_and_binfmt_forms():
      5, "env", "not a valid variable name"),
     ("rules:\n  - name: a\n    magic: ab\n    interpreter: /x\n    enabled: maybe\n",
      5, "enabled", "true or false"),
+    ("rules:\n  - name: off\n    magic: ab\n    interpreter: /x\n", 2, "name",
+     "YAML reads 'off' as False: put it in quotes"),
     ("rules:\n  - name: a/b\n    magic: ab\n    interpreter: /x\n", 2, "name", "contains '/'"),
     ("rules:\n  - name: a\n    magic: 'é€'\n    interpreter: /x\n", 3, "magic", "not a byte"),
     ("rules:\n  - name: a\n    magic: ''\n    interpreter: /x\n", 3, "magic", "empty"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wasmbinfmt.match import Matcher
 from wasmbinfmt.rewrite import AT_FDCWD, exec_filename, plan_exec
@@ -70,6 +72,41 @@ def test_detector_must_confirm():
     assert m.match(b"x", WASM) is wasi  # no way to run the detector: passed over
     assert m.match(b"x", WASM, confirm=lambda r: True) is wali
     assert m.match(b"x", WASM, confirm=lambda r: False) is wasi
+
+
+def reference_match(rules, path, header):
+    """The kernel's search_binfmt_handler, written plainly: the first enabled rule that matches."""
+    buf = header[:256].ljust(256, b"\0")
+    dot = path.rfind(b".")
+    for r in rules:
+        if not r.enabled:
+            continue
+        if r.kind == "E":
+            if dot >= 0 and path[dot + 1:] == r.extension.encode():
+                return r
+            continue
+        mask = r.mask or b"\xff" * len(r.magic)
+        if all((buf[r.offset + j] ^ r.magic[j]) & mask[j] == 0 for j in range(len(r.magic))):
+            return r
+    return None
+
+
+small_bytes = st.binary(min_size=1, max_size=3).map(lambda b: bytes(x & 0x3 for x in b))
+random_rules = st.lists(st.one_of(
+    st.builds(lambda m, mask, off, on: make_rule(
+        name="m", kind="M", magic=m, mask=(mask * 3)[:len(m)] if mask else None, offset=off,
+        interpreter="/m", enabled=on),
+        small_bytes, st.one_of(st.none(), st.binary(min_size=3, max_size=3)), st.integers(0, 3),
+        st.booleans()),
+    st.builds(lambda e: make_rule(name="e", kind="E", extension=e, interpreter="/e"),
+              st.sampled_from(["a", "b", "wasm"]))), max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(random_rules, st.binary(max_size=8).map(lambda b: bytes(x & 0x3 for x in b)),
+       st.sampled_from([b"x", b"x.a", b"d.b/x", b"p.wasm", b".b"]))
+def test_grouped_matcher_equals_the_kernels_linear_search(rules, header, path):
+    assert Matcher(rules).match(path, header) is reference_match(rules, path, header)
 
 
 # ---------------------------------------------------------------------------

@@ -75,8 +75,9 @@ class _Doc:
 
     def string(self, node: yaml.Node, key: str) -> str:
         value = self.scalar(node, f"'{key}'", key)
-        if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-            raise self.error(node, "must be a string", key)
+        if isinstance(value, bool) or value is None:
+            raise self.error(node, f"must be a string, but YAML reads {node.value!r} as "
+                                   f"{value}: put it in quotes", key)
         return str(value)
 
     def byte_string(self, node: yaml.Node, key: str) -> bytes:

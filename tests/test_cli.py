@@ -1,0 +1,160 @@
+"""The command line, run as a real process (also as an unprivileged user)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from test_loaders import write
+from unprivileged import as_unprivileged
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def wasmbinfmt(*args, env=None, unprivileged=False, cwd=ROOT):
+    argv = [sys.executable, "-m", "wasmbinfmt", *args]
+    if unprivileged:
+        argv = as_unprivileged(argv)
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd)
+
+
+@pytest.fixture
+def env(tmp_path):
+    """No user config; PATH as ours (the wasmtime CLI must be found)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(home, 0o777)
+    return {"PATH": os.environ["PATH"], "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / "config"), "PYTHONPATH": ROOT}
+
+
+def test_which_wasm_shows_the_runners_argv(fixtures, env):
+    module = str(fixtures / "hello.wasm")
+    done = wasmbinfmt("which", module, env=env)
+    assert done.returncode == 0, done.stderr
+    first, argv_line = done.stdout.splitlines()[:2]
+    assert first.startswith(f"{module}: wasm (") and "rules.yaml:" in first
+    argv = argv_line.split()
+    assert os.path.basename(argv[0]) == "wasmtime" and os.path.isabs(argv[0])
+    assert argv[1:] == ["run", "-S", "inherit-env", "--dir=/::/", "--dir=.::.", "--", module]
+
+
+def test_which_runs_the_shown_argv_for_real(fixtures, env, tmp_path):
+    """The argv `which` prints is the command that works: run it and see the program's output."""
+    module = str(fixtures / "hello.wasm")
+    done = wasmbinfmt("which", module, env=env)
+    argv = done.stdout.splitlines()[1].split()
+    ran = subprocess.run(argv + ["--help", "x"], capture_output=True, text=True, env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert "argv[1]=--help" in ran.stdout and "argv[2]=x" in ran.stdout
+
+
+def test_which_with_system_picks_qemu_for_aarch64_and_nothing_for_native(fixtures, env):
+    if not os.path.exists("/usr/lib/binfmt.d/qemu-aarch64.conf"):
+        pytest.skip("Debian's qemu-user-binfmt is not installed")
+    aarch64, native = str(fixtures / "hello.aarch64"), str(fixtures / "hello.native")
+    done = wasmbinfmt("which", "--system", aarch64, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{aarch64}: qemu-aarch64 (/usr/lib/binfmt.d/qemu-aarch64.conf:1)",
+        f"  /usr/libexec/qemu-binfmt/aarch64-binfmt-P {aarch64} {aarch64}"]
+    done = wasmbinfmt("which", "--system", native, env=env)
+    assert (done.returncode, done.stdout) == (1, f"{native}: no rule (runs natively)\n")
+
+
+def test_which_as_unprivileged_user(fixtures, env):
+    module = str(fixtures / "hello.wasm")
+    done = wasmbinfmt("which", module, env=env, unprivileged=True, cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{module}: wasm (")
+
+
+def test_which_unreadable_and_special_files(env, tmp_path):
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)  # must not block: never opened
+    done = wasmbinfmt("which", fifo, str(tmp_path / "missing"), str(tmp_path), env=env)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"wasmbinfmt: {fifo}: not a regular file",
+        f"wasmbinfmt: {tmp_path / 'missing'}: No such file or directory",
+        f"wasmbinfmt: {tmp_path}: not a regular file"]
+
+
+def test_which_extension_rule_uses_path_as_given_and_P(env, tmp_path):
+    script = write(tmp_path / "s.lua", "print(1)\n")
+    os.chmod(script, 0o755)
+    done = wasmbinfmt("which", "--no-default-rules", "--rule", ":lua:E::lua::/usr/bin/lua:P",
+                      "s.lua", env=env, cwd=str(tmp_path))
+    assert done.stdout.splitlines() == ["s.lua: lua (--rule #1)", "  /usr/bin/lua s.lua s.lua"]
+    assert "emulator missing" in done.stderr or os.path.exists("/usr/bin/lua")
+
+
+def test_which_runs_detectors(env, tmp_path):
+    yes = write(tmp_path / "yes.sh", "#!/bin/sh\ncase $1 in *good*) exit 0;; esac; exit 1\n")
+    os.chmod(yes, 0o755)
+    rules = write(tmp_path / "r.yaml", f"rules:\n  - {{name: picky, magic: 'AB', "
+                                       f"interpreter: /bin/cat, detector: {yes}}}\n"
+                                       f"  - {{name: any, magic: 'AB', interpreter: /bin/cat}}\n")
+    for name in ("good", "bad"):
+        write(tmp_path / name, "AB\n")
+    done = wasmbinfmt("which", "--no-default-rules", "--rules", rules, str(tmp_path / "good"),
+                      str(tmp_path / "bad"), env=env)
+    heads = [line.split(" (")[0] for line in done.stdout.splitlines() if not line.startswith(" ")]
+    assert heads == [f"{tmp_path}/good: picky", f"{tmp_path}/bad: any"]
+
+
+def test_list_shows_order_status_and_origin(env, tmp_path):
+    rules = write(tmp_path / "r.yaml", "rules:\n  - binfmt: ':wasm:M::\\x00asm::/nowhere/emu:'\n"
+                                       "  - {name: 'off', extension: x, interpreter: /bin/sh, "
+                                       "enabled: false, env: {A: b c}, args: [-e]}\n")
+    done = wasmbinfmt("list", "--rules", rules, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "TYPE", "MATCH", "EMULATOR", "FLAGS", "STATUS",
+                                "DEFINED", "AT"]
+    assert lines[1].split()[:4] == ["wasm", "magic", "@0", "0061736d"]
+    assert "MISSING: /nowhere/emu does not exist" in lines[1] and f"{rules}:2" in lines[1]
+    assert "A='b c' /bin/sh -e" in lines[2] and "disabled" in lines[2]
+    assert "wasm-component" in lines[3]
+    assert "hidden by" in lines[4] and "rules.yaml:" in lines[4]
+
+
+def test_check_lists_every_error_and_fails(env, tmp_path):
+    bad = write(tmp_path / "bad.conf", ":a:E::x::/x:\n:b:Z::x::/x:\n:c:M::\\x4::/x:\n")
+    worse = write(tmp_path / "worse.yaml", "rules:\n  - {name: a, interpreter: /x}\n")
+    done = wasmbinfmt("check", "--rules", bad, "--rules", worse, env=env)
+    assert done.returncode == 1
+    errors = [line for line in done.stdout.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {bad}:2: field 'type': the type must be M or E followed by the delimiter ':'",
+        f"error: {bad}:3: field 'magic': '\\x' at byte 7 of the line is not followed by two "
+        "hex digits",
+        f"error: {worse}:2: field 'magic': give exactly one of 'magic' and 'extension'"]
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_check_passes_on_the_defaults_and_the_system(env):
+    done = wasmbinfmt("check", "--system", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ", 0 errors," in done.stdout
+
+
+def test_bad_rules_stop_list_and_which_with_one_line_each(env, tmp_path):
+    bad = write(tmp_path / "bad.yaml", "rules:\n  - binfmt: ':a:E::x::/x:Z'\n")
+    for command in (["list"], ["which", "/bin/sh"]):
+        done = wasmbinfmt(*command, "--rules", bad, env=env)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr == (f"wasmbinfmt: {bad}:2: field 'binfmt: flags': unknown flag(s) "
+                               "'Z'; only P, O, C, F exist\n")
+
+
+def test_help_everywhere_and_usage_errors(env):
+    for command in ([], ["list"], ["which"], ["check"]):
+        done = wasmbinfmt(*command, "--help", env=env)
+        assert done.returncode == 0 and "usage: wasmbinfmt" in done.stdout
+    done = wasmbinfmt("which", env=env)
+    assert done.returncode == 2 and "usage:" in done.stderr and "Traceback" not in done.stderr
