@@ -13,7 +13,7 @@ Everything here is pure: no file system, no environment.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 # The kernel reads this many bytes of a file before choosing a format (BINPRM_BUF_SIZE).
 HEADER_SIZE = 256
@@ -406,6 +406,3 @@ def format_registration(rule: Rule) -> str:
     kind = rule.kind.encode()
     return os.fsdecode(d + d.join([name, kind, offset, magic, mask, interpreter, flags]))
 
-
-def with_origin(rule: Rule, origin: Origin) -> Rule:
-    return replace(rule, origin=origin)
