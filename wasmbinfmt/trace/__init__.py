@@ -1,0 +1,1 @@
+"""The tracer: ptrace and seccomp mechanics. Architecture details live in arch.py only."""

@@ -1,0 +1,124 @@
+"""Everything architecture-specific, in one place: syscall numbers and register roles.
+
+The tracer reads and writes registers by role (syscall number, arguments,
+result, stack pointer), never by name, so the exec logic never mentions rdi
+or x0. Registers are read with PTRACE_GETREGSET(NT_PRSTATUS), which both
+x86_64 and aarch64 have (aarch64 has no PTRACE_GETREGS), into the kernel's
+own layout, declared here with ctypes so that every architecture's layout can
+be unit-tested on any host.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+from dataclasses import dataclass
+
+# <linux/audit.h>: what seccomp reports as seccomp_data.arch. The other ABIs a CPU runs
+# (i386 and x32 on x86_64, arm32 on aarch64) are named for the tests of the filter.
+AUDIT_ARCH_X86_64 = 0xC000003E
+AUDIT_ARCH_I386 = 0x40000003
+AUDIT_ARCH_AARCH64 = 0xC00000B7
+AUDIT_ARCH_ARM = 0x40000028
+X32_SYSCALL_BIT = 0x40000000
+
+
+class X86_64Regs(ctypes.Structure):
+    """struct user_regs_struct, arch/x86/include/asm/user_64.h."""
+
+    _fields_ = [(name, ctypes.c_ulonglong) for name in (
+        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
+        "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
+        "gs_base", "ds", "es", "fs", "gs")]
+
+
+class Aarch64Regs(ctypes.Structure):
+    """struct user_pt_regs, arch/arm64/include/uapi/asm/ptrace.h."""
+
+    _fields_ = [("regs", ctypes.c_ulonglong * 31), ("sp", ctypes.c_ulonglong),
+                ("pc", ctypes.c_ulonglong), ("pstate", ctypes.c_ulonglong)]
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    audit_arch: int  # the native ABI, as seccomp names it
+    execve: int
+    execveat: int
+    regs: type[ctypes.Structure]
+    syscall_register: str  # where the tracer reads the syscall number at a seccomp stop
+    arg_registers: tuple[str, ...]  # arguments 1..6
+    result_register: str
+    stack_pointer: str
+    red_zone: int  # bytes below the stack pointer the tracee may be using
+    stack_alignment: int
+    # aarch64 changes the syscall number through NT_ARM_SYSTEM_CALL, not the registers.
+    syscall_number_regset: int | None = None
+
+    def new_regs(self) -> ctypes.Structure:
+        return self.regs()
+
+    def _slot(self, regs: ctypes.Structure, role: str) -> tuple[object, str | int]:
+        """(container, field or index) of a register named like 'rdi' or 'regs[3]'."""
+        if role.endswith("]"):
+            field, index = role[:-1].split("[")
+            return getattr(regs, field), int(index)
+        return regs, role
+
+    def get(self, regs: ctypes.Structure, role: str) -> int:
+        container, key = self._slot(regs, role)
+        return container[key] if isinstance(key, int) else getattr(container, key)
+
+    def set(self, regs: ctypes.Structure, role: str, value: int) -> None:
+        container, key = self._slot(regs, role)
+        value &= 0xFFFFFFFFFFFFFFFF
+        if isinstance(key, int):
+            container[key] = value
+        else:
+            setattr(container, key, value)
+
+    def syscall_number(self, regs: ctypes.Structure) -> int:
+        return self.get(regs, self.syscall_register)
+
+    def arg(self, regs: ctypes.Structure, n: int) -> int:
+        """Syscall argument n, counted from 1 as in the man pages."""
+        return self.get(regs, self.arg_registers[n - 1])
+
+    def set_arg(self, regs: ctypes.Structure, n: int, value: int) -> None:
+        self.set(regs, self.arg_registers[n - 1], value)
+
+    def result(self, regs: ctypes.Structure) -> int:
+        """The syscall's return value as a signed number (-errno on failure)."""
+        value = self.get(regs, self.result_register)
+        return value - (1 << 64) if value >= 1 << 63 else value
+
+    def stack(self, regs: ctypes.Structure) -> int:
+        return self.get(regs, self.stack_pointer)
+
+    def scratch_below_stack(self, regs: ctypes.Structure, size: int) -> int:
+        """An address for `size` bytes below the stack pointer, past the red zone, aligned."""
+        top = self.stack(regs) - self.red_zone - size
+        return top & ~(self.stack_alignment - 1)
+
+
+X86_64 = Arch(
+    name="x86_64", audit_arch=AUDIT_ARCH_X86_64, execve=59, execveat=322, regs=X86_64Regs,
+    syscall_register="orig_rax", arg_registers=("rdi", "rsi", "rdx", "r10", "r8", "r9"),
+    result_register="rax", stack_pointer="rsp", red_zone=128, stack_alignment=16)
+
+AARCH64 = Arch(
+    name="aarch64", audit_arch=AUDIT_ARCH_AARCH64, execve=221, execveat=281, regs=Aarch64Regs,
+    syscall_register="regs[8]",
+    arg_registers=tuple(f"regs[{i}]" for i in range(6)),
+    result_register="regs[0]", stack_pointer="sp", red_zone=0, stack_alignment=16,
+    syscall_number_regset=0x404)  # NT_ARM_SYSTEM_CALL
+
+ARCHES = {"x86_64": X86_64, "aarch64": AARCH64}
+
+
+def host_arch() -> Arch:
+    machine = platform.machine()
+    try:
+        return ARCHES[{"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)]
+    except KeyError:
+        raise OSError(f"wasmbinfmt's tracer does not support this CPU ({machine}) yet") from None

@@ -1,0 +1,59 @@
+"""The seccomp-bpf program that stops a tracee only at exec.
+
+For the host's native ABI, execve and execveat return SECCOMP_RET_TRACE (a
+PTRACE_EVENT_SECCOMP stop for the tracer); every other syscall is allowed in
+the kernel, at native speed. Syscalls of another ABI the CPU also runs (i386
+or x32 on x86_64, arm32 on aarch64) are allowed too: their execs pass through
+natively rather than being misread with the wrong syscall table.
+
+Pure: this module only builds the program; the tracer installs it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .arch import Arch
+
+# <linux/filter.h>, <linux/seccomp.h>
+BPF_LD_W_ABS = 0x20
+BPF_JEQ_K = 0x15
+BPF_RET_K = 0x06
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_TRACE = 0x7FF00000
+# Offsets in struct seccomp_data.
+NR_OFFSET = 0
+ARCH_OFFSET = 4
+
+
+@dataclass(frozen=True)
+class Insn:
+    code: int
+    k: int
+    jt: int = 0
+    jf: int = 0
+
+
+def exec_filter(arch: Arch) -> list[Insn]:
+    """The filter for `arch`, as instructions (see the module docstring)."""
+    # Jump offsets count the instructions skipped after this one; the layout is fixed, so
+    # they are written out, and the tests run the program through a BPF interpreter.
+    program = [
+        Insn(BPF_LD_W_ABS, ARCH_OFFSET),
+        Insn(BPF_JEQ_K, arch.audit_arch, jt=0, jf=4),  # another ABI -> allow
+        Insn(BPF_LD_W_ABS, NR_OFFSET),
+        Insn(BPF_JEQ_K, arch.execve, jt=3, jf=0),  # -> trace
+        Insn(BPF_JEQ_K, arch.execveat, jt=2, jf=0),  # -> trace
+        Insn(BPF_RET_K, SECCOMP_RET_ALLOW),
+        Insn(BPF_RET_K, SECCOMP_RET_ALLOW),  # target of "another ABI"
+        Insn(BPF_RET_K, SECCOMP_RET_TRACE),
+    ]
+    # x32 syscalls carry a marker bit (0x40000000), so their numbers never equal the
+    # native execve's and they fall through to "allow" without an instruction of their own.
+    return program
+
+
+def pack(program: list[Insn]) -> bytes:
+    """struct sock_filter[]: u16 code, u8 jt, u8 jf, u32 k, each."""
+    return b"".join(struct.pack("=HBBI", i.code, i.jt, i.jf, i.k) for i in program)
