@@ -118,10 +118,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def read_header(path: str) -> bytes:
     """The first 256 bytes of a regular file; never opens anything else (a FIFO would block)."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise IsADirectoryError(0, "not a regular file") if stat.S_ISDIR(st.st_mode) \
-            else OSError(0, "not a regular file")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(0, "not a regular file")
     fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         return os.pread(fd, HEADER_SIZE, 0)
