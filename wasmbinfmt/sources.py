@@ -214,14 +214,16 @@ def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, 
     by_name: dict[str, Rule] = {}
     path_env = os.pathsep.join([env.get("PATH", os.defpath), os.path.dirname(sys.executable)])
     for (rules, errors), own in sources:
-        (result.errors if own else result.warnings).extend(errors)
+        problems = result.errors if own else result.warnings
+        problems.extend(errors)
         for rule in rules:
             rule = resolve_interpreter(rule, path_env)
-            if "F" in rule.flags and rule.enabled and interpreter_problem(rule):
+            missing = interpreter_problem(rule) if "F" in rule.flags and rule.enabled else None
+            if missing:
                 # The kernel opens an F rule's interpreter when it is registered.
-                (result.errors if own else result.warnings).append(RuleError(
-                    f"flag F needs the interpreter when rules are loaded, but "
-                    f"{interpreter_problem(rule)}", rule.origin.source if rule.origin else None,
+                problems.append(RuleError(
+                    f"flag F needs the interpreter when rules are loaded, but {missing}",
+                    rule.origin.source if rule.origin else None,
                     rule.origin.line if rule.origin else None, "interpreter"))
                 continue
             if rule.name in by_name:
