@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wasmbinfmt.match import Matcher
-from wasmbinfmt.rewrite import AT_FDCWD, exec_filename, plan_exec
+from wasmbinfmt.rewrite import AT_FDCWD, exec_filename
 from wasmbinfmt.rules import make_rule, parse_registration
 
 WASM = b"\0asm\x01\0\0\0" + bytes(100)
@@ -107,31 +107,6 @@ random_rules = st.lists(st.one_of(
        st.sampled_from([b"x", b"x.a", b"d.b/x", b"p.wasm", b".b"]))
 def test_grouped_matcher_equals_the_kernels_linear_search(rules, header, path):
     assert Matcher(rules).match(path, header) is reference_match(rules, path, header)
-
-
-# ---------------------------------------------------------------------------
-# Exec plans
-
-
-def test_plan_without_P_drops_argv0():
-    r = rule(":w:M::\\x00asm::/usr/bin/emu:")
-    plan = plan_exec(r, b"./prog.wasm", [b"prog", b"--help", b"x y"])
-    assert plan.path == b"/usr/bin/emu"
-    assert plan.argv == (b"/usr/bin/emu", b"./prog.wasm", b"--help", b"x y")
-
-
-def test_plan_with_P_keeps_argv0_and_args_go_first():
-    r = rule(":w:M::\\x00asm::/usr/bin/wasmtime:P", args=("run", "--"),
-             env=(("WASMTIME_LOG", "info"),))
-    plan = plan_exec(r, b"sub/prog.wasm", [b"custom0", b"a"])
-    assert plan.argv == (b"/usr/bin/wasmtime", b"run", b"--", b"sub/prog.wasm", b"custom0", b"a")
-    assert plan.env == ((b"WASMTIME_LOG", b"info"),)
-
-
-def test_plan_with_empty_argv_gets_the_kernels_empty_argv0():
-    r = rule(":w:M::\\x00asm::/emu:P")
-    assert plan_exec(r, b"p", []).argv == (b"/emu", b"p", b"")
-    assert plan_exec(replace(r, flags=frozenset()), b"p", []).argv == (b"/emu", b"p")
 
 
 @pytest.mark.parametrize("dirfd,name,expected", [

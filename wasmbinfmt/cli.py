@@ -1,8 +1,10 @@
-"""Command line: `wasmbinfmt list | which FILE... | check`.
+"""Command line: `wasmbinfmt [OPTIONS] -- COMMAND...` and `list | which FILE... | check`.
 
-Errors go to stderr as one line each, never as a traceback. Exit status:
-0 success; 1 `which` found a file no rule handles, or `check` found errors;
-2 bad usage, unreadable files or invalid rules.
+Errors go to stderr as one line each, never as a traceback. Exit status of
+the subcommands: 0 success; 1 `which` found a file no rule handles, or
+`check` found errors; 2 bad usage, unreadable files or invalid rules. A
+traced COMMAND's status is the command's own (see trace/launch.py); 125 means
+wasmbinfmt could not trace it, 126/127 that it could not be run or found.
 """
 
 from __future__ import annotations
@@ -10,17 +12,16 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import stat
-import subprocess
 import sys
 
 from . import __version__
+from .files import make_inspector, read_header
 from .match import Matcher
-from .rewrite import plan_exec
-from .rules import HEADER_SIZE, Rule, RuleError
+from .rewrite import Fail, resolve_exec
+from .rules import Rule, RuleError
 from .sources import RuleSet, collect, interpreter_problem
 
-DETECTOR_TIMEOUT = 10  # seconds a binfmt-support detector may take
+SUBCOMMANDS = ("list", "which", "check")
 
 
 def _rule_options() -> argparse.ArgumentParser:
@@ -36,6 +37,29 @@ def _rule_options() -> argparse.ArgumentParser:
     group.add_argument("--system", action="store_true",
                        help="add this machine's binfmt-support and systemd binfmt.d rules")
     return common
+
+
+def build_run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wasmbinfmt", parents=[_rule_options()],
+        usage="wasmbinfmt [OPTIONS] [--] COMMAND [ARGS...]\n"
+              "       wasmbinfmt {list,which,check} [OPTIONS] ...",
+        description="Run COMMAND and its whole process tree with every exec of a file that "
+                    "a rule matches (WebAssembly, other-architecture ELF, ...) rerouted to the "
+                    "rule's emulator, as binfmt_misc would, without root.",
+        epilog="subcommands: 'list' shows the rules, 'which FILE...' what would run each FILE, "
+               "'check' validates the rule sources (wasmbinfmt SUBCOMMAND --help). Exit "
+               "status: COMMAND's own; 125 if it could not be traced, 126 not executable, "
+               "127 not found, 2 invalid rules.")
+    parser.add_argument("--version", action="version", version=f"wasmbinfmt {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every rerouted exec (pid, rule, emulator argv)")
+    parser.add_argument("--log-file", metavar="FILE",
+                        help="write messages and the -v log to FILE instead of stderr "
+                             "(kept after COMMAND exits while its descendants run)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
+                        help="the command to run, with its arguments")
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,57 +140,43 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_header(path: str) -> bytes:
-    """The first 256 bytes of a regular file; never opens anything else (a FIFO would block)."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(0, "not a regular file")
-    fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        return os.pread(fd, HEADER_SIZE, 0)
-    finally:
-        os.close(fd)
-
-
-def run_detector(rule: Rule, path: str) -> bool:
-    """A binfmt-support detector accepts the file by exiting 0."""
-    try:
-        done = subprocess.run([rule.detector, path], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, timeout=DETECTOR_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        print(f"wasmbinfmt: detector of rule {rule.name!r} failed: {e}", file=sys.stderr)
-        return False
-    return done.returncode == 0
-
-
 def cmd_which(args: argparse.Namespace) -> int:
     ruleset = _load(args)
     if _fatal_errors(ruleset):
         return 2
-    matcher = Matcher(ruleset.rules)
+    # The files named are looked at whether executable or not (a warning says so); the
+    # interpreters after them must be, as for the kernel.
+    inspect = make_inspector(Matcher(ruleset.rules), lambda file: file,
+                             lambda path, first: first or os.access(path, os.X_OK))
     status = 0
     for name in args.files:
         try:
-            header = read_header(name)
+            read_header(name)
         except OSError as e:
             print(f"wasmbinfmt: {name}: {e.strerror}", file=sys.stderr)
             status = 2
             continue
-        rule = matcher.match(os.fsencode(name), header,
-                             confirm=lambda r, name=name: run_detector(r, name))
-        if rule is None:
+        first_is_executable = os.access(name, os.X_OK)
+        verdict = resolve_exec(os.fsencode(name), inspect)
+        if verdict is None:
             print(f"{name}: no rule (runs natively)")
             status = max(status, 1)
             continue
-        plan = plan_exec(rule, os.fsencode(name), [os.fsencode(name)])
-        print(f"{name}: {rule.name} ({rule.origin})")
-        for key, value in plan.env:
+        if isinstance(verdict, Fail):
+            print(f"{name}: exec would fail: {os.strerror(verdict.errno)}")
+            status = max(status, 1)
+            continue
+        chain = " → ".join(f"{r.name} ({r.origin})" for r in verdict.rules)
+        print(f"{name}: {chain}")
+        for key, value in verdict.env:
             print(f"  env {os.fsdecode(key)}={os.fsdecode(value)}")
-        print(f"  {_show_argv(plan.argv)}")
-        problem = interpreter_problem(rule)
-        if problem:
-            print(f"wasmbinfmt: rule {rule.name!r}: emulator missing: {problem}",
-                  file=sys.stderr)
-        if not os.access(name, os.X_OK):
+        print(f"  {_show_argv(verdict.argv.build([os.fsencode(name)]))}")
+        for rule in verdict.rules:
+            problem = interpreter_problem(rule)
+            if problem:
+                print(f"wasmbinfmt: rule {rule.name!r}: emulator missing: {problem}",
+                      file=sys.stderr)
+        if not first_is_executable:
             print(f"wasmbinfmt: {name} is not executable: exec would fail with EACCES",
                   file=sys.stderr)
     return status
@@ -189,13 +199,41 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if ruleset.errors else 0
 
 
-COMMANDS = {"list": cmd_list, "which": cmd_which, "check": cmd_check}
+def cmd_run(args: argparse.Namespace) -> int:
+    from .trace.arch import host_arch
+    from .trace.launch import run_traced
+    from .trace.tracer import Tracer
+
+    ruleset = _load(args)
+    if _fatal_errors(ruleset):
+        return 2
+    arch = host_arch()
+    log = open(args.log_file, "a", buffering=1) if args.log_file else sys.stderr
+
+    def start_tracer(command_pid: int) -> None:
+        Tracer(ruleset.active(), arch, command_pid, log, verbose=args.verbose,
+               log_is_stderr=log is sys.stderr).run()
+
+    run_traced([os.fsencode(word) for word in args.command], start_tracer)
+
+
+COMMANDS = {"list": cmd_list, "which": cmd_which, "check": cmd_check, "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        args = build_parser().parse_args(argv)
+    else:
+        parser = build_run_parser()
+        args = parser.parse_args(argv)
+        if args.command[:1] == ["--"]:
+            args.command = args.command[1:]
+        if not args.command:
+            parser.error("a COMMAND to run is required (or a subcommand: list, which, check)")
+        args.command_name = "run"
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[getattr(args, "command_name", None) or args.command](args)
     except RuleError as e:
         print(f"wasmbinfmt: {e}", file=sys.stderr)
         return 2

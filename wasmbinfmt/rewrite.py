@@ -30,22 +30,18 @@ The flags a userspace tracer can only approximate:
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
-from .rules import Rule
+from .match import Matcher
+from .rules import HEADER_SIZE, Rule
 
 AT_FDCWD = -100
-
-
-@dataclass(frozen=True)
-class ExecPlan:
-    """The exec that replaces the caller's: run `path` with `argv`, adding `env` for it."""
-
-    path: bytes
-    argv: tuple[bytes, ...]
-    env: tuple[tuple[bytes, bytes], ...] = ()
+# The kernel's exec_binprm allows 5 interpreter rewrites (binfmt_misc or #!) before the
+# file that finally loads; a 6th gives ELOOP. Measured on Linux 6.18 with #! chains.
+MAX_REWRITES = 5
 
 
 def exec_filename(dirfd: int, name: bytes) -> bytes:
@@ -62,12 +58,158 @@ def exec_filename(dirfd: int, name: bytes) -> bytes:
     return b"/dev/fd/%d/%s" % (dirfd, name)
 
 
-def plan_exec(rule: Rule, path: bytes, argv: Sequence[bytes]) -> ExecPlan:
-    """The emulator's exec for a matched file, as binfmt_misc would build it."""
-    if not argv:
-        # Since Linux 5.18 an empty argv is given a single "" as argv[0].
-        argv = (b"",)
-    head = (os.fsencode(rule.interpreter), *map(os.fsencode, rule.args), path)
-    rest = tuple(argv) if rule.preserve_argv0 else tuple(argv[1:])
-    env = tuple((os.fsencode(k), os.fsencode(v)) for k, v in rule.env)
-    return ExecPlan(os.fsencode(rule.interpreter), head + rest, env)
+def parse_shebang(header: bytes) -> tuple[bytes, bytes | None] | None:
+    """(interpreter, optional argument) of a ``#!`` line as fs/binfmt_script.c reads it, or None.
+
+    Written index for index after the kernel's load_script, since its edge
+    cases are what callers see: the first 256 bytes (zero-padded) are looked
+    at; the search for the newline stops at a NUL; without a newline the
+    interpreter must end (space, tab or NUL) within the buffer or the line is
+    taken as truncated and refused; spaces and tabs around it are trimmed;
+    everything after the name's first space or tab is one argument.
+    """
+    buf = bytearray(header[:HEADER_SIZE].ljust(HEADER_SIZE, b"\0"))
+    if buf[:2] != b"#!":
+        return None
+    last = HEADER_SIZE - 1
+
+    def spacetab(i: int) -> bool:
+        return buf[i] in b" \t"
+
+    def next_non_spacetab(i: int, j: int) -> int | None:
+        return next((k for k in range(i, j + 1) if not spacetab(k)), None)
+
+    def next_terminator(i: int, j: int) -> int | None:
+        return next((k for k in range(i, j + 1) if spacetab(k) or buf[k] == 0), None)
+
+    nul = buf.find(0)
+    i_end = buf.find(b"\n", 0, nul if nul >= 0 else HEADER_SIZE)
+    if i_end < 0:
+        i_end = next_non_spacetab(2, last)
+        if i_end is None or next_terminator(i_end, last) is None:
+            return None
+        i_end = last
+    while spacetab(i_end - 1):
+        i_end -= 1
+    i_name = next_non_spacetab(2, i_end)
+    if i_name is None or i_name == i_end:
+        return None
+    i_sep = next_terminator(i_name, i_end)
+    i_arg = None
+    if i_sep is not None and buf[i_sep] != 0:
+        i_arg = next_non_spacetab(i_sep, i_end)
+    buf[i_end] = 0
+    if i_sep is not None:
+        buf[i_sep] = 0
+
+    def string_at(i: int) -> bytes:
+        return bytes(buf[i:buf.index(0, i)])
+
+    return string_at(i_name), (string_at(i_arg) if i_arg is not None else None)
+
+
+@dataclass(frozen=True)
+class Argv:
+    """The argv the kernel is building: new strings in front of the caller's own from `skip` on.
+
+    Only the front of argv ever changes during interpreter rewrites, so the
+    caller's strings are never copied: `skip` counts those dropped from the
+    front (remove_arg_zero), `head` holds what was put in front. (For an
+    empty argv the tracer supplies the "" that Linux >= 5.18 puts there.)
+    """
+
+    head: tuple[bytes, ...] = ()
+    skip: int = 0
+
+    def remove_arg_zero(self) -> "Argv":
+        if self.head:
+            return Argv(self.head[1:], self.skip)
+        return Argv((), self.skip + 1)
+
+    def push_front(self, *strings: bytes) -> "Argv":
+        return Argv(tuple(strings) + self.head, self.skip)
+
+    def build(self, caller: Sequence[bytes]) -> list[bytes]:
+        """The whole argv, given the caller's strings (for tests and logs)."""
+        return [*self.head, *(caller or [b""])[self.skip:]]
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """What the kernel's format handlers would make of a file (found by the caller)."""
+
+    rule: Rule | None = None  # a binfmt_misc-style rule claims it
+    script: tuple[bytes, bytes | None] | None = None  # a #! line: (interpreter, argument)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """Exec `path` with `argv` instead of the caller's file; `env` is added for it."""
+
+    path: bytes
+    argv: Argv
+    rules: tuple[Rule, ...]
+    env: tuple[tuple[bytes, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Fail the exec with this errno, as the kernel would."""
+
+    errno: int
+
+
+def classify(matcher: Matcher, name: bytes, header: bytes,
+             confirm: Callable[[Rule], bool] | None = None) -> FileKind | None:
+    """binfmt_misc first (as the kernel tries it before #! and ELF), then a #! line."""
+    rule = matcher.match(name, header, confirm)
+    if rule is not None:
+        return FileKind(rule=rule)
+    script = parse_shebang(header) if header.startswith(b"#!") else None
+    return FileKind(script=script) if script else None
+
+
+Verdict = Union[Rewrite, Fail, None]  # None: let the kernel run the exec as it is
+
+
+def resolve_exec(path: bytes, inspect: Callable[[bytes, bool], FileKind | None],
+                 path_inaccessible: bool = False) -> Verdict:
+    """Follow the kernel's interpreter rewrites from `path` as far as the last rule applies.
+
+    `inspect(name, first)` says what the handlers would make of the file
+    (None: not ours to handle: an ELF, or not executable, or missing, so the
+    kernel runs or refuses it natively). `first` is true for the caller's own
+    file. The result rewrites the exec up to and including the last rule that
+    applies, leaving any #! steps after it to the kernel. With no rule
+    anywhere in the chain the exec is left alone. `path_inaccessible` is the
+    kernel's BINPRM_FLAGS_PATH_INACCESSIBLE (execveat on a close-on-exec fd):
+    binfmt_misc and #! then fail with ENOENT.
+    """
+    argv = Argv()
+    current, applied, env = path, (), ()
+    result: Verdict = None
+    for depth in range(MAX_REWRITES + 1):
+        kind = inspect(current, depth == 0)
+        if kind is None or (kind.rule is None and kind.script is None):
+            return result
+        if depth == MAX_REWRITES:
+            return Fail(errno.ELOOP) if applied or kind.rule else None
+        if depth == 0 and path_inaccessible:
+            return Fail(errno.ENOENT)  # what the kernel answers for a rule and for #! alike
+        if kind.rule is not None:
+            rule = kind.rule
+            if not rule.preserve_argv0:
+                argv = argv.remove_arg_zero()
+            interpreter = os.fsencode(rule.interpreter)
+            argv = argv.push_front(interpreter, *map(os.fsencode, rule.args), current)
+            env += tuple((os.fsencode(k), os.fsencode(v)) for k, v in rule.env)
+            applied += (rule,)
+            current = interpreter
+            result = Rewrite(current, argv, applied, env)
+        else:
+            name, arg = kind.script
+            argv = argv.remove_arg_zero()
+            argv = argv.push_front(name, *([arg] if arg is not None else []), current)
+            current = name
+    return result
+

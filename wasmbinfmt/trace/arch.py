@@ -52,6 +52,11 @@ class Arch:
     stack_pointer: str
     red_zone: int  # bytes below the stack pointer the tracee may be using
     stack_alignment: int
+    instruction_pointer: str
+    syscall_insn_size: int  # to step back and make the tracee run its syscall again
+    restart_register: str  # where the syscall number goes for that second run
+    mmap: int
+    munmap: int
     # aarch64 changes the syscall number through NT_ARM_SYSTEM_CALL, not the registers.
     syscall_number_regset: int | None = None
 
@@ -95,6 +100,16 @@ class Arch:
     def stack(self, regs: ctypes.Structure) -> int:
         return self.get(regs, self.stack_pointer)
 
+    def set_syscall_number(self, regs: ctypes.Structure, number: int) -> None:
+        """Change the syscall at a seccomp stop (-1 skips it); see syscall_number_regset."""
+        self.set(regs, self.syscall_register, number)
+
+    def rerun_syscall(self, regs: ctypes.Structure, number: int) -> None:
+        """Make the tracee execute syscall `number` again from where it stopped."""
+        self.set(regs, self.instruction_pointer,
+                 self.get(regs, self.instruction_pointer) - self.syscall_insn_size)
+        self.set(regs, self.restart_register, number)
+
     def scratch_below_stack(self, regs: ctypes.Structure, size: int) -> int:
         """An address for `size` bytes below the stack pointer, past the red zone, aligned."""
         top = self.stack(regs) - self.red_zone - size
@@ -104,14 +119,16 @@ class Arch:
 X86_64 = Arch(
     name="x86_64", audit_arch=AUDIT_ARCH_X86_64, execve=59, execveat=322, regs=X86_64Regs,
     syscall_register="orig_rax", arg_registers=("rdi", "rsi", "rdx", "r10", "r8", "r9"),
-    result_register="rax", stack_pointer="rsp", red_zone=128, stack_alignment=16)
+    result_register="rax", stack_pointer="rsp", red_zone=128, stack_alignment=16,
+    instruction_pointer="rip", syscall_insn_size=2, restart_register="rax", mmap=9, munmap=11)
 
 AARCH64 = Arch(
     name="aarch64", audit_arch=AUDIT_ARCH_AARCH64, execve=221, execveat=281, regs=Aarch64Regs,
     syscall_register="regs[8]",
     arg_registers=tuple(f"regs[{i}]" for i in range(6)),
     result_register="regs[0]", stack_pointer="sp", red_zone=0, stack_alignment=16,
-    syscall_number_regset=0x404)  # NT_ARM_SYSTEM_CALL
+    instruction_pointer="pc", syscall_insn_size=4, restart_register="regs[8]", mmap=222,
+    munmap=215, syscall_number_regset=0x404)  # NT_ARM_SYSTEM_CALL
 
 ARCHES = {"x86_64": X86_64, "aarch64": AARCH64}
 

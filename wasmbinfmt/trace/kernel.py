@@ -1,7 +1,10 @@
 """Kernel calls the Python standard library lacks, through ctypes, in one place.
 
-The libc is loaded by name (libc.so.6) rather than through ctypes.util or
-python-ptrace's lookup, which forks ldconfig (~40 ms at every start).
+ptrace requests (SEIZE, LISTEN, register sets), process_vm_readv/writev,
+seccomp installation, setfsuid/setfsgid. The libc is loaded by name
+(libc.so.6): ctypes.util.find_library, which python-ptrace's bindings use,
+forks ldconfig and costs ~40 ms at every start. Buffers passed to the kernel
+on the hot path are allocated once by the callers (see tracee.py).
 """
 
 from __future__ import annotations
@@ -13,27 +16,140 @@ from .seccomp import Insn, pack
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
+PR_SET_PTRACER = 0x59616D61  # Yama: let this process (not an ancestor) trace us
 SECCOMP_MODE_FILTER = 2
+
+# <linux/ptrace.h>
+PTRACE_CONT = 7
+PTRACE_SYSCALL = 24
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETREGSET = 0x4204
+PTRACE_SETREGSET = 0x4205
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_LISTEN = 0x4208
+PTRACE_O_TRACESYSGOOD = 0x1
+PTRACE_O_TRACEFORK = 0x2
+PTRACE_O_TRACEVFORK = 0x4
+PTRACE_O_TRACECLONE = 0x8
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_TRACESECCOMP = 0x80
+PTRACE_O_EXITKILL = 0x100000
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_VFORK = 2
+PTRACE_EVENT_CLONE = 3
+PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_SECCOMP = 7
+PTRACE_EVENT_STOP = 128
+NT_PRSTATUS = 1
+WALL = 0x40000000  # __WALL: wait for threads and clone children too
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+_libc.ptrace.restype = ctypes.c_long
+for _name in ("process_vm_readv", "process_vm_writev"):
+    getattr(_libc, _name).argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong,
+                                      ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+    getattr(_libc, _name).restype = ctypes.c_ssize_t
+_libc.execvp.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)]
+
+
+class IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+def _error(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, os.strerror(err), what)
+
+
 def _check(result: int, what: str) -> None:
     if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+        raise _error(what)
 
 
-def install_seccomp_filter(program: list[Insn]) -> None:
-    """Install `program` on the calling thread; NO_NEW_PRIVS first, as unprivileged users must."""
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+def install_seccomp_filter(program: list[Insn], no_new_privs: bool = True) -> None:
+    """Install `program` on the calling thread.
+
+    Without CAP_SYS_ADMIN the kernel requires NO_NEW_PRIVS first (setuid
+    programs then run without their privileges); root may go without it.
+    """
+    if no_new_privs:
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     code = ctypes.create_string_buffer(pack(program))
     fprog = _SockFprog(len(program), ctypes.cast(code, ctypes.c_void_p))
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0),
            "prctl(PR_SET_SECCOMP)")
+
+
+def allow_tracer(pid: int) -> None:
+    """Let `pid` trace us under Yama's ptrace_scope=1; harmless (EINVAL) without Yama."""
+    _libc.prctl(PR_SET_PTRACER, pid, 0, 0, 0)
+
+
+def execvp(argv: list[bytes]) -> OSError:
+    """libc's execvp (PATH search, and /bin/sh for a file the kernel calls ENOEXEC, as
+    shells do; os.execvp does not). Returns the error when it fails."""
+    array = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
+    _libc.execvp(argv[0], array)
+    return _error(os.fsdecode(argv[0]))
+
+
+def ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
+    result = _libc.ptrace(request, pid, addr, data)
+    if result == -1:
+        raise _error(f"ptrace({request:#x}, {pid})")
+    return result
+
+
+def try_ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> bool:
+    """ptrace that tolerates a tracee killed meanwhile (ESRCH): False then."""
+    if _libc.ptrace(request, pid, addr, data) != -1:
+        return True
+    if ctypes.get_errno() == 3:  # ESRCH: killed (SIGKILL) between its stop and our request
+        return False
+    raise _error(f"ptrace({request:#x}, {pid})")
+
+
+def event_message(pid: int, out: ctypes.c_ulong) -> int:
+    ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(out))
+    return out.value
+
+
+def get_regset(pid: int, regset: int, iov: IoVec) -> None:
+    """Fill the buffer `iov` points at with register set `regset` (NT_PRSTATUS: the registers)."""
+    ptrace(PTRACE_GETREGSET, pid, regset, ctypes.addressof(iov))
+
+
+def set_regset(pid: int, regset: int, iov: IoVec) -> None:
+    ptrace(PTRACE_SETREGSET, pid, regset, ctypes.addressof(iov))
+
+
+def vm_readv(pid: int, local: ctypes.Array, remote: ctypes.Array, count: int) -> int:
+    """process_vm_readv over the first `count` iovecs; bytes read (short at an unmapped page)."""
+    n = _libc.process_vm_readv(pid, ctypes.addressof(local), count, ctypes.addressof(remote),
+                               count, 0)
+    if n < 0:
+        raise _error("process_vm_readv")
+    return n
+
+
+def vm_writev(pid: int, local: ctypes.Array, remote: ctypes.Array, count: int) -> int:
+    n = _libc.process_vm_writev(pid, ctypes.addressof(local), count, ctypes.addressof(remote),
+                                count, 0)
+    if n < 0:
+        raise _error("process_vm_writev")
+    return n
+
+
+def set_fs_ids(uid: int, gid: int) -> None:
+    """setfsuid/setfsgid: the ids file access checks use, for this thread only (root only)."""
+    _libc.setfsgid(gid)
+    _libc.setfsuid(uid)

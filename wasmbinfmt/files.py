@@ -1,0 +1,62 @@
+"""Looking at files the way exec handlers do: the first 256 bytes, and binfmt-support detectors."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from typing import Callable
+
+from .match import Matcher
+from .rewrite import FileKind, classify
+from .rules import HEADER_SIZE, Rule
+
+DETECTOR_TIMEOUT = 10  # seconds a binfmt-support detector may take
+
+
+def read_header(path: str | bytes, follow_symlinks: bool = True) -> bytes:
+    """The first 256 bytes of a regular file; never opens anything else (a FIFO would block,
+    a tape device would rewind). OSError if it is missing, unreadable or not regular."""
+    if not stat.S_ISREG(os.stat(path, follow_symlinks=follow_symlinks).st_mode):
+        raise OSError(0, "not a regular file")
+    flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW)
+    try:
+        return os.pread(fd, HEADER_SIZE, 0)
+    finally:
+        os.close(fd)
+
+
+def run_detector(rule: Rule, path: str | bytes) -> bool:
+    """A binfmt-support detector accepts the file by exiting 0."""
+    try:
+        done = subprocess.run([rule.detector, path], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, timeout=DETECTOR_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"wasmbinfmt: detector of rule {rule.name!r} failed: {e}", file=sys.stderr)
+        return False
+    return done.returncode == 0
+
+
+def make_inspector(matcher: Matcher, locate: Callable[[bytes], bytes | str],
+                   executable: Callable[[bytes | str, bool], bool],
+                   nofollow_first: bool = False) -> Callable[[bytes, bool], FileKind | None]:
+    """The `inspect` callback of rewrite.resolve_exec, for files found through `locate`.
+
+    `locate` turns the name exec handlers see into a path to open (the tracer
+    reads a tracee's files through /proc); `executable(path, first)` says
+    whether the exec may go on with that file.
+    """
+    def inspect(name: bytes, first: bool) -> FileKind | None:
+        path = locate(name)
+        try:
+            header = read_header(path, follow_symlinks=not (first and nofollow_first))
+        except OSError:
+            return None
+        kind = classify(matcher, name, header, lambda rule: run_detector(rule, path))
+        if kind is None or not executable(path, first):
+            return None
+        return kind
+
+    return inspect

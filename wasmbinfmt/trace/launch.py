@@ -1,0 +1,139 @@
+"""Starting a traced command: the command keeps our process, the tracer runs beside it.
+
+Like ``strace -D``, the process the caller started becomes the command
+itself (exec), and the tracer is a grandchild that has left its parent and
+its session. So the caller waits for the command's own pid: its exit status,
+its death by a signal, job control (Ctrl-Z, ``fg``) and signals sent to
+``wasmbinfmt`` (SIGTERM, SIGHUP) are the command's, natively; and a command
+that leaves background processes returns at once while the tracer stays
+with them until they exit.
+
+The handshake, before the command's first exec::
+
+    command (our process)             tracer (grandchild, own session)
+      fork a middle process  ──────►  forked by the middle one, which exits
+      learn the tracer's pid ◄──────  its pid
+      allow it (Yama), install the
+      exec-only seccomp filter ─────►  PTRACE_SEIZE the command
+      exec the command       ◄──────  "go"
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Callable, NoReturn
+
+from . import kernel
+from .arch import host_arch
+from .seccomp import exec_filter
+from .tracer import OPTIONS
+
+EXIT_CANNOT_TRACE = 125  # our own failure, as env(1) and timeout(1) use it
+EXIT_CANNOT_RUN = 126
+EXIT_NOT_FOUND = 127
+
+
+def run_traced(command: list[bytes], start_tracer: Callable[[int], None]) -> NoReturn:
+    """Exec `command` here, traced by `start_tracer(command_pid)` in a grandchild."""
+    command_pid = os.getpid()
+    to_tracer_r, to_tracer_w = os.pipe()
+    to_command_r, to_command_w = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        try:
+            if os.fork() == 0:
+                os.close(to_tracer_w)
+                os.close(to_command_r)
+                _be_tracer(command_pid, to_tracer_r, to_command_w, start_tracer)
+        finally:
+            os._exit(0)
+    os.close(to_tracer_r)
+    os.close(to_command_w)
+    os.waitpid(middle, 0)
+    with os.fdopen(to_command_r, "rb", buffering=0) as from_tracer:
+        line = _read_line(from_tracer)
+        if not line.isdigit():
+            _die("cannot start the tracer", EXIT_CANNOT_TRACE)
+        kernel.allow_tracer(int(line))
+        try:
+            kernel.install_seccomp_filter(exec_filter(host_arch()),
+                                          no_new_privs=os.geteuid() != 0)
+        except OSError as e:
+            _die(f"cannot install the seccomp filter: {e.strerror}", EXIT_CANNOT_TRACE)
+        os.write(to_tracer_w, b"s")
+        os.close(to_tracer_w)
+        if from_tracer.read(1) != b"g":
+            _die("the tracer could not attach (see above)", EXIT_CANNOT_TRACE)
+    _restore_signals()
+    error = kernel.execvp(command)
+    _die(f"{os.fsdecode(command[0])}: {error.strerror}",
+         EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_RUN)
+
+
+def _be_tracer(command_pid: int, from_command: int, to_command: int,
+               start_tracer: Callable[[int], None]) -> NoReturn:
+    status = 1
+    try:
+        os.setsid()  # no terminal signals (Ctrl-C, Ctrl-Z, hangup) for the tracer
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGPIPE,
+                    signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        _close_fds_but({0, 1, 2, from_command, to_command})
+        os.write(to_command, b"%d\n" % os.getpid())
+        if os.read(from_command, 1) != b"s":
+            os._exit(1)
+        try:
+            kernel.ptrace(kernel.PTRACE_SEIZE, command_pid, 0, OPTIONS)
+        except OSError as e:
+            print(f"wasmbinfmt: cannot trace: {e.strerror} (is ptrace allowed here? "
+                  f"containers may need CAP_SYS_PTRACE or a seccomp profile allowing it)",
+                  file=sys.stderr)
+            os._exit(1)
+        os.write(to_command, b"g")
+        os.close(to_command)
+        os.close(from_command)
+        start_tracer(command_pid)
+        status = 0
+    except BaseException as e:  # noqa: BLE001 - a forked child must never return to the caller
+        print(f"wasmbinfmt: tracer failed: {type(e).__name__}: {e}", file=sys.stderr)
+    finally:
+        os._exit(status)
+
+
+def _close_fds_but(keep: set[int]) -> None:
+    """The tracer must hold none of the caller's files (a pipe it reads would never end)."""
+    for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the descriptor listdir itself used
+
+
+def _read_line(stream) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = stream.read(1)
+        if not byte:
+            break
+        line += byte
+    return line.strip()
+
+
+def _restore_signals() -> None:
+    """Python's own dispositions must not leak into the command (ignored ones survive exec)."""
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _die(message: str, status: int) -> NoReturn:
+    print(f"wasmbinfmt: {message}", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(status)

@@ -1,0 +1,31 @@
+"""Paths as a tracee sees them, turned into paths the tracer can open (pure).
+
+The tracer runs in another process, so a tracee's relative path, its
+``/dev/fd/N`` and its ``/proc/self`` must be read through ``/proc/<tid>``:
+the tracee's working directory, descriptors and identity, not ours.
+"""
+
+from __future__ import annotations
+
+_DEV_STDIO = {b"/dev/stdin": b"0", b"/dev/stdout": b"1", b"/dev/stderr": b"2"}
+
+
+def host_path(tid: int, name: bytes) -> bytes:
+    """The path to open for `name` as the exec handlers receive it (see rewrite.exec_filename).
+
+    Relative names resolve in the tracee's cwd; ``/dev/fd/N[/...]`` (which is
+    also how execveat's dirfd and AT_EMPTY_PATH reach the handlers),
+    ``/dev/std*``, ``/proc/self`` and ``/proc/thread-self`` name the tracee's.
+    Other absolute names are the same for both (a tracee that chroots or
+    enters another mount namespace is not followed there).
+    """
+    proc = b"/proc/%d" % tid
+    if not name.startswith(b"/"):
+        return proc + b"/cwd/" + name
+    for prefix, replacement in ((b"/dev/fd", b"/fd"), (b"/proc/self", b""),
+                                (b"/proc/thread-self", b"")):
+        if name == prefix or name.startswith(prefix + b"/"):
+            return proc + replacement + name[len(prefix):]
+    if name in _DEV_STDIO:
+        return proc + b"/fd/" + _DEV_STDIO[name]
+    return name

@@ -1,0 +1,136 @@
+"""A tracee's memory and what /proc says about it.
+
+Memory is read and written with process_vm_readv/writev (one call per
+transfer, through buffers allocated once). Remote ranges are split at page
+boundaries: the kernel does not split one iovec on a fault, so without this a
+string that ends just before an unmapped page could not be read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from array import array
+
+from .kernel import IoVec, vm_readv, vm_writev
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+PATH_MAX = 4096
+MAX_IOVECS = 1024  # IOV_MAX
+MAX_ARGV_BYTES = 64 << 20  # far beyond ARG_MAX: a longer argv array is the kernel's to refuse
+O_CLOEXEC_FLAG = 0o2000000
+
+
+class Memory:
+    """Transfers to and from one tracee at a time, through one growing buffer."""
+
+    def __init__(self, size: int = 1 << 16):
+        self._buffer = ctypes.create_string_buffer(size)
+        self._local = (IoVec * MAX_IOVECS)()
+        self._remote = (IoVec * MAX_IOVECS)()
+
+    def _buffer_of(self, size: int) -> ctypes.Array:
+        if ctypes.sizeof(self._buffer) < size:
+            self._buffer = ctypes.create_string_buffer(max(size, 2 * ctypes.sizeof(self._buffer)))
+        return self._buffer
+
+    def _split(self, address: int, length: int) -> int:
+        """Fill the iovecs for `length` bytes at `address`, one per page; how many are used."""
+        base = ctypes.addressof(self._buffer)
+        count, done = 0, 0
+        while done < length and count < MAX_IOVECS:
+            step = min(length - done, PAGE - (address + done) % PAGE)
+            self._local[count].base, self._local[count].len = base + done, step
+            self._remote[count].base, self._remote[count].len = address + done, step
+            count, done = count + 1, done + step
+        return count
+
+    def read(self, tid: int, address: int, length: int) -> bytes:
+        """Up to `length` bytes at `address`: fewer where an unmapped page starts."""
+        length = min(length, (MAX_IOVECS - 1) * PAGE)
+        self._buffer_of(length)
+        try:
+            n = vm_readv(tid, self._local, self._remote, self._split(address, length))
+        except OSError:
+            return b""
+        return self._buffer.raw[:n]
+
+    def write(self, tid: int, address: int, data: bytes) -> bool:
+        """Write all of `data` at `address`; False if any of it could not be written."""
+        done = 0
+        while done < len(data):
+            chunk = data[done:done + (MAX_IOVECS - 1) * PAGE]
+            ctypes.memmove(self._buffer_of(len(chunk)), chunk, len(chunk))
+            try:
+                n = vm_writev(tid, self._local, self._remote,
+                              self._split(address + done, len(chunk)))
+            except OSError:
+                return False
+            if n != len(chunk):
+                return False
+            done += n
+        return True
+
+    def read_string(self, tid: int, address: int, limit: int = PATH_MAX) -> bytes | None:
+        """The NUL-terminated string at `address`, or None if unreadable or longer than `limit`."""
+        data = self.read(tid, address, limit + 1)
+        end = data.find(b"\0")
+        return data[:end] if end >= 0 else None
+
+    def read_pointers(self, tid: int, address: int) -> array | None:
+        """The NULL-terminated pointer array at `address` (argv, envp), or None if unreadable."""
+        words = array("Q")
+        chunk = PAGE
+        while len(words) * 8 < MAX_ARGV_BYTES:
+            data = self.read(tid, address + len(words) * 8, chunk)
+            more = array("Q", data[:len(data) - len(data) % 8])
+            try:
+                end = more.index(0)
+            except ValueError:
+                if len(data) < chunk:
+                    return None  # ran into an unmapped page: the kernel's EFAULT
+                words.extend(more)
+                chunk = min(chunk * 4, (MAX_IOVECS - 1) * PAGE)
+                continue
+            words.extend(more[:end])
+            return words
+        return None
+
+
+def stack_room(tid: int, stack_pointer: int) -> int:
+    """Bytes mapped below `stack_pointer` in its mapping (posix_spawn stacks are small)."""
+    with open(f"/proc/{tid}/maps", "rb") as maps:
+        for line in maps:
+            start, _, rest = line.partition(b"-")
+            end = rest.split(b" ", 1)[0]
+            low, high = int(start, 16), int(end, 16)
+            if low < stack_pointer <= high:
+                return stack_pointer - low
+    return 0
+
+
+def fd_is_cloexec(tid: int, fd: int) -> bool:
+    try:
+        with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as info:
+            for line in info:
+                if line.startswith(b"flags:"):
+                    return bool(int(line.split()[1], 8) & O_CLOEXEC_FLAG)
+    except OSError:
+        pass
+    return False
+
+
+def fs_credentials(tid: int) -> tuple[int, int, list[int]]:
+    """(fsuid, fsgid, supplementary groups): what the kernel checks file access with."""
+    uid = gid = 0
+    groups: list[int] = []
+    with open(f"/proc/{tid}/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"Uid:"):
+                uid = int(line.split()[4])
+            elif line.startswith(b"Gid:"):
+                gid = int(line.split()[4])
+            elif line.startswith(b"Groups:"):
+                groups = [int(g) for g in line.split()[1:]]
+                break
+    return uid, gid, groups

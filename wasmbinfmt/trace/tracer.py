@@ -1,0 +1,400 @@
+"""The event loop: every tracee stops only at execve/execveat; matching ones are rewritten.
+
+One ``waitpid(-1, __WALL)`` loop handles every stop. The tracees are seized
+with PTRACE_O_TRACESECCOMP (the filter in seccomp.py sends only exec here),
+fork/vfork/clone following, TRACESYSGOOD and EXITKILL. Exec events are not
+asked for (a seized tracee gets no SIGTRAP after exec, and one stop per exec
+is what makes exec-heavy trees fast); a rewritten exec alone is resumed with
+PTRACE_SYSCALL, to see its result and undo the rewrite if it failed.
+
+A rewrite writes the new argv (and envp, when the rule adds variables) below
+the tracee's stack pointer, past the red zone, reusing the caller's own
+strings. When the stack mapping is too small for that (posix_spawn's child
+stack, a huge argv) the tracee is made to mmap a scratch area first: its
+exec is turned into an mmap, then stepped back to run the exec again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+from array import array
+from dataclasses import dataclass
+from typing import Callable, TextIO
+
+from ..files import make_inspector
+from ..match import Matcher
+from ..rewrite import AT_FDCWD, Fail, Rewrite, exec_filename, resolve_exec
+from ..rules import Rule
+from ..sources import interpreter_problem
+from . import kernel
+from .arch import Arch
+from .kernel import (
+    NT_PRSTATUS, PTRACE_CONT, PTRACE_EVENT_SECCOMP, PTRACE_EVENT_STOP, PTRACE_LISTEN,
+    PTRACE_SYSCALL, WALL, IoVec, try_ptrace,
+)
+from .paths import host_path
+from .tracee import Memory, fd_is_cloexec, fs_credentials, stack_room
+
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
+SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD marks syscall stops
+STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+STACK_MARGIN = 256  # bytes kept free at the low end of a stack mapping
+PROT_READ_WRITE = 0x3
+MAP_PRIVATE_ANONYMOUS = 0x22
+
+OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK
+           | kernel.PTRACE_O_TRACEVFORK | kernel.PTRACE_O_TRACECLONE
+           | kernel.PTRACE_O_TRACESECCOMP | kernel.PTRACE_O_EXITKILL)
+
+
+@dataclass
+class NewExec:
+    """What a rewritten exec needs in the tracee's memory, placed once an address is known."""
+
+    syscall: int
+    path_index: int  # which string is the path (the interpreter, argv[0] of the new argv)
+    strings: list[bytes]  # new strings; argv is strings[:n_head] + tail
+    n_head: int
+    tail: array  # the caller's own argv pointers that follow
+    envp: int | None  # the caller's envp, kept as is, or None when rebuilt below
+    env_kept: array  # with envp None: the caller's env pointers that stay
+    env_added: int  # with envp None: how many of `strings` (at the end) are added variables
+
+    def size(self) -> int:
+        pointers = self.n_head + len(self.tail) + 1
+        if self.envp is None:
+            pointers += len(self.env_kept) + self.env_added + 1
+        return pointers * 8 + sum(len(s) + 1 for s in self.strings)
+
+    def layout(self, base: int) -> tuple[bytes, int, int, int]:
+        """(bytes to write at `base`, path address, argv address, envp address)."""
+        n_argv = self.n_head + len(self.tail) + 1
+        n_env = len(self.env_kept) + self.env_added + 1 if self.envp is None else 0
+        at = base + (n_argv + n_env) * 8
+        addresses = []
+        for s in self.strings:
+            addresses.append(at)
+            at += len(s) + 1
+        argv = array("Q", addresses[:self.n_head])
+        argv.extend(self.tail)
+        argv.append(0)
+        envp = self.envp
+        pointers = argv
+        if self.envp is None:
+            envp = base + n_argv * 8
+            pointers.extend(self.env_kept)
+            pointers.extend(addresses[len(self.strings) - self.env_added:])
+            pointers.append(0)
+        blob = pointers.tobytes() + b"".join(s + b"\0" for s in self.strings)
+        return blob, addresses[self.path_index], base, envp
+
+
+@dataclass
+class Pending:
+    """A tracee between our rewrite of its exec and the exec's result."""
+
+    saved: bytes  # its registers at the exec stop, to put back if the exec fails
+    phase: str  # "exec", "mmap", "reenter", "munmap-entry", "munmap-exit"
+    new_exec: NewExec | None = None
+    mapping: tuple[int, int] | None = None  # (address, size) we made it mmap
+    result: int = 0  # the failed exec's -errno, kept across the munmap
+
+
+class Tracer:
+    def __init__(self, rules: list[Rule], arch: Arch, root: int, log: TextIO | None = None,
+                 verbose: bool = False, log_is_stderr: bool = True):
+        self.matcher = Matcher(rules)
+        self.arch = arch
+        self.root = root
+        self.log = log
+        self.verbose = verbose
+        self.log_is_stderr = log_is_stderr
+        self.pending: dict[int, Pending] = {}
+        self.memory = Memory()
+        self.regs = arch.new_regs()
+        self.regs_iov = IoVec(ctypes.addressof(self.regs), ctypes.sizeof(self.regs))
+        self.checked_rules: set[str] = set()
+        self.privileged = os.geteuid() == 0
+        self.own_groups = os.getgroups()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve stops until no tracee is left."""
+        waitpid, stopped = os.waitpid, os.WIFSTOPPED
+        while True:
+            try:
+                tid, status = waitpid(-1, WALL)
+            except ChildProcessError:
+                return
+            if stopped(status):
+                self._on_stop(tid, status)
+            else:
+                self._on_exit(tid)
+
+    def _on_stop(self, tid: int, status: int) -> None:
+        sig = (status >> 8) & 0xFF
+        event = status >> 16
+        if event == PTRACE_EVENT_SECCOMP:
+            self._guarded(self._on_exec_stop, tid)
+        elif sig == SYSCALL_STOP:
+            self._guarded(self._on_syscall_stop, tid)
+        elif event == PTRACE_EVENT_STOP:
+            # A group-stop (job control) keeps the tracee stopped until SIGCONT, as natively;
+            # other event stops (a new tracee's first stop) just go on.
+            if sig in STOP_SIGNALS:
+                try_ptrace(PTRACE_LISTEN, tid)
+            else:
+                try_ptrace(PTRACE_CONT, tid)
+        elif event:
+            try_ptrace(PTRACE_CONT, tid)  # fork, vfork, clone
+        else:
+            try_ptrace(PTRACE_CONT, tid, 0, sig)  # deliver the signal it stopped for
+
+    def _on_exit(self, tid: int) -> None:
+        self.pending.pop(tid, None)
+        if tid == self.root and self.log_is_stderr:
+            # The command returned to its caller; stderr must not be held open by us for
+            # descendants still running (`$(wasmbinfmt -- cmd 2>&1)` would wait for them).
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            self.log = None
+
+    def _guarded(self, handler: Callable[[int], None], tid: int) -> None:
+        """Run a handler; if it fails, the tracee goes on natively rather than hang or die."""
+        try:
+            handler(tid)
+        except Exception as e:  # noqa: BLE001 - the tree must never pay for our bug
+            self._say(f"internal error at pid {tid} ({type(e).__name__}: {e}); "
+                      f"its exec runs natively")
+            self.pending.pop(tid, None)
+            try_ptrace(PTRACE_CONT, tid)
+
+    def _say(self, message: str) -> None:
+        if self.log is not None:
+            self.log.write(f"wasmbinfmt: {message}\n")
+            self.log.flush()
+
+    # -- registers --------------------------------------------------------------------------
+
+    def _get_regs(self, tid: int) -> None:
+        kernel.get_regset(tid, NT_PRSTATUS, self.regs_iov)
+
+    def _set_regs(self, tid: int, syscall: int | None = None) -> None:
+        arch = self.arch
+        if syscall is not None and arch.syscall_number_regset is None:
+            arch.set_syscall_number(self.regs, syscall)
+        kernel.set_regset(tid, NT_PRSTATUS, self.regs_iov)
+        if syscall is not None and arch.syscall_number_regset is not None:
+            number = ctypes.c_int(syscall)
+            kernel.set_regset(tid, arch.syscall_number_regset,
+                              IoVec(ctypes.addressof(number), ctypes.sizeof(number)))
+
+    def _restore(self, saved: bytes, result: int) -> None:
+        ctypes.memmove(ctypes.addressof(self.regs), saved, len(saved))
+        self.arch.set(self.regs, self.arch.result_register, result)
+
+    # -- exec stops -------------------------------------------------------------------------
+
+    def _on_exec_stop(self, tid: int) -> None:
+        pending = self.pending.get(tid)
+        if pending is not None and pending.phase == "reenter":
+            pending.phase = "exec"  # the exec we prepared with an mmap, running again
+            try_ptrace(PTRACE_SYSCALL, tid)
+            return
+        self._get_regs(tid)
+        arch, regs = self.arch, self.regs
+        number = arch.syscall_number(regs)
+        if number == arch.execve:
+            dirfd, path_at, argv_at, envp_at, flags = AT_FDCWD, *(arch.arg(regs, n) for n in (1, 2, 3)), 0
+        elif number == arch.execveat:
+            dirfd = ctypes.c_int(arch.arg(regs, 1) & 0xFFFFFFFF).value
+            path_at, argv_at, envp_at = (arch.arg(regs, n) for n in (2, 3, 4))
+            flags = arch.arg(regs, 5) & 0xFFFFFFFF
+        else:
+            try_ptrace(PTRACE_CONT, tid)
+            return
+        verdict = self._verdict(tid, dirfd, path_at, flags)
+        if verdict is None:
+            try_ptrace(PTRACE_CONT, tid)
+        elif isinstance(verdict, Fail):
+            self._fail(tid, verdict.errno)
+        else:
+            self._rewrite(tid, number, verdict, argv_at, envp_at)
+
+    def _verdict(self, tid: int, dirfd: int, path_at: int, flags: int):
+        """What to do with this exec; None (run it natively) wherever the kernel will refuse it."""
+        path = self.memory.read_string(tid, path_at) if path_at else None
+        if path is None or flags & ~(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW):
+            return None  # EFAULT, ENAMETOOLONG, EINVAL: the kernel's to say
+        if not path and not flags & AT_EMPTY_PATH:
+            return None  # ENOENT
+        relative = not path.startswith(b"/")
+        if dirfd != AT_FDCWD and relative and dirfd < 0:
+            return None  # EBADF
+        name = exec_filename(dirfd, path)
+        inspect = make_inspector(self.matcher, lambda file: host_path(tid, file),
+                                 lambda host, first: self._executable(tid, host),
+                                 nofollow_first=bool(flags & AT_SYMLINK_NOFOLLOW))
+        inaccessible = dirfd != AT_FDCWD and relative and fd_is_cloexec(tid, dirfd)
+        return resolve_exec(name, inspect, inaccessible)
+
+    def _executable(self, tid: int, host: bytes) -> bool:
+        """Whether the tracee may exec the file (x bit, search permission, noexec mounts)."""
+        if self.privileged:
+            uid, gid, groups = fs_credentials(tid)
+            if uid != 0:
+                # Check as the tracee: its fsuid/fsgid/groups, for this check only.
+                os.setgroups(groups)
+                kernel.set_fs_ids(uid, gid)
+                try:
+                    return os.access(host, os.X_OK, effective_ids=True)
+                finally:
+                    kernel.set_fs_ids(0, os.getegid())
+                    os.setgroups(self.own_groups)
+        return os.access(host, os.X_OK, effective_ids=True)
+
+    def _fail(self, tid: int, error: int) -> None:
+        """Skip the exec; it returns -error, as the kernel's would."""
+        self.arch.set(self.regs, self.arch.result_register, -error)
+        self._set_regs(tid, syscall=-1)
+        try_ptrace(PTRACE_CONT, tid)
+
+    def _rewrite(self, tid: int, syscall: int, rewrite: Rewrite, argv_at: int,
+                 envp_at: int) -> None:
+        caller_argv = self.memory.read_pointers(tid, argv_at) if argv_at else array("Q")
+        if caller_argv is None:
+            try_ptrace(PTRACE_CONT, tid)  # EFAULT: the kernel's to say
+            return
+        strings = list(rewrite.argv.head)
+        tail = caller_argv[rewrite.argv.skip:]
+        if not caller_argv and rewrite.argv.skip == 0:
+            strings.append(b"")  # the "" argv[0] Linux gives an empty argv
+        env_kept, env_added, envp = array("Q"), 0, envp_at
+        if rewrite.env:
+            caller_env = self.memory.read_pointers(tid, envp_at) if envp_at else array("Q")
+            if caller_env is None:
+                try_ptrace(PTRACE_CONT, tid)
+                return
+            env_kept = self._env_without(tid, caller_env, {k for k, _ in rewrite.env})
+            added = [k + b"=" + v for k, v in rewrite.env]
+            strings += added
+            env_added, envp = len(added), None
+        new_exec = NewExec(syscall, 0, strings, len(strings) - env_added, tail, envp, env_kept,
+                           env_added)
+        self._report(tid, rewrite, caller_argv)
+        saved = bytes(self.regs)
+        size = new_exec.size()
+        stack = self.arch.stack(self.regs)
+        base = self.arch.scratch_below_stack(self.regs, size)
+        if stack - base + STACK_MARGIN <= stack_room(tid, stack):
+            blob, path, argv, envp_new = new_exec.layout(base)
+            if self.memory.write(tid, base, blob):
+                self._point_exec_at(syscall, path, argv, envp_new)
+                self._set_regs(tid)
+                self.pending[tid] = Pending(saved, "exec")
+                try_ptrace(PTRACE_SYSCALL, tid)
+                return
+        # No room on this stack: have the tracee map some memory first (mmap), then exec.
+        length = (size + 4095) & ~4095
+        for n, value in enumerate((0, length, PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS,
+                                   (1 << 64) - 1, 0), 1):
+            self.arch.set_arg(self.regs, n, value)
+        self._set_regs(tid, syscall=self.arch.mmap)
+        self.pending[tid] = Pending(saved, "mmap", new_exec, (0, length))
+        try_ptrace(PTRACE_SYSCALL, tid)
+
+    def _point_exec_at(self, syscall: int, path: int, argv: int, envp: int) -> None:
+        arch, regs = self.arch, self.regs
+        if syscall == arch.execve:
+            values = (path, argv, envp)
+        else:  # execveat(AT_FDCWD, interpreter, argv, envp, 0)
+            values = (AT_FDCWD, path, argv, envp, 0)
+        for n, value in enumerate(values, 1):
+            arch.set_arg(regs, n, value)
+
+    def _env_without(self, tid: int, env: array, keys: set[bytes]) -> array:
+        """The caller's environment pointers, less the variables the rule sets."""
+        prefixes = tuple(k + b"=" for k in keys)
+        longest = max(map(len, prefixes))
+        return array("Q", (p for p in env
+                           if not self.memory.read(tid, p, longest).startswith(prefixes)))
+
+    def _report(self, tid: int, rewrite: Rewrite, caller_argv: array) -> None:
+        for rule in rewrite.rules:
+            if rule.name in self.checked_rules:
+                continue
+            self.checked_rules.add(rule.name)
+            problem = interpreter_problem(rule)
+            if problem:
+                self._say(f"rule {rule.name!r}: emulator missing: {problem}; "
+                          f"its files fail to exec with ENOENT")
+        if self.verbose:
+            shown = [self.memory.read_string(tid, p, 256) or b"?" for p in caller_argv[:16]]
+            argv = rewrite.argv.build(shown)
+            more = " …" if len(caller_argv) > 16 else ""
+            rules = " → ".join(r.name for r in rewrite.rules)
+            self._say(f"[{tid}] rule {rules}: "
+                      + " ".join(os.fsdecode(a) for a in argv) + more)
+
+    # -- syscall stops: the result of a rewritten exec ---------------------------------------
+
+    def _on_syscall_stop(self, tid: int) -> None:
+        pending = self.pending.get(tid)
+        if pending is None:
+            # A successful exec from a non-leader thread stops under the leader's id; the
+            # thread's own entry is left behind with its old id.
+            for stale in [t for t in self.pending if not os.path.exists(f"/proc/{t}")]:
+                del self.pending[stale]
+            try_ptrace(PTRACE_CONT, tid)
+            return
+        self._get_regs(tid)
+        arch, regs = self.arch, self.regs
+        result = arch.result(regs)
+        if pending.phase == "exec":
+            if result >= 0 or pending.mapping is None:
+                del self.pending[tid]
+                if result < 0:
+                    self._restore(pending.saved, result)
+                    self._set_regs(tid)
+                try_ptrace(PTRACE_CONT, tid)
+                return
+            # Failed after we made it mmap: unmap first (stepping back to a munmap).
+            pending.result, pending.phase = result, "munmap-entry"
+            address, length = pending.mapping
+            arch.rerun_syscall(regs, arch.munmap)
+            arch.set_arg(regs, 1, address)
+            arch.set_arg(regs, 2, length)
+            self._set_regs(tid)
+            try_ptrace(PTRACE_SYSCALL, tid)
+        elif pending.phase == "mmap":
+            if result < 0:
+                del self.pending[tid]
+                self._restore(pending.saved, -errno.ENOMEM)
+                self._set_regs(tid)
+                try_ptrace(PTRACE_CONT, tid)
+                return
+            length = pending.mapping[1]
+            pending.mapping = (result, length)
+            blob, path, argv, envp = pending.new_exec.layout(result)
+            if not self.memory.write(tid, result, blob):
+                raise OSError(errno.EFAULT, "cannot write the new argv into the tracee")
+            ctypes.memmove(ctypes.addressof(regs), pending.saved, len(pending.saved))
+            self._point_exec_at(pending.new_exec.syscall, path, argv, envp)
+            arch.rerun_syscall(regs, pending.new_exec.syscall)
+            self._set_regs(tid)
+            pending.phase = "reenter"
+            try_ptrace(PTRACE_CONT, tid)
+        elif pending.phase == "munmap-entry":
+            pending.phase = "munmap-exit"
+            try_ptrace(PTRACE_SYSCALL, tid)
+        else:  # munmap-exit: now the caller sees its exec fail, with its own registers
+            del self.pending[tid]
+            self._restore(pending.saved, pending.result)
+            self._set_regs(tid)
+            try_ptrace(PTRACE_CONT, tid)
