@@ -1,5 +1,7 @@
 #!/bin/sh
-# Build the test programs in tests/fixtures/src into tests/fixtures/build.
+# Build the test programs in tests/fixtures/src into tests/fixtures/build:
+#   portable/*.c  for wasm32-wasi (NAME.wasm), the host (NAME.native) and aarch64 (NAME.aarch64)
+#   native/*.c    for the host only (NAME)
 # Needs (Debian): clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc gcc-aarch64-linux-gnu
 # libc6-dev-arm64-cross. Rebuilds only what is older than its source.
 set -eu
@@ -10,7 +12,7 @@ mkdir -p "$out"
 
 stale() { [ ! -e "$1" ] || [ "$2" -nt "$1" ]; }
 
-for c in "$src"/*.c; do
+for c in "$src"/portable/*.c; do
     name=$(basename "$c" .c)
     if stale "$out/$name.wasm" "$c"; then
         clang --target=wasm32-wasi --sysroot=/usr -Os -Wl,--strip-all -o "$out/$name.wasm" "$c"
@@ -22,3 +24,11 @@ for c in "$src"/*.c; do
         aarch64-linux-gnu-gcc -static -Os -o "$out/$name.aarch64" "$c"
     fi
 done
+for c in "$src"/native/*.c; do
+    name=$(basename "$c" .c)
+    if stale "$out/$name" "$c"; then
+        cc -O2 -Wall -Werror -pthread -o "$out/$name" "$c"
+    fi
+done
+# Readable by the unprivileged user the tests also run as.
+chmod -R a+rX "$out"

@@ -73,3 +73,31 @@ class KernelOracle:
         for stream in (self._proc.stdout, self._proc.stderr):
             stream.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+_REGISTER_THEN_EXEC = r"""
+import os, sys
+mount, lines, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+for line in filter(None, lines.split(",")):
+    fd = os.open(os.path.join(mount, "register"), os.O_WRONLY)
+    os.write(fd, bytes.fromhex(line))
+    os.close(fd)
+os.execvp(argv[0], argv)
+"""
+
+
+def run_with_binfmt(lines: list[str], argv: list[str], as_user=lambda argv: argv,
+                    **kwargs) -> subprocess.CompletedProcess:
+    """Run argv where the kernel's own binfmt_misc has `lines` registered (a private instance
+    in a new user and mount namespace, as KernelOracle), to compare exec results with ours."""
+    mount = tempfile.mkdtemp(prefix="wasmbinfmt-kernel-")
+    os.chmod(mount, 0o755)
+    try:
+        script = 'mount -t binfmt_misc none "$1" && shift && exec "$@"'
+        hexed = ",".join(os.fsencode(line).hex() for line in lines)
+        return subprocess.run(as_user(
+            ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
+             mount, sys.executable, "-c", _REGISTER_THEN_EXEC, mount, hexed, *argv]),
+            capture_output=True, **kwargs)
+    finally:
+        shutil.rmtree(mount, ignore_errors=True)

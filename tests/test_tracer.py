@@ -1,0 +1,296 @@
+"""`wasmbinfmt -- COMMAND` with real processes: every test runs as the current user and as an
+unprivileged one (`nobody`, when the tests run as root as in CI).
+
+Execs are compared with the real kernel's binfmt_misc (a private instance in a
+user namespace, see kernel_oracle.py): the same driver program, the same rule,
+the same target, once under the kernel and once under wasmbinfmt; the
+emulator (a shell script) prints the argv it got, the driver prints errno
+when its exec fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from kernel_oracle import run_with_binfmt
+from unprivileged import as_unprivileged
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 120
+
+EMULATOR = """#!/bin/sh
+for a in "$0" "$@"; do printf '[%s]\\n' "$a"; done
+"""
+
+
+@pytest.fixture(params=["self", "nobody"])
+def user(request):
+    """A function that makes an argv run as the user under test."""
+    if request.param == "self":
+        return lambda argv: argv
+    if os.geteuid() != 0:
+        pytest.skip("already unprivileged: the 'self' variant covers it")
+    as_unprivileged([sys.executable])  # skips if nobody cannot run our Python
+    return as_unprivileged
+
+
+@pytest.fixture
+def box(fixtures):
+    """A directory every user can use, with the fixture programs and an argv-printing emulator."""
+    path = Path(tempfile.mkdtemp(prefix="wasmbinfmt-test-"))
+    os.chmod(path, 0o777)
+    for name in ("probe.wasm", "probe.native", "execer", "hello.wasm"):
+        shutil.copy(fixtures / name, path / name)
+    (path / "emu.sh").write_text(EMULATOR)
+    for name in ("probe.wasm", "probe.native", "execer", "hello.wasm", "emu.sh"):
+        os.chmod(path / name, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def wasmbinfmt(user, args, **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("timeout", TIMEOUT)
+    kwargs.setdefault("capture_output", True)
+    return subprocess.run(user([sys.executable, "-m", "wasmbinfmt", *args]), **kwargs)
+
+
+def wasm_rule(box: Path, flags: str = "", interpreter: str | None = None) -> str:
+    return f":probe:M::\\x00asm::{interpreter or box / 'emu.sh'}:{flags}"
+
+
+def traced(user, rule: str, argv: list[str], **kwargs):
+    return wasmbinfmt(user, ["--no-default-rules", "--rule", rule, "--", *argv], **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# The same exec under the kernel's binfmt_misc and under wasmbinfmt
+
+DIFFERENTIAL = {
+    # name: (driver mode, target, argv..., setup)
+    "relative path": ("execve", "./probe.wasm", "a0", "a1", "x y"),
+    "absolute path": ("execve", "{box}/probe.wasm", "a0", "--help"),
+    "PATH lookup": ("execvp", "probe.wasm", "p", "1"),
+    "execveat dirfd": ("execveat-dir", "{box}/probe.wasm", "a0", "b"),
+    "execveat nofollow on a file": ("execveat-nofollow", "./probe.wasm", "a0"),
+    "execveat nofollow on a symlink": ("execveat-nofollow", "./link.wasm", "a0"),
+    "fexecve": ("fexecve", "probe.wasm", "a0", "b"),
+    "fexecve close-on-exec": ("fexecve-cloexec", "probe.wasm", "a0"),
+    "fexecve O_PATH": ("fexecve-opath", "probe.wasm", "a0"),
+    "posix_spawn": ("posix_spawn", "./probe.wasm", "a0", "s"),
+    "posix_spawnp": ("posix_spawnp", "probe.wasm", "a0", "s"),
+    "vfork": ("vfork", "./probe.wasm", "a0", "v"),
+    "exec from a thread": ("thread", "./probe.wasm", "a0", "t"),
+    "empty argv": ("execve", "./probe.wasm"),
+    "NULL argv": ("null-argv", "./probe.wasm"),
+    "no exec bit": ("execve", "./noexec.wasm", "a0"),
+    "missing file": ("execve", "./missing.wasm", "a0"),
+    "a directory": ("execve", "./dir.wasm", "a0"),
+    "ENOTDIR in the path": ("execve", "./probe.wasm/x", "a0"),
+    "bad path pointer": ("efault-path", "-", "a0"),
+    "bad argv pointer": ("efault-argv", "./probe.wasm"),
+    "via /proc/self/cwd": ("execve", "/proc/self/cwd/probe.wasm", "a0"),
+    "script whose interpreter is wasm": ("execve", "./script", "s0", "arg"),
+    "script with no newline": ("execve", "./script-nonl", "s0"),
+    "native program": ("execve", "./probe.native", "n0", "x"),
+    "registers after a failed rewrite": ("execve-regs", "./probe.wasm", "a0"),
+}
+
+
+def prepare(box: Path) -> None:
+    shutil.copy(box / "probe.wasm", box / "noexec.wasm")
+    os.chmod(box / "noexec.wasm", 0o644)
+    (box / "dir.wasm").mkdir(exist_ok=True)
+    if not (box / "link.wasm").is_symlink():
+        (box / "link.wasm").symlink_to("probe.wasm")
+    (box / "script").write_bytes(b"#!" + bytes(box / "probe.wasm") + b" -x\n")
+    (box / "script-nonl").write_bytes(b"#! " + bytes(box / "probe.wasm"))
+    for name in ("script", "script-nonl"):
+        os.chmod(box / name, 0o755)
+
+
+def driver_argv(box: Path, case: tuple) -> list[str]:
+    mode, target, *args = case
+    return [str(box / "execer"), mode, target.format(box=box), *args]
+
+
+@pytest.mark.parametrize("case", DIFFERENTIAL, ids=list(DIFFERENTIAL))
+@pytest.mark.parametrize("flags", ["", "P"])
+def test_exec_matches_the_kernels_binfmt_misc(box, user, case, flags):
+    prepare(box)
+    rule = wasm_rule(box, flags)
+    argv = driver_argv(box, DIFFERENTIAL[case])
+    env = {**os.environ, "PATH": f"{box}:/usr/bin:/bin"}
+    kernel = run_with_binfmt([rule], argv, as_user=user, cwd=box, env=env, timeout=TIMEOUT)
+    if kernel.returncode != 0 and b"mount" in kernel.stderr and not kernel.stdout:
+        pytest.skip(f"no private binfmt_misc here: {kernel.stderr.decode()[-200:]}")
+    ours = traced(user, rule, argv, cwd=box, env=env)
+    assert (ours.stdout.decode(), ours.returncode) == (kernel.stdout.decode(), kernel.returncode)
+    assert b"wasmbinfmt" not in ours.stderr, ours.stderr
+
+
+def test_a_rule_loop_gives_ELOOP_like_the_kernel(box, user):
+    loop = wasm_rule(box, interpreter=box / "probe.wasm")
+    argv = driver_argv(box, ("execve", "./hello.wasm", "a0"))
+    kernel = run_with_binfmt([loop], argv, as_user=user, cwd=box, timeout=TIMEOUT)
+    ours = traced(user, loop, argv, cwd=box)
+    assert ours.stdout == kernel.stdout == b"errno=40\n"
+
+
+def test_chains_of_rules_match_the_kernel(box, user):
+    # probe.wasm runs under hello.wasm (a wasm "emulator"), which runs under emu.sh.
+    first = f":first:E::wasm::{box / 'hello.wasm'}:"
+    second = wasm_rule(box)
+    argv = driver_argv(box, ("execve", "./x.wasm", "a0", "b"))
+    shutil.copy(box / "probe.wasm", box / "x.wasm")
+    os.chmod(box / "x.wasm", 0o755)
+    kernel = run_with_binfmt([second, first], argv, as_user=user, cwd=box, timeout=TIMEOUT)
+    ours = wasmbinfmt(user, ["--no-default-rules", "--rule", first, "--rule", second, "--",
+                             *argv], cwd=box)
+    assert ours.stdout == kernel.stdout
+    assert kernel.stdout.count(b"\n") == 5, kernel.stdout
+
+
+def test_missing_emulator_fails_with_ENOENT_and_is_reported_once(box, user):
+    rule = wasm_rule(box, interpreter="/nonexistent/emulator")
+    script = "./execer execve ./probe.wasm a; ./execer execve ./probe.wasm b; true"
+    ours = traced(user, rule, ["sh", "-c", script], cwd=box)
+    assert ours.stdout == b"errno=2\nerrno=2\n"
+    assert ours.stderr.count(b"emulator missing") == 1
+    assert b"'probe'" in ours.stderr
+
+
+# ---------------------------------------------------------------------------
+# The command's own status, signals and streams
+
+@pytest.mark.parametrize("status", [0, 1, 2, 7, 126, 127, 128, 255])
+def test_exit_status_is_the_commands(box, user, status):
+    rule = wasm_rule(box, interpreter=box / "probe.native")
+    assert traced(user, rule, ["./probe.wasm", "exit", str(status)], cwd=box).returncode == status
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGSEGV, signal.SIGINT])
+def test_death_by_signal_is_the_commands(user, sig):
+    done = wasmbinfmt(user, ["--", "sh", "-c", f"ulimit -c 0; kill -{int(sig)} $$"])
+    assert done.returncode == -sig
+
+
+def test_signals_sent_to_wasmbinfmt_reach_the_command(user):
+    proc = subprocess.Popen(user([sys.executable, "-m", "wasmbinfmt", "--", "sh", "-c",
+                                  "trap 'echo got TERM; exit 3' TERM; echo ready; "
+                                  "while :; do sleep 0.05; done"]),
+                            stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    if user(["x"]) != ["x"]:
+        # setpriv execs the command in the process we started; it is the command's pid.
+        pass
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    assert (out, proc.returncode) == (b"got TERM\n", 3)
+
+
+def test_stdin_stdout_stderr_pass_through(box, user):
+    rule = wasm_rule(box, interpreter=box / "probe.native")
+    done = traced(user, rule, ["./probe.wasm", "cat"], cwd=box, input=b"line 1\nline 2\n")
+    # probe.native gets ["probe.native", "./probe.wasm", "cat"]: argv[1] is the path.
+    assert done.returncode == 0
+    done = traced(user, rule, ["./probe.native", "cat"], cwd=box, input=b"line 1\nline 2\n")
+    assert (done.stdout, done.stderr) == (b"line 1\nline 2\n", b"done\n")
+
+
+def test_command_not_found_and_not_executable(box, user):
+    done = wasmbinfmt(user, ["--no-default-rules", "--", "./nothing-here"], cwd=box)
+    assert done.returncode == 127 and b"nothing-here" in done.stderr
+    done = wasmbinfmt(user, ["--no-default-rules", "--", str(box)])
+    assert done.returncode == 126
+
+
+def test_background_descendants_do_not_hold_the_caller_and_stay_traced(box, user):
+    rule = wasm_rule(box)
+    script = ("echo started; (sleep 1; ./probe.wasm from-background > bg.out) "
+              "</dev/null >/dev/null 2>&1 &")
+    start = time.monotonic()
+    done = traced(user, rule, ["sh", "-c", script], cwd=box)
+    assert done.stdout == b"started\n" and done.returncode == 0
+    assert time.monotonic() - start < 5  # not waiting for the background job
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (box / "bg.out").exists():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert (box / "bg.out").read_text().splitlines()[1:] == ["[./probe.wasm]",
+                                                            "[from-background]"]
+
+
+def test_twenty_deep_process_chain(box, user):
+    rule = wasm_rule(box, interpreter=box / "probe.native")
+    command = "./probe.wasm deep"
+    for _ in range(20):
+        command = f"sh -c {subprocess.list2cmdline([command])}"
+    done = traced(user, rule, ["sh", "-c", command], cwd=box)
+    assert done.stdout.decode().splitlines()[-2:] == ["argv[1]=./probe.wasm", "argv[2]=deep"]
+
+
+def test_a_thousand_rerouted_execs_from_a_shell_loop(box, user):
+    rule = wasm_rule(box, interpreter=box / "probe.native")
+    loop = "i=0; while [ $i -lt 1000 ]; do ./probe.wasm count; i=$((i+1)); done"
+    done = traced(user, rule, ["sh", "-c", loop], cwd=box)
+    assert done.stdout.splitlines() == [b"argc=3"] * 1000
+
+
+# ---------------------------------------------------------------------------
+# Huge argvs: the new argv goes into an mmap when the stack has no room
+
+def test_a_100k_argument_exec_works_as_natively(box, user):
+    rule = wasm_rule(box, interpreter=box / "probe.native")
+    native = subprocess.run(user([str(box / "execer"), "big-argv", "./probe.native",
+                                  "100000", "x"]), cwd=box, capture_output=True)
+    ours = traced(user, rule, ["./execer", "big-argv", "./probe.wasm", "100000", "count"],
+                  cwd=box)
+    assert native.stdout.splitlines()[0] == b"argc=100001"
+    # The emulator gets the path in front: one argument more than natively.
+    assert ours.stdout == b"argc=100002\n"
+
+
+def test_too_big_an_argv_gives_E2BIG_as_natively(box, user):
+    rule = wasm_rule(box, interpreter=box / "probe.native")
+    word = "w" * 1000
+    native = subprocess.run(user([str(box / "execer"), "big-argv", "./probe.native", "20000",
+                                  word]), cwd=box, capture_output=True)
+    ours = traced(user, rule, ["./execer", "big-argv", "./probe.wasm", "20000", word], cwd=box)
+    assert native.stdout == ours.stdout == b"errno=7\n"
+
+
+# ---------------------------------------------------------------------------
+# The real wasmtime CLI and the default rules
+
+def test_default_rules_run_wasm_with_the_wasmtime_cli(box, user):
+    done = wasmbinfmt(user, ["--", "./probe.wasm", "a b", "--dir", "c"], cwd=box)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[1:] == ["argv[1]=a b", "argv[2]=--dir", "argv[3]=c"]
+    done = wasmbinfmt(user, ["--", "./probe.wasm", "exit", "42"], cwd=box)
+    assert done.returncode == 42
+
+
+def test_verbose_logs_each_rerouted_exec(box, user, tmp_path):
+    rule = wasm_rule(box)
+    done = traced(user, rule, ["-v", "./probe.wasm", "x"], cwd=box)
+    assert done.returncode == 127  # "-v" after "--" belongs to the command
+    done = wasmbinfmt(user, ["-v", "--no-default-rules", "--rule", rule, "--",
+                             "./probe.wasm", "x"], cwd=box)
+    assert b"rule probe: " + bytes(box / "emu.sh") + b" ./probe.wasm x" in done.stderr
+
+
+def test_make_test_under_wasmbinfmt(box, user, fixtures):
+    shutil.copytree(ROOT / "tests" / "make", box / "make")
+    os.chmod(box / "make", 0o777)
+    done = wasmbinfmt(user, ["--", "make", "-s", "-C", str(box / "make"), "test"])
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    assert done.stdout.decode().count("PASS") == 3
