@@ -11,7 +11,8 @@ be unit-tested on any host.
 from __future__ import annotations
 
 import ctypes
-import platform
+import os
+import struct
 from dataclasses import dataclass
 
 # <linux/audit.h>: what seccomp reports as seccomp_data.arch. The other ABIs a CPU runs
@@ -21,6 +22,7 @@ AUDIT_ARCH_I386 = 0x40000003
 AUDIT_ARCH_AARCH64 = 0xC00000B7
 AUDIT_ARCH_ARM = 0x40000028
 X32_SYSCALL_BIT = 0x40000000
+_WORD = struct.Struct("=Q")  # every register in both layouts is a 64-bit word
 
 
 class X86_64Regs(ctypes.Structure):
@@ -63,24 +65,19 @@ class Arch:
     def new_regs(self) -> ctypes.Structure:
         return self.regs()
 
-    def _slot(self, regs: ctypes.Structure, role: str) -> tuple[object, str | int]:
-        """(container, field or index) of a register named like 'rdi' or 'regs[3]'."""
-        if role.endswith("]"):
-            field, index = role[:-1].split("[")
-            return getattr(regs, field), int(index)
-        return regs, role
+    def offset(self, role: str) -> int:
+        """Byte offset in the register set of a register named like 'rdi' or 'regs[3]'."""
+        offsets = self.__dict__.setdefault("_offsets", {})  # frozen: cache beside the fields
+        if role not in offsets:
+            field, _, index = role.rstrip("]").partition("[")
+            offsets[role] = getattr(self.regs, field).offset + 8 * int(index or 0)
+        return offsets[role]
 
     def get(self, regs: ctypes.Structure, role: str) -> int:
-        container, key = self._slot(regs, role)
-        return container[key] if isinstance(key, int) else getattr(container, key)
+        return _WORD.unpack_from(regs, self.offset(role))[0]
 
     def set(self, regs: ctypes.Structure, role: str, value: int) -> None:
-        container, key = self._slot(regs, role)
-        value &= 0xFFFFFFFFFFFFFFFF
-        if isinstance(key, int):
-            container[key] = value
-        else:
-            setattr(container, key, value)
+        _WORD.pack_into(regs, self.offset(role), value & 0xFFFFFFFFFFFFFFFF)
 
     def syscall_number(self, regs: ctypes.Structure) -> int:
         return self.get(regs, self.syscall_register)
@@ -134,7 +131,7 @@ ARCHES = {"x86_64": X86_64, "aarch64": AARCH64}
 
 
 def host_arch() -> Arch:
-    machine = platform.machine()
+    machine = os.uname().machine
     try:
         return ARCHES[{"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)]
     except KeyError:

@@ -73,8 +73,12 @@ class Memory:
 
     def read_string(self, tid: int, address: int, limit: int = PATH_MAX) -> bytes | None:
         """The NUL-terminated string at `address`, or None if unreadable or longer than `limit`."""
-        data = self.read(tid, address, limit + 1)
+        # Most strings end within their page: one single-iovec read first.
+        data = self.read(tid, address, min(limit + 1, PAGE - address % PAGE))
         end = data.find(b"\0")
+        if end < 0 and len(data) < limit + 1:
+            data = self.read(tid, address, limit + 1)
+            end = data.find(b"\0")
         return data[:end] if end >= 0 else None
 
     def read_pointers(self, tid: int, address: int) -> array | None:

@@ -118,6 +118,7 @@ class Tracer:
         self.regs = arch.new_regs()
         self.regs_iov = IoVec(ctypes.addressof(self.regs), ctypes.sizeof(self.regs))
         self.checked_rules: set[str] = set()
+        self.headers: dict = {}  # see files.read_header
         self.privileged = os.geteuid() == 0
         self.own_groups = os.getgroups()
 
@@ -240,7 +241,8 @@ class Tracer:
         name = exec_filename(dirfd, path)
         inspect = make_inspector(self.matcher, lambda file: host_path(tid, file),
                                  lambda host, first: self._executable(tid, host),
-                                 nofollow_first=bool(flags & AT_SYMLINK_NOFOLLOW))
+                                 nofollow_first=bool(flags & AT_SYMLINK_NOFOLLOW),
+                                 headers=self.headers)
         inaccessible = dirfd != AT_FDCWD and relative and fd_is_cloexec(tid, dirfd)
         return resolve_exec(name, inspect, inaccessible)
 
