@@ -50,6 +50,7 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
                         ctypes.c_ulong]
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 _libc.ptrace.restype = ctypes.c_long
+_ptrace = _libc.ptrace
 for _name in ("process_vm_readv", "process_vm_writev"):
     getattr(_libc, _name).argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong,
                                       ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
@@ -109,9 +110,9 @@ def ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
     return result
 
 
-def try_ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> bool:
-    """ptrace that tolerates a tracee killed meanwhile (ESRCH): False then."""
-    if _libc.ptrace(request, pid, addr, data) != -1:
+def resume(request: int, pid: int, signal: int = 0) -> bool:
+    """PTRACE_CONT, SYSCALL or LISTEN, tolerating a tracee killed meanwhile (ESRCH): False."""
+    if _ptrace(request, pid, None, signal) != -1:
         return True
     if ctypes.get_errno() == 3:  # ESRCH: killed (SIGKILL) between its stop and our request
         return False

@@ -31,9 +31,10 @@ from ..rules import Rule
 from ..sources import interpreter_problem
 from . import kernel
 from .arch import Arch
+from .kernel import resume
 from .kernel import (
     NT_PRSTATUS, PTRACE_CONT, PTRACE_EVENT_SECCOMP, PTRACE_EVENT_STOP, PTRACE_LISTEN,
-    PTRACE_SYSCALL, WALL, IoVec, try_ptrace,
+    PTRACE_SYSCALL, WALL, IoVec,
 )
 from .paths import host_path
 from .tracee import Memory, fd_is_cloexec, fs_credentials, stack_room
@@ -125,39 +126,40 @@ class Tracer:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Serve stops until no tracee is left."""
-        waitpid, stopped = os.waitpid, os.WIFSTOPPED
+        """Serve stops until no tracee is left.
+
+        The common stops (fork/clone events, a new tracee's first stop, signals)
+        are served inline: the loop runs a handful of times per process of the
+        tree, so each attribute lookup it saves is measurable.
+        """
+        waitpid, resume = os.waitpid, kernel.resume
+        on_exec, on_syscall, guarded = self._on_exec_stop, self._on_syscall_stop, self._guarded
         while True:
             try:
                 tid, status = waitpid(-1, WALL)
             except ChildProcessError:
                 return
-            if stopped(status):
-                self._on_stop(tid, status)
-            else:
+            if status & 0xFF != 0x7F:  # exited or killed
                 self._on_exit(tid)
-
-    def _on_stop(self, tid: int, status: int) -> None:
-        sig = (status >> 8) & 0xFF
-        event = status >> 16
-        if event == PTRACE_EVENT_SECCOMP:
-            self._guarded(self._on_exec_stop, tid)
-        elif sig == SYSCALL_STOP:
-            self._guarded(self._on_syscall_stop, tid)
-        elif event == PTRACE_EVENT_STOP:
-            # A group-stop (job control) keeps the tracee stopped until SIGCONT, as natively;
-            # other event stops (a new tracee's first stop) just go on.
-            if sig in STOP_SIGNALS:
-                try_ptrace(PTRACE_LISTEN, tid)
+                continue
+            event = status >> 16
+            sig = (status >> 8) & 0xFF
+            if event == PTRACE_EVENT_SECCOMP:
+                guarded(on_exec, tid)
+            elif event == 0:
+                if sig == SYSCALL_STOP:
+                    guarded(on_syscall, tid)
+                else:
+                    resume(PTRACE_CONT, tid, sig)  # deliver the signal it stopped for
+            elif event == PTRACE_EVENT_STOP and sig in STOP_SIGNALS:
+                # A group-stop (job control): stay stopped until SIGCONT, as natively.
+                resume(PTRACE_LISTEN, tid, 0)
             else:
-                try_ptrace(PTRACE_CONT, tid)
-        elif event:
-            try_ptrace(PTRACE_CONT, tid)  # fork, vfork, clone
-        else:
-            try_ptrace(PTRACE_CONT, tid, 0, sig)  # deliver the signal it stopped for
+                resume(PTRACE_CONT, tid, 0)  # fork, vfork, clone; a new tracee's first stop
 
     def _on_exit(self, tid: int) -> None:
-        self.pending.pop(tid, None)
+        if self.pending:
+            self.pending.pop(tid, None)
         if tid == self.root and self.log_is_stderr:
             # The command returned to its caller; stderr must not be held open by us for
             # descendants still running (`$(wasmbinfmt -- cmd 2>&1)` would wait for them).
@@ -174,7 +176,7 @@ class Tracer:
             self._say(f"internal error at pid {tid} ({type(e).__name__}: {e}); "
                       f"its exec runs natively")
             self.pending.pop(tid, None)
-            try_ptrace(PTRACE_CONT, tid)
+            resume(PTRACE_CONT, tid)
 
     def _say(self, message: str) -> None:
         if self.log is not None:
@@ -206,7 +208,7 @@ class Tracer:
         pending = self.pending.get(tid)
         if pending is not None and pending.phase == "reenter":
             pending.phase = "exec"  # the exec we prepared with an mmap, running again
-            try_ptrace(PTRACE_SYSCALL, tid)
+            resume(PTRACE_SYSCALL, tid)
             return
         self._get_regs(tid)
         arch, regs = self.arch, self.regs
@@ -218,11 +220,11 @@ class Tracer:
             path_at, argv_at, envp_at = (arch.arg(regs, n) for n in (2, 3, 4))
             flags = arch.arg(regs, 5) & 0xFFFFFFFF
         else:
-            try_ptrace(PTRACE_CONT, tid)
+            resume(PTRACE_CONT, tid)
             return
         verdict = self._verdict(tid, dirfd, path_at, flags)
         if verdict is None:
-            try_ptrace(PTRACE_CONT, tid)
+            resume(PTRACE_CONT, tid)
         elif isinstance(verdict, Fail):
             self._fail(tid, verdict.errno)
         else:
@@ -265,13 +267,13 @@ class Tracer:
         """Skip the exec; it returns -error, as the kernel's would."""
         self.arch.set(self.regs, self.arch.result_register, -error)
         self._set_regs(tid, syscall=-1)
-        try_ptrace(PTRACE_CONT, tid)
+        resume(PTRACE_CONT, tid)
 
     def _rewrite(self, tid: int, syscall: int, rewrite: Rewrite, argv_at: int,
                  envp_at: int) -> None:
         caller_argv = self.memory.read_pointers(tid, argv_at) if argv_at else array("Q")
         if caller_argv is None:
-            try_ptrace(PTRACE_CONT, tid)  # EFAULT: the kernel's to say
+            resume(PTRACE_CONT, tid)  # EFAULT: the kernel's to say
             return
         strings = list(rewrite.argv.head)
         tail = caller_argv[rewrite.argv.skip:]
@@ -281,7 +283,7 @@ class Tracer:
         if rewrite.env:
             caller_env = self.memory.read_pointers(tid, envp_at) if envp_at else array("Q")
             if caller_env is None:
-                try_ptrace(PTRACE_CONT, tid)
+                resume(PTRACE_CONT, tid)
                 return
             env_kept = self._env_without(tid, caller_env, {k for k, _ in rewrite.env})
             added = [k + b"=" + v for k, v in rewrite.env]
@@ -300,7 +302,7 @@ class Tracer:
                 self._point_exec_at(syscall, path, argv, envp_new)
                 self._set_regs(tid)
                 self.pending[tid] = Pending(saved, "exec")
-                try_ptrace(PTRACE_SYSCALL, tid)
+                resume(PTRACE_SYSCALL, tid)
                 return
         # No room on this stack: have the tracee map some memory first (mmap), then exec.
         length = (size + 4095) & ~4095
@@ -309,7 +311,7 @@ class Tracer:
             self.arch.set_arg(self.regs, n, value)
         self._set_regs(tid, syscall=self.arch.mmap)
         self.pending[tid] = Pending(saved, "mmap", new_exec, (0, length))
-        try_ptrace(PTRACE_SYSCALL, tid)
+        resume(PTRACE_SYSCALL, tid)
 
     def _point_exec_at(self, syscall: int, path: int, argv: int, envp: int) -> None:
         arch, regs = self.arch, self.regs
@@ -353,7 +355,7 @@ class Tracer:
             # thread's own entry is left behind with its old id.
             for stale in [t for t in self.pending if not os.path.exists(f"/proc/{t}")]:
                 del self.pending[stale]
-            try_ptrace(PTRACE_CONT, tid)
+            resume(PTRACE_CONT, tid)
             return
         self._get_regs(tid)
         arch, regs = self.arch, self.regs
@@ -364,7 +366,7 @@ class Tracer:
                 if result < 0:
                     self._restore(pending.saved, result)
                     self._set_regs(tid)
-                try_ptrace(PTRACE_CONT, tid)
+                resume(PTRACE_CONT, tid)
                 return
             # Failed after we made it mmap: unmap first (stepping back to a munmap).
             pending.result, pending.phase = result, "munmap-entry"
@@ -373,13 +375,13 @@ class Tracer:
             arch.set_arg(regs, 1, address)
             arch.set_arg(regs, 2, length)
             self._set_regs(tid)
-            try_ptrace(PTRACE_SYSCALL, tid)
+            resume(PTRACE_SYSCALL, tid)
         elif pending.phase == "mmap":
             if result < 0:
                 del self.pending[tid]
                 self._restore(pending.saved, -errno.ENOMEM)
                 self._set_regs(tid)
-                try_ptrace(PTRACE_CONT, tid)
+                resume(PTRACE_CONT, tid)
                 return
             length = pending.mapping[1]
             pending.mapping = (result, length)
@@ -391,12 +393,12 @@ class Tracer:
             arch.rerun_syscall(regs, pending.new_exec.syscall)
             self._set_regs(tid)
             pending.phase = "reenter"
-            try_ptrace(PTRACE_CONT, tid)
+            resume(PTRACE_CONT, tid)
         elif pending.phase == "munmap-entry":
             pending.phase = "munmap-exit"
-            try_ptrace(PTRACE_SYSCALL, tid)
+            resume(PTRACE_SYSCALL, tid)
         else:  # munmap-exit: now the caller sees its exec fail, with its own registers
             del self.pending[tid]
             self._restore(pending.saved, pending.result)
             self._set_regs(tid)
-            try_ptrace(PTRACE_CONT, tid)
+            resume(PTRACE_CONT, tid)
