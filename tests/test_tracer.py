@@ -304,3 +304,52 @@ def test_make_test_under_wasmbinfmt(box, user, fixtures):
     done = wasmbinfmt(user, ["--", "make", "-s", "-C", str(box / "make"), "test"])
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
     assert done.stdout.decode().count("PASS") == 3
+
+
+# ---------------------------------------------------------------------------
+# Job control in an interactive shell, through a terminal
+
+def _expect(fd: int, wanted: bytes, seen: bytearray, timeout: float = 30) -> None:
+    import select
+    deadline = time.monotonic() + timeout
+    while wanted not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError(f"never saw {wanted!r} in {bytes(seen)!r}")
+        try:
+            seen += os.read(fd, 4096)
+        except OSError:  # EIO: the terminal's other side is gone
+            raise AssertionError(f"terminal closed before {wanted!r}: {bytes(seen)!r}")
+
+
+def test_ctrl_z_and_fg_in_an_interactive_shell(box, user):
+    import pty
+    rule = wasm_rule(box, interpreter=box / "runtime.sh")
+    argv = user([sys.executable, "-m", "wasmbinfmt", "--no-default-rules", "--rule", rule,
+                 "--", "bash", "--norc", "--noprofile", "-i"])
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(box)
+        os.execvpe(argv[0], argv, {**os.environ, "PS1": "PROMPT> ", "TERM": "dumb"})
+    try:
+        seen = bytearray()
+        _expect(fd, b"PROMPT> ", seen)
+        os.write(fd, b"sleep 2; ./probe.wasm count\n")
+        time.sleep(0.5)
+        os.write(fd, b"\x1a")  # Ctrl-Z
+        _expect(fd, b"Stopped", seen)
+        _expect(fd, b"PROMPT> ", seen)
+        os.write(fd, b"fg\n")
+        _expect(fd, b"argc=2", seen)  # the job went on, and its wasm exec was rerouted
+        _expect(fd, b"PROMPT> ", seen)
+        del seen[:]
+        os.write(fd, b"sleep 60; echo not-interrupted\n")
+        time.sleep(0.5)
+        os.write(fd, b"\x03")  # Ctrl-C reaches the foreground job, not the shell
+        _expect(fd, b"PROMPT> ", seen, timeout=20)
+        assert b"not-interrupted" not in seen.replace(b"echo not-interrupted", b"")
+        os.write(fd, b"exit 5\n")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 5
+    finally:
+        os.close(fd)
