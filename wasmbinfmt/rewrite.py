@@ -11,6 +11,10 @@ relative); for ``execveat`` it is the name the kernel builds (exec_filename).
 The environment goes through unchanged, plus the rule's ``env`` for the
 emulator only.
 
+The emulator is looked at again, as the kernel does: it may match another
+rule or be a ``#!`` script, and a ``#!`` script's interpreter may be a
+foreign binary (resolve_exec follows the chain, to the kernel's depth limit).
+
 The flags a userspace tracer can only approximate:
 
 - P: the kernel also sets AT_FLAGS_PRESERVE_ARGV0 in the auxiliary vector. A
