@@ -22,24 +22,16 @@ SECCOMP_MODE_FILTER = 2
 # <linux/ptrace.h>
 PTRACE_CONT = 7
 PTRACE_SYSCALL = 24
-PTRACE_SETOPTIONS = 0x4200
-PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETREGSET = 0x4204
 PTRACE_SETREGSET = 0x4205
 PTRACE_SEIZE = 0x4206
-PTRACE_INTERRUPT = 0x4207
 PTRACE_LISTEN = 0x4208
 PTRACE_O_TRACESYSGOOD = 0x1
 PTRACE_O_TRACEFORK = 0x2
 PTRACE_O_TRACEVFORK = 0x4
 PTRACE_O_TRACECLONE = 0x8
-PTRACE_O_TRACEEXEC = 0x10
 PTRACE_O_TRACESECCOMP = 0x80
 PTRACE_O_EXITKILL = 0x100000
-PTRACE_EVENT_FORK = 1
-PTRACE_EVENT_VFORK = 2
-PTRACE_EVENT_CLONE = 3
-PTRACE_EVENT_EXEC = 4
 PTRACE_EVENT_SECCOMP = 7
 PTRACE_EVENT_STOP = 128
 NT_PRSTATUS = 1
@@ -119,11 +111,6 @@ def resume(request: int, pid: int, signal: int = 0) -> bool:
     raise _error(f"ptrace({request:#x}, {pid})")
 
 
-def event_message(pid: int, out: ctypes.c_ulong) -> int:
-    ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(out))
-    return out.value
-
-
 def get_regset(pid: int, regset: int, iov: IoVec) -> None:
     """Fill the buffer `iov` points at with register set `regset` (NT_PRSTATUS: the registers)."""
     ptrace(PTRACE_GETREGSET, pid, regset, ctypes.addressof(iov))
@@ -133,21 +120,21 @@ def set_regset(pid: int, regset: int, iov: IoVec) -> None:
     ptrace(PTRACE_SETREGSET, pid, regset, ctypes.addressof(iov))
 
 
+def _vm_transfer(call, pid: int, local: ctypes.Array, remote: ctypes.Array, count: int) -> int:
+    n = call(pid, ctypes.addressof(local), count, ctypes.addressof(remote), count, 0)
+    if n < 0:
+        raise _error(call.__name__)
+    return n
+
+
 def vm_readv(pid: int, local: ctypes.Array, remote: ctypes.Array, count: int) -> int:
     """process_vm_readv over the first `count` iovecs; bytes read (short at an unmapped page)."""
-    n = _libc.process_vm_readv(pid, ctypes.addressof(local), count, ctypes.addressof(remote),
-                               count, 0)
-    if n < 0:
-        raise _error("process_vm_readv")
-    return n
+    return _vm_transfer(_libc.process_vm_readv, pid, local, remote, count)
 
 
 def vm_writev(pid: int, local: ctypes.Array, remote: ctypes.Array, count: int) -> int:
-    n = _libc.process_vm_writev(pid, ctypes.addressof(local), count, ctypes.addressof(remote),
-                                count, 0)
-    if n < 0:
-        raise _error("process_vm_writev")
-    return n
+    """process_vm_writev over the first `count` iovecs; bytes written."""
+    return _vm_transfer(_libc.process_vm_writev, pid, local, remote, count)
 
 
 def set_fs_ids(uid: int, gid: int) -> None:
