@@ -57,8 +57,7 @@ class NewExec:
     """What a rewritten exec needs in the tracee's memory, placed once an address is known."""
 
     syscall: int
-    path_index: int  # which string is the path (the interpreter, argv[0] of the new argv)
-    strings: list[bytes]  # new strings; argv is strings[:n_head] + tail
+    strings: list[bytes]  # new strings; argv is strings[:n_head] + tail; the first is the path
     n_head: int
     tail: array  # the caller's own argv pointers that follow
     envp: int | None  # the caller's envp, kept as is, or None when rebuilt below
@@ -91,7 +90,7 @@ class NewExec:
             pointers.extend(addresses[len(self.strings) - self.env_added:])
             pointers.append(0)
         blob = pointers.tobytes() + b"".join(s + b"\0" for s in self.strings)
-        return blob, addresses[self.path_index], base, envp
+        return blob, addresses[0], base, envp
 
 
 @dataclass
@@ -289,7 +288,7 @@ class Tracer:
             added = [k + b"=" + v for k, v in rewrite.env]
             strings += added
             env_added, envp = len(added), None
-        new_exec = NewExec(syscall, 0, strings, len(strings) - env_added, tail, envp, env_kept,
+        new_exec = NewExec(syscall, strings, len(strings) - env_added, tail, envp, env_kept,
                            env_added)
         self._report(tid, rewrite, caller_argv)
         saved = bytes(self.regs)
