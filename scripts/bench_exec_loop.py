@@ -5,7 +5,10 @@ Runs native, `wasmbinfmt --` and (when installed) `strace -f --seccomp-bpf -e tr
 side by side, interleaved (A B C A B C ...) after a warm-up, both pinned to one CPU
 (taskset -c 0) and unpinned, and prints medians, min/max and ratios to native.
 
-    python3 scripts/bench_exec_loop.py [--rounds 7] [--iterations 2000]
+    .venv/bin/python scripts/bench_exec_loop.py [--rounds 7] [--iterations 2000]
+
+(Run it without PYTHONDONTWRITEBYTECODE: a start that recompiles modules is not a start
+users see.)
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ def timed(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def wasmbinfmt_command() -> list[str]:
+    """The installed console script beside this Python (a venv's), as users run it."""
+    script = os.path.join(os.path.dirname(sys.executable), "wasmbinfmt")
+    return [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "wasmbinfmt"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -34,7 +43,7 @@ def main() -> int:
     command = ["sh", "-c", loop]
     contenders = {
         "native": command,
-        "wasmbinfmt": [sys.executable, "-m", "wasmbinfmt", "--", *command],
+        "wasmbinfmt": [*wasmbinfmt_command(), "--", *command],
     }
     if shutil.which("strace"):
         contenders["strace --seccomp-bpf"] = ["strace", "-f", "--seccomp-bpf", "-e",

@@ -35,6 +35,7 @@ def test_roles_read_and_write_the_right_registers(arch, raw):
         arch.set(regs, name, value)
     assert arch.syscall_number(regs) == arch.execve
     assert [arch.arg(regs, n) for n in range(1, 7)] == [1, 2, 3, 4, 5, 6]
+    assert arch.syscall_args(regs) == (arch.execve, 1, 2, 3, 4, 5, 6)
     assert arch.stack(regs) == 0x7FFF1000
     arch.set_arg(regs, 1, 0xDEAD)
     assert arch.arg(regs, 1) == 0xDEAD

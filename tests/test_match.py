@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +16,7 @@ AARCH64 = bytes.fromhex("7f454c4602010100000000000000000002 00b700".replace(" ",
 
 
 def rule(line, **changes):
-    return replace(parse_registration(line), **changes)
+    return parse_registration(line)._replace(**changes)
 
 
 def test_magic_offset_and_mask():
@@ -60,7 +59,7 @@ def test_first_listed_wins_and_disabled_rules_are_skipped():
     b = rule(":b:M::\\x00asm\\x01::/b:")
     assert Matcher([a, b]).match(b"x", WASM) is a
     assert Matcher([b, a]).match(b"x", WASM) is b
-    assert Matcher([replace(a, enabled=False), b]).match(b"x", WASM) is b
+    assert Matcher([a._replace(enabled=False), b]).match(b"x", WASM) is b
     assert [r.name for r in Matcher([a, b]).candidates(b"x", WASM)] == ["a", "b"]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import glob
-from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -157,7 +156,7 @@ def test_format_changes_delimiter_when_a_field_contains_it():
 
 def test_format_of_a_changed_rule_does_not_reuse_stale_spelling():
     rule = parse_registration(":a:M:4:\\x41BC:\\xff\\xff\\xff:/bin/x:PO")
-    changed = replace(rule, magic=b"XY\x01", offset=0, flags=frozenset("F"))
+    changed = rule._replace(magic=b"XY\x01", offset=0, flags=frozenset("F"))
     assert format_registration(changed) == ":a:M::XY\\x01:\\xff\\xff\\xff:/bin/x:F"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-from dataclasses import replace
 
 import pytest
 
@@ -14,7 +13,7 @@ from wasmbinfmt.rules import parse_registration
 
 
 def rule(line, **changes):
-    return replace(parse_registration(line), **changes)
+    return parse_registration(line)._replace(**changes)
 
 
 def world(files: dict[bytes, FileKind]):

@@ -15,7 +15,7 @@ import shlex
 import sys
 
 from . import __version__
-from .files import make_inspector, read_header
+from .files import Inspector, read_header
 from .match import Matcher
 from .rewrite import Fail, resolve_exec
 from .rules import Rule, RuleError
@@ -146,8 +146,8 @@ def cmd_which(args: argparse.Namespace) -> int:
         return 2
     # The files named are looked at whether executable or not (a warning says so); the
     # interpreters after them must be, as for the kernel.
-    inspect = make_inspector(Matcher(ruleset.rules), lambda file: file,
-                             lambda path, first: first or os.access(path, os.X_OK))
+    inspect = Inspector(Matcher(ruleset.rules), lambda file: file,
+                        lambda path, first: first or os.access(path, os.X_OK))
     status = 0
     for name in args.files:
         try:

@@ -58,26 +58,31 @@ def run_detector(rule: Rule, path: str | bytes) -> bool:
     return done.returncode == 0
 
 
-def make_inspector(matcher: Matcher, locate: Callable[[bytes], bytes | str],
-                   executable: Callable[[bytes | str, bool], bool],
-                   nofollow_first: bool = False,
-                   headers: dict | None = None) -> Callable[[bytes, bool], FileKind | None]:
+class Inspector:
     """The `inspect` callback of rewrite.resolve_exec, for files found through `locate`.
 
     `locate` turns the name exec handlers see into a path to open (the tracer
     reads a tracee's files through /proc); `executable(path, first)` says
     whether the exec may go on with that file. `headers` caches what was read
-    (see read_header).
+    (see read_header). One inspector serves every exec: the tracer calls it
+    for each of them, so it is built once, not per call.
     """
-    def inspect(name: bytes, first: bool) -> FileKind | None:
-        path = locate(name)
+
+    def __init__(self, matcher: Matcher, locate: Callable[[bytes], bytes | str],
+                 executable: Callable[[bytes | str, bool], bool], headers: dict | None = None):
+        self.matcher = matcher
+        self.locate = locate
+        self.executable = executable
+        self.headers = headers
+        self.nofollow_first = False  # execveat's AT_SYMLINK_NOFOLLOW, for the exec at hand
+
+    def __call__(self, name: bytes, first: bool) -> FileKind | None:
+        path = self.locate(name)
         try:
-            header = read_header(path, not (first and nofollow_first), headers)
+            header = read_header(path, not (first and self.nofollow_first), self.headers)
         except OSError:
             return None
-        kind = classify(matcher, name, header, lambda rule: run_detector(rule, path))
-        if kind is None or not executable(path, first):
+        kind = classify(self.matcher, name, header, lambda rule: run_detector(rule, path))
+        if kind is None or not self.executable(path, first):
             return None
         return kind
-
-    return inspect

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 
+from . import __version__
 from .rules import (
     Origin, Rule, RuleError, decode_escapes, make_rule, parse_flags, parse_offset,
     parse_registration,
@@ -190,10 +191,37 @@ def load_file(path: str) -> tuple[str, list[Rule], list[RuleError]]:
     kind = sniff_format(text)
     name = os.path.basename(path)
     if kind == "yaml":
-        from .rules_yaml import parse_rules_yaml  # PyYAML only when a YAML file is read
-        return (kind, *parse_rules_yaml(text, path))
+        return (kind, *_parse_yaml_cached(text, path))
     if kind == "proc":
         return (kind, *parse_proc_entry(text, name, path))
     if kind == "binfmt-support":
         return (kind, *parse_binfmt_support(text, name, path))
     return (kind, *parse_binfmt_lines(text, path))
+
+
+def _parse_yaml_cached(text: str, path: str) -> Loaded:
+    """parse_rules_yaml, through the cache: importing PyYAML alone costs more than the rest
+    of a start of `wasmbinfmt -- CMD`, and rules files seldom change."""
+    from . import cache
+
+    directory = cache.cache_dir()
+    if directory is None:
+        return _parse_yaml(text, path)
+    here = os.path.dirname(os.path.abspath(__file__))
+    # The parse depends on the text, the path (named in errors) and our parser's code.
+    code = tuple((st.st_mtime_ns, st.st_size) for st in
+                 (os.stat(os.path.join(here, name)) for name in ("rules_yaml.py", "rules.py")))
+    key = (__version__, path, text, code)
+    entry = cache.entry_path(directory, "rules", os.path.abspath(path))
+    loaded = cache.load(entry, key)
+    if loaded is None:
+        loaded = _parse_yaml(text, path)
+        if not loaded[1]:
+            cache.store(entry, key, loaded)  # errors are not kept: they are re-reported in full
+    return loaded
+
+
+def _parse_yaml(text: str, path: str) -> Loaded:
+    from .rules_yaml import parse_rules_yaml  # PyYAML only when a YAML file is parsed
+
+    return parse_rules_yaml(text, path)

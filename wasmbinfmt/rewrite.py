@@ -36,8 +36,7 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
-from typing import Callable, Sequence, Union
+from typing import Callable, NamedTuple, Sequence, Union
 
 from .match import Matcher
 from .rules import HEADER_SIZE, Rule
@@ -112,8 +111,7 @@ def parse_shebang(header: bytes) -> tuple[bytes, bytes | None] | None:
     return string_at(i_name), (string_at(i_arg) if i_arg is not None else None)
 
 
-@dataclass(frozen=True)
-class Argv:
+class Argv(NamedTuple):
     """The argv the kernel is building: new strings in front of the caller's own from `skip` on.
 
     Only the front of argv ever changes during interpreter rewrites, so the
@@ -138,16 +136,14 @@ class Argv:
         return [*self.head, *(caller or [b""])[self.skip:]]
 
 
-@dataclass(frozen=True)
-class FileKind:
+class FileKind(NamedTuple):
     """What the kernel's format handlers would make of a file (found by the caller)."""
 
     rule: Rule | None = None  # a binfmt_misc-style rule claims it
     script: tuple[bytes, bytes | None] | None = None  # a #! line: (interpreter, argument)
 
 
-@dataclass(frozen=True)
-class Rewrite:
+class Rewrite(NamedTuple):
     """Exec `path` with `argv` instead of the caller's file; `env` is added for it."""
 
     path: bytes
@@ -156,8 +152,7 @@ class Rewrite:
     env: tuple[tuple[bytes, bytes], ...] = ()
 
 
-@dataclass(frozen=True)
-class Fail:
+class Fail(NamedTuple):
     """Fail the exec with this errno, as the kernel would."""
 
     errno: int
@@ -189,11 +184,15 @@ def resolve_exec(path: bytes, inspect: Callable[[bytes, bool], FileKind | None],
     kernel's BINPRM_FLAGS_PATH_INACCESSIBLE (execveat on a close-on-exec fd):
     binfmt_misc and #! then fail with ENOENT.
     """
+    kind = inspect(path, True)
+    if kind is None:
+        return None  # nearly every exec of a tree: nothing more to set up
     argv = Argv()
     current, applied, env = path, (), ()
     result: Verdict = None
     for depth in range(MAX_REWRITES + 1):
-        kind = inspect(current, depth == 0)
+        if depth:
+            kind = inspect(current, False)
         if kind is None or (kind.rule is None and kind.script is None):
             return result
         if depth == MAX_REWRITES:

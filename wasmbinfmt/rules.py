@@ -13,7 +13,7 @@ Everything here is pure: no file system, no environment.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # The kernel reads this many bytes of a file before choosing a format (BINPRM_BUF_SIZE).
 HEADER_SIZE = 256
@@ -25,8 +25,9 @@ KNOWN_FLAGS = "POCF"
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
-@dataclass(frozen=True)
-class Origin:
+# Value types are NamedTuples, not dataclasses: importing dataclasses (and the inspect
+# module it pulls in) costs more than everything else `wasmbinfmt -- CMD` does at start.
+class Origin(NamedTuple):
     """Where a rule was defined, for messages and `wasmbinfmt list`."""
 
     source: str  # a file path, or a label such as "--rule"
@@ -61,8 +62,7 @@ class RuleError(Exception):
         return f"{where}: {what}{self.reason}"
 
 
-@dataclass(frozen=True)
-class Spelling:
+class Spelling(NamedTuple):
     """How a parsed line wrote its fields, so formatting gives the same bytes back.
 
     Only used where it still spells the rule's current value.
@@ -75,8 +75,7 @@ class Spelling:
     flags: str = ""
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     name: str
     kind: str  # "M" (magic) or "E" (extension)
     interpreter: str
@@ -90,8 +89,20 @@ class Rule:
     env: tuple[tuple[str, str], ...] = ()  # set for the emulator only
     enabled: bool = True
     detector: str | None = None  # Debian binfmt-support: a program that must accept the file
-    origin: Origin | None = field(default=None, compare=False)
-    spelling: Spelling | None = field(default=None, compare=False, repr=False)
+    origin: Origin | None = None  # where it was written: not part of its value
+    spelling: Spelling | None = None  # how it was written: not part of its value
+
+    def _value(self) -> tuple:
+        return self[:-2]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rule) and self._value() == other._value()
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self._value())
 
     @property
     def preserve_argv0(self) -> bool:

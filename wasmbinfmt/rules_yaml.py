@@ -18,8 +18,6 @@ merged as PyYAML would.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import yaml
 
 from .loaders import Loaded
@@ -158,7 +156,7 @@ def _rule(doc: _Doc, node: yaml.Node) -> Rule:
         except RuleError as e:
             raise RuleError(e.reason, doc.source, _line(value_node),
                             f"binfmt: {e.field}" if e.field else "binfmt") from None
-        return replace(rule, **extra)
+        return rule._replace(**extra)
 
     def need(key: str) -> str:
         if key not in keys:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field, replace
-from importlib import resources
 from typing import Mapping
 
 from .loaders import Loaded, load_file, parse_binfmt_lines, parse_binfmt_support, read_text
@@ -37,19 +35,19 @@ SYSTEMD_BINFMT_DIRS = ("/etc/binfmt.d", "/run/binfmt.d", "/usr/local/lib/binfmt.
 BINFMT_SUPPORT_DIR = "/usr/share/binfmts"
 
 
-@dataclass
 class RuleSet:
-    rules: list[Rule] = field(default_factory=list)  # effective order; disabled ones included
-    shadowed: list[tuple[Rule, Rule]] = field(default_factory=list)  # (hidden, hidden by)
-    errors: list[RuleError] = field(default_factory=list)  # in sources the user chose
-    warnings: list[RuleError] = field(default_factory=list)  # in the machine's sources
+    def __init__(self) -> None:
+        self.rules: list[Rule] = []  # effective order; disabled ones included
+        self.shadowed: list[tuple[Rule, Rule]] = []  # (hidden, hidden by)
+        self.errors: list[RuleError] = []  # in sources the user chose
+        self.warnings: list[RuleError] = []  # in the machine's sources
 
     def active(self) -> list[Rule]:
         return [r for r in self.rules if r.enabled]
 
 
 def default_rules_file() -> str:
-    return str(resources.files("wasmbinfmt") / "rules.yaml")
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "rules.yaml")
 
 
 def user_rules_file(env: Mapping[str, str]) -> str:
@@ -168,7 +166,7 @@ def resolve_interpreter(rule: Rule, path_env: str | None) -> Rule:
         interp = os.path.abspath(found) if found else interp
     if "F" in rule.flags and "/" in interp:
         interp = os.path.realpath(interp)
-    return rule if interp == rule.interpreter else replace(rule, interpreter=interp)
+    return rule if interp == rule.interpreter else rule._replace(interpreter=interp)
 
 
 def interpreter_problem(rule: Rule) -> str | None:

@@ -11,9 +11,10 @@ be unit-tested on any host.
 from __future__ import annotations
 
 import ctypes
+import operator
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # <linux/audit.h>: what seccomp reports as seccomp_data.arch. The other ABIs a CPU runs
 # (i386 and x32 on x86_64, arm32 on aarch64) are named for the tests of the filter.
@@ -23,6 +24,10 @@ AUDIT_ARCH_AARCH64 = 0xC00000B7
 AUDIT_ARCH_ARM = 0x40000028
 X32_SYSCALL_BIT = 0x40000000
 _WORD = struct.Struct("=Q")  # every register in both layouts is a 64-bit word
+# Derived from an Arch's fields once, on first use: (register set type, role) -> byte
+# offset, and Arch name -> how to pick the syscall number and arguments from the words.
+_OFFSETS: dict[tuple[type, str], int] = {}
+_SYSCALL_READERS: dict[str, tuple[struct.Struct, operator.itemgetter]] = {}
 
 
 class X86_64Regs(ctypes.Structure):
@@ -41,8 +46,7 @@ class Aarch64Regs(ctypes.Structure):
                 ("pc", ctypes.c_ulonglong), ("pstate", ctypes.c_ulonglong)]
 
 
-@dataclass(frozen=True)
-class Arch:
+class Arch(NamedTuple):
     name: str
     audit_arch: int  # the native ABI, as seccomp names it
     execve: int
@@ -67,17 +71,29 @@ class Arch:
 
     def offset(self, role: str) -> int:
         """Byte offset in the register set of a register named like 'rdi' or 'regs[3]'."""
-        offsets = self.__dict__.setdefault("_offsets", {})  # frozen: cache beside the fields
-        if role not in offsets:
+        found = _OFFSETS.get((self.regs, role))
+        if found is None:
             field, _, index = role.rstrip("]").partition("[")
-            offsets[role] = getattr(self.regs, field).offset + 8 * int(index or 0)
-        return offsets[role]
+            found = getattr(self.regs, field).offset + 8 * int(index or 0)
+            _OFFSETS[(self.regs, role)] = found
+        return found
 
     def get(self, regs: ctypes.Structure, role: str) -> int:
         return _WORD.unpack_from(regs, self.offset(role))[0]
 
     def set(self, regs: ctypes.Structure, role: str, value: int) -> None:
         _WORD.pack_into(regs, self.offset(role), value & 0xFFFFFFFFFFFFFFFF)
+
+    def syscall_args(self, regs: ctypes.Structure) -> tuple[int, ...]:
+        """(syscall number, argument 1, ..., argument 6), in one pass over the register set."""
+        reader = _SYSCALL_READERS.get(self.name)
+        if reader is None:
+            words = struct.Struct(f"={ctypes.sizeof(self.regs) // 8}Q")
+            roles = (self.syscall_register, *self.arg_registers)
+            reader = words, operator.itemgetter(*(self.offset(r) // 8 for r in roles))
+            _SYSCALL_READERS[self.name] = reader
+        words, pick = reader
+        return pick(words.unpack_from(regs))
 
     def syscall_number(self, regs: ctypes.Structure) -> int:
         return self.get(regs, self.syscall_register)

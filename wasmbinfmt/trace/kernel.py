@@ -111,13 +111,14 @@ def resume(request: int, pid: int, signal: int = 0) -> bool:
     raise _error(f"ptrace({request:#x}, {pid})")
 
 
-def get_regset(pid: int, regset: int, iov: IoVec) -> None:
-    """Fill the buffer `iov` points at with register set `regset` (NT_PRSTATUS: the registers)."""
-    ptrace(PTRACE_GETREGSET, pid, regset, ctypes.addressof(iov))
+def get_regset(pid: int, regset: int, iov_address: int) -> None:
+    """Fill the buffer the IoVec at `iov_address` points at with register set `regset`
+    (NT_PRSTATUS: the registers)."""
+    ptrace(PTRACE_GETREGSET, pid, regset, iov_address)
 
 
-def set_regset(pid: int, regset: int, iov: IoVec) -> None:
-    ptrace(PTRACE_SETREGSET, pid, regset, ctypes.addressof(iov))
+def set_regset(pid: int, regset: int, iov_address: int) -> None:
+    ptrace(PTRACE_SETREGSET, pid, regset, iov_address)
 
 
 def _vm_transfer(call, pid: int, local: ctypes.Array, remote: ctypes.Array, count: int) -> int:

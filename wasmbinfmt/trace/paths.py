@@ -19,9 +19,11 @@ def host_path(tid: int, name: bytes) -> bytes:
     Other absolute names are the same for both (a tracee that chroots or
     enters another mount namespace is not followed there).
     """
-    proc = b"/proc/%d" % tid
     if not name.startswith(b"/"):
-        return proc + b"/cwd/" + name
+        return b"/proc/%d/cwd/%s" % (tid, name)
+    if not name.startswith((b"/dev/", b"/proc/")):
+        return name  # the common case, answered first: the tracer sees it every exec
+    proc = b"/proc/%d" % tid
     for prefix, replacement in ((b"/dev/fd", b"/fd"), (b"/proc/self", b""),
                                 (b"/proc/thread-self", b"")):
         if name == prefix or name.startswith(prefix + b"/"):

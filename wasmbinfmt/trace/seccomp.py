@@ -12,7 +12,7 @@ Pure: this module only builds the program; the tracer installs it.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .arch import Arch
 
@@ -27,8 +27,7 @@ NR_OFFSET = 0
 ARCH_OFFSET = 4
 
 
-@dataclass(frozen=True)
-class Insn:
+class Insn(NamedTuple):
     code: int
     k: int
     jt: int = 0

@@ -16,6 +16,7 @@ from .kernel import IoVec, vm_readv, vm_writev
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PATH_MAX = 4096
+SHORT_STRING = 256
 MAX_IOVECS = 1024  # IOV_MAX
 MAX_ARGV_BYTES = 64 << 20  # far beyond ARG_MAX: a longer argv array is the kernel's to refuse
 O_CLOEXEC_FLAG = 0o2000000
@@ -26,41 +27,50 @@ class Memory:
 
     def __init__(self, size: int = 1 << 16):
         self._buffer = ctypes.create_string_buffer(size)
+        self._view = memoryview(self._buffer).cast("B")  # slicing it copies only what was read
         self._local = (IoVec * MAX_IOVECS)()
         self._remote = (IoVec * MAX_IOVECS)()
 
-    def _buffer_of(self, size: int) -> ctypes.Array:
-        if ctypes.sizeof(self._buffer) < size:
-            self._buffer = ctypes.create_string_buffer(max(size, 2 * ctypes.sizeof(self._buffer)))
-        return self._buffer
+    def _grow(self, size: int) -> None:
+        self._buffer = ctypes.create_string_buffer(max(size, 2 * len(self._view)))
+        self._view = memoryview(self._buffer).cast("B")
 
     def _split(self, address: int, length: int) -> int:
         """Fill the iovecs for `length` bytes at `address`, one per page; how many are used."""
-        base = ctypes.addressof(self._buffer)
-        count, done = 0, 0
+        local, remote = self._local, self._remote
+        first = min(length, PAGE - address % PAGE)
+        local[0].len = remote[0].len = first
+        local[0].base, remote[0].base = ctypes.addressof(self._buffer), address
+        if first == length:
+            return 1  # most reads: a string or a pointer array within one page
+        base = local[0].base
+        count, done = 1, first
         while done < length and count < MAX_IOVECS:
-            step = min(length - done, PAGE - (address + done) % PAGE)
-            self._local[count].base, self._local[count].len = base + done, step
-            self._remote[count].base, self._remote[count].len = address + done, step
+            step = min(length - done, PAGE)
+            local[count].base, local[count].len = base + done, step
+            remote[count].base, remote[count].len = address + done, step
             count, done = count + 1, done + step
         return count
 
     def read(self, tid: int, address: int, length: int) -> bytes:
         """Up to `length` bytes at `address`: fewer where an unmapped page starts."""
         length = min(length, (MAX_IOVECS - 1) * PAGE)
-        self._buffer_of(length)
+        if length > len(self._view):
+            self._grow(length)
         try:
             n = vm_readv(tid, self._local, self._remote, self._split(address, length))
         except OSError:
             return b""
-        return self._buffer.raw[:n]
+        return self._view[:n].tobytes()
 
     def write(self, tid: int, address: int, data: bytes) -> bool:
         """Write all of `data` at `address`; False if any of it could not be written."""
         done = 0
         while done < len(data):
             chunk = data[done:done + (MAX_IOVECS - 1) * PAGE]
-            ctypes.memmove(self._buffer_of(len(chunk)), chunk, len(chunk))
+            if len(chunk) > len(self._view):
+                self._grow(len(chunk))
+            self._view[:len(chunk)] = chunk
             try:
                 n = vm_writev(tid, self._local, self._remote,
                               self._split(address + done, len(chunk)))
@@ -73,8 +83,8 @@ class Memory:
 
     def read_string(self, tid: int, address: int, limit: int = PATH_MAX) -> bytes | None:
         """The NUL-terminated string at `address`, or None if unreadable or longer than `limit`."""
-        # Most strings end within their page: one single-iovec read first.
-        data = self.read(tid, address, min(limit + 1, PAGE - address % PAGE))
+        # Most strings are short: one small single-iovec read first.
+        data = self.read(tid, address, min(limit + 1, SHORT_STRING, PAGE - address % PAGE))
         end = data.find(b"\0")
         if end < 0 and len(data) < limit + 1:
             data = self.read(tid, address, limit + 1)

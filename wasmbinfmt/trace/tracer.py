@@ -21,10 +21,9 @@ import errno
 import os
 import signal
 from array import array
-from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import Callable, NamedTuple, TextIO
 
-from ..files import make_inspector
+from ..files import Inspector
 from ..match import Matcher
 from ..rewrite import AT_FDCWD, Fail, Rewrite, exec_filename, resolve_exec
 from ..rules import Rule
@@ -52,8 +51,7 @@ OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK
            | kernel.PTRACE_O_TRACESECCOMP | kernel.PTRACE_O_EXITKILL)
 
 
-@dataclass
-class NewExec:
+class NewExec(NamedTuple):
     """What a rewritten exec needs in the tracee's memory, placed once an address is known."""
 
     syscall: int
@@ -93,15 +91,16 @@ class NewExec:
         return blob, addresses[0], base, envp
 
 
-@dataclass
 class Pending:
     """A tracee between our rewrite of its exec and the exec's result."""
 
-    saved: bytes  # its registers at the exec stop, to put back if the exec fails
-    phase: str  # "exec", "mmap", "reenter", "munmap-entry", "munmap-exit"
-    new_exec: NewExec | None = None
-    mapping: tuple[int, int] | None = None  # (address, size) we made it mmap
-    result: int = 0  # the failed exec's -errno, kept across the munmap
+    def __init__(self, saved: bytes, phase: str, new_exec: NewExec | None = None,
+                 mapping: tuple[int, int] | None = None):
+        self.saved = saved  # its registers at the exec stop, to put back if the exec fails
+        self.phase = phase  # "exec", "mmap", "reenter", "munmap-entry", "munmap-exit"
+        self.new_exec = new_exec
+        self.mapping = mapping  # (address, size) we made it mmap
+        self.result = 0  # the failed exec's -errno, kept across the munmap
 
 
 class Tracer:
@@ -117,8 +116,10 @@ class Tracer:
         self.memory = Memory()
         self.regs = arch.new_regs()
         self.regs_iov = IoVec(ctypes.addressof(self.regs), ctypes.sizeof(self.regs))
+        self.regs_iov_address = ctypes.addressof(self.regs_iov)
         self.checked_rules: set[str] = set()
-        self.headers: dict = {}  # see files.read_header
+        self.inspector = Inspector(self.matcher, self._locate, self._executable, headers={})
+        self.resolving = 0  # the tid whose exec the inspector is looking at
         self.privileged = os.geteuid() == 0
         self.own_groups = os.getgroups()
 
@@ -185,17 +186,17 @@ class Tracer:
     # -- registers --------------------------------------------------------------------------
 
     def _get_regs(self, tid: int) -> None:
-        kernel.get_regset(tid, NT_PRSTATUS, self.regs_iov)
+        kernel.get_regset(tid, NT_PRSTATUS, self.regs_iov_address)
 
     def _set_regs(self, tid: int, syscall: int | None = None) -> None:
         arch = self.arch
         if syscall is not None and arch.syscall_number_regset is None:
             arch.set_syscall_number(self.regs, syscall)
-        kernel.set_regset(tid, NT_PRSTATUS, self.regs_iov)
+        kernel.set_regset(tid, NT_PRSTATUS, self.regs_iov_address)
         if syscall is not None and arch.syscall_number_regset is not None:
             number = ctypes.c_int(syscall)
-            kernel.set_regset(tid, arch.syscall_number_regset,
-                              IoVec(ctypes.addressof(number), ctypes.sizeof(number)))
+            iov = IoVec(ctypes.addressof(number), ctypes.sizeof(number))
+            kernel.set_regset(tid, arch.syscall_number_regset, ctypes.addressof(iov))
 
     def _restore(self, saved: bytes, result: int) -> None:
         ctypes.memmove(ctypes.addressof(self.regs), saved, len(saved))
@@ -210,14 +211,13 @@ class Tracer:
             resume(PTRACE_SYSCALL, tid)
             return
         self._get_regs(tid)
-        arch, regs = self.arch, self.regs
-        number = arch.syscall_number(regs)
+        arch = self.arch
+        number, a1, a2, a3, a4, a5, _ = arch.syscall_args(self.regs)
         if number == arch.execve:
-            dirfd, path_at, argv_at, envp_at, flags = AT_FDCWD, *(arch.arg(regs, n) for n in (1, 2, 3)), 0
+            dirfd, path_at, argv_at, envp_at, flags = AT_FDCWD, a1, a2, a3, 0
         elif number == arch.execveat:
-            dirfd = ctypes.c_int(arch.arg(regs, 1) & 0xFFFFFFFF).value
-            path_at, argv_at, envp_at = (arch.arg(regs, n) for n in (2, 3, 4))
-            flags = arch.arg(regs, 5) & 0xFFFFFFFF
+            dirfd = ctypes.c_int(a1 & 0xFFFFFFFF).value
+            path_at, argv_at, envp_at, flags = a2, a3, a4, a5 & 0xFFFFFFFF
         else:
             resume(PTRACE_CONT, tid)
             return
@@ -240,15 +240,17 @@ class Tracer:
         if dirfd != AT_FDCWD and relative and dirfd < 0:
             return None  # EBADF
         name = exec_filename(dirfd, path)
-        inspect = make_inspector(self.matcher, lambda file: host_path(tid, file),
-                                 lambda host, first: self._executable(tid, host),
-                                 nofollow_first=bool(flags & AT_SYMLINK_NOFOLLOW),
-                                 headers=self.headers)
+        self.resolving = tid
+        self.inspector.nofollow_first = bool(flags & AT_SYMLINK_NOFOLLOW)
         inaccessible = dirfd != AT_FDCWD and relative and fd_is_cloexec(tid, dirfd)
-        return resolve_exec(name, inspect, inaccessible)
+        return resolve_exec(name, self.inspector, inaccessible)
 
-    def _executable(self, tid: int, host: bytes) -> bool:
+    def _locate(self, name: bytes) -> bytes:
+        return host_path(self.resolving, name)
+
+    def _executable(self, host: bytes, first: bool) -> bool:
         """Whether the tracee may exec the file (x bit, search permission, noexec mounts)."""
+        tid = self.resolving
         if self.privileged:
             uid, gid, groups = fs_credentials(tid)
             if uid != 0:

@@ -1,0 +1,113 @@
+"""The per-user cache, and parsed rules.yaml files kept in it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from wasmbinfmt import cache, loaders
+
+
+def test_cache_dir_follows_the_environment():
+    assert cache.cache_dir({"HOME": "/home/u"}) == "/home/u/.cache/wasmbinfmt"
+    assert cache.cache_dir({"HOME": "/home/u", "XDG_CACHE_HOME": "/x"}) == "/x/wasmbinfmt"
+    assert cache.cache_dir({"XDG_CACHE_HOME": "/x", "WASMBINFMT_CACHE_DIR": "/c"}) == "/c"
+    assert cache.cache_dir({"WASMBINFMT_CACHE_DIR": "/c", "WASMBINFMT_CACHE": "off"}) is None
+    assert cache.cache_dir({"HOME": "relative"}) is None
+
+
+def test_an_entry_is_used_only_under_its_own_key(tmp_path):
+    entry = cache.entry_path(str(tmp_path), "rules", "/etc/rules.yaml")
+    cache.store(entry, ("k", 1), ["value"])
+    assert cache.load(entry, ("k", 1)) == ["value"]
+    assert cache.load(entry, ("k", 2)) is None
+    assert os.stat(entry).st_mode & 0o777 == 0o600
+    assert os.listdir(os.path.dirname(entry)) == [os.path.basename(entry)]  # no temporaries
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "group-writable", "symlink"])
+def test_damaged_or_foreign_entries_are_misses(tmp_path, damage):
+    entry = cache.entry_path(str(tmp_path), "rules", "/r.yaml")
+    cache.store(entry, "key", "value")
+    if damage == "truncated":
+        data = open(entry, "rb").read()
+        open(entry, "wb").write(data[:len(data) // 2])
+    elif damage == "garbage":
+        open(entry, "wb").write(b"\x80\x05not a pickle")
+    elif damage == "group-writable":
+        os.chmod(entry, 0o620)  # anyone in the group could plant code for pickle to run
+    else:
+        os.rename(entry, entry + ".real")
+        os.symlink(entry + ".real", entry)
+    assert cache.load(entry, "key") is None
+
+
+def test_unwritable_cache_costs_nothing_but_speed(tmp_path):
+    (tmp_path / "file").write_text("")
+    entry = cache.entry_path(str(tmp_path / "file"), "rules", "/r.yaml")  # under a file
+    cache.store(entry, "key", "value")
+    assert cache.load(entry, "key") is None
+
+
+RULES = """rules:
+  - name: demo
+    magic: 'DEMO'
+    interpreter: /bin/echo
+"""
+
+
+@pytest.fixture
+def counted_parses(monkeypatch, tmp_path):
+    monkeypatch.setenv("WASMBINFMT_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real = loaders._parse_yaml
+    monkeypatch.setattr(loaders, "_parse_yaml", lambda text, path: calls.append(path)
+                        or real(text, path))
+    return calls
+
+
+def test_a_rules_file_is_parsed_once_until_it_changes(tmp_path, counted_parses):
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    first = loaders.load_file(str(path))
+    second = loaders.load_file(str(path))
+    assert first == second and [r.name for r in first[1]] == ["demo"]
+    assert second[1][0].origin == first[1][0].origin  # where it was written, for messages
+    assert len(counted_parses) == 1
+    path.write_text(RULES.replace("demo", "other"))
+    assert [r.name for r in loaders.load_file(str(path))[1]] == ["other"]
+    assert len(counted_parses) == 2
+
+
+def test_files_with_errors_are_parsed_every_time(tmp_path, counted_parses):
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES.replace("magic", "magik"))
+    for _ in range(2):
+        _, rules, errors = loaders.load_file(str(path))
+        assert errors and "magik" in str(errors[0]) and ":3:" in str(errors[0])
+    assert len(counted_parses) == 2
+
+
+def test_cache_off_parses_every_time(tmp_path, counted_parses, monkeypatch):
+    monkeypatch.setenv("WASMBINFMT_CACHE", "off")
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    loaders.load_file(str(path))
+    loaders.load_file(str(path))
+    assert len(counted_parses) == 2
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_cached_start_does_not_import_yaml(tmp_path):
+    """What the cache is for: PyYAML's import is most of a start's cost."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    code = ("import sys; from wasmbinfmt.loaders import load_file; "
+            f"load_file({str(path)!r}); print('yaml' in sys.modules)")
+    env = {**os.environ, "WASMBINFMT_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, check=True).stdout.strip() for _ in range(2)]
+    assert runs == ["True", "False"]

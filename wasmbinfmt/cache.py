@@ -1,0 +1,75 @@
+"""A per-user cache of what is slow to rebuild and cheap to check: parsed rules files.
+
+Entries live in ``$WASMBINFMT_CACHE_DIR``, else ``$XDG_CACHE_HOME/wasmbinfmt``,
+else ``~/.cache/wasmbinfmt``; ``WASMBINFMT_CACHE=off`` turns the cache off.
+An entry is a pickle of ``(key, value)``: it is used only when its key equals
+the one asked for (the caller puts everything the value depends on in the
+key), and only when it belongs to us and nobody else may write it, since
+unpickling runs code. Anything unreadable or stale is rebuilt and replaced;
+writes go to a temporary name first, so a concurrent reader never sees half
+an entry. Failing to write (read-only home, no home) only costs speed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import stat
+import zlib
+from typing import Any, Mapping
+
+
+def cache_dir(env: Mapping[str, str] = os.environ) -> str | None:
+    """The cache directory, or None when caching is off."""
+    if env.get("WASMBINFMT_CACHE", "").lower() in ("off", "0", "no"):
+        return None
+    if env.get("WASMBINFMT_CACHE_DIR"):
+        return env["WASMBINFMT_CACHE_DIR"]
+    base = env.get("XDG_CACHE_HOME")
+    if not base:
+        home = env.get("HOME") or os.path.expanduser("~")
+        if not home.startswith("/"):
+            return None
+        base = os.path.join(home, ".cache")
+    return os.path.join(base, "wasmbinfmt")
+
+
+def entry_path(directory: str, kind: str, name: str) -> str:
+    """Where the entry for `name` (a file path, say) goes; keys tell colliding names apart."""
+    return os.path.join(directory, kind, "%08x.pickle" % zlib.crc32(os.fsencode(name)))
+
+
+def load(path: str, key: Any) -> Any | None:
+    """The value stored at `path` under `key`, or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
+                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            stored_key, value = pickle.load(f)
+    except Exception:  # noqa: BLE001 - a damaged or foreign entry is only a miss
+        return None
+    finally:
+        os.close(fd)
+    return value if stored_key == key else None
+
+
+def store(path: str, key: Any, value: Any) -> None:
+    """Store `value` under `key` at `path`, atomically; silently skipped when impossible."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump((key, value), f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temporary, path)
+    except (OSError, pickle.PicklingError):
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
