@@ -36,9 +36,9 @@ def test_damaged_or_foreign_entries_are_misses(tmp_path, damage):
         data = open(entry, "rb").read()
         open(entry, "wb").write(data[:len(data) // 2])
     elif damage == "garbage":
-        open(entry, "wb").write(b"\x80\x05not a pickle")
+        open(entry, "wb").write(b"\xffnot marshal data")
     elif damage == "group-writable":
-        os.chmod(entry, 0o620)  # anyone in the group could plant code for pickle to run
+        os.chmod(entry, 0o620)  # anyone in the group could plant rules of their own
     else:
         os.rename(entry, entry + ".real")
         os.symlink(entry + ".real", entry)
@@ -75,7 +75,8 @@ def test_a_rules_file_is_parsed_once_until_it_changes(tmp_path, counted_parses):
     first = loaders.load_file(str(path))
     second = loaders.load_file(str(path))
     assert first == second and [r.name for r in first[1]] == ["demo"]
-    assert second[1][0].origin == first[1][0].origin  # where it was written, for messages
+    for parsed, cached in zip(first[1], second[1]):  # even what equality leaves out
+        assert tuple(parsed) == tuple(cached) and type(cached.origin).__name__ == "Origin"
     assert len(counted_parses) == 1
     path.write_text(RULES.replace("demo", "other"))
     assert [r.name for r in loaders.load_file(str(path))[1]] == ["other"]

@@ -2,18 +2,19 @@
 
 Entries live in ``$WASMBINFMT_CACHE_DIR``, else ``$XDG_CACHE_HOME/wasmbinfmt``,
 else ``~/.cache/wasmbinfmt``; ``WASMBINFMT_CACHE=off`` turns the cache off.
-An entry is a pickle of ``(key, value)``: it is used only when its key equals
-the one asked for (the caller puts everything the value depends on in the
-key), and only when it belongs to us and nobody else may write it, since
-unpickling runs code. Anything unreadable or stale is rebuilt and replaced;
+An entry is ``(key, value)`` in marshal's format (plain data only, and the
+cheapest to load): it is used only when its key equals the one asked for (the
+caller puts everything the value depends on in the key), and only when it
+belongs to us and nobody else may write it. Anything unreadable or stale is
+rebuilt and replaced;
 writes go to a temporary name first, so a concurrent reader never sees half
 an entry. Failing to write (read-only home, no home) only costs speed.
 """
 
 from __future__ import annotations
 
+import marshal
 import os
-import pickle
 import stat
 import zlib
 from typing import Any, Mapping
@@ -36,7 +37,7 @@ def cache_dir(env: Mapping[str, str] = os.environ) -> str | None:
 
 def entry_path(directory: str, kind: str, name: str) -> str:
     """Where the entry for `name` (a file path, say) goes; keys tell colliding names apart."""
-    return os.path.join(directory, kind, "%08x.pickle" % zlib.crc32(os.fsencode(name)))
+    return os.path.join(directory, kind, "%08x.marshal" % zlib.crc32(os.fsencode(name)))
 
 
 def load(path: str, key: Any) -> Any | None:
@@ -51,7 +52,7 @@ def load(path: str, key: Any) -> Any | None:
                 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
             return None
         with os.fdopen(fd, "rb", closefd=False) as f:
-            stored_key, value = pickle.load(f)
+            stored_key, value = marshal.load(f)
     except Exception:  # noqa: BLE001 - a damaged or foreign entry is only a miss
         return None
     finally:
@@ -60,15 +61,16 @@ def load(path: str, key: Any) -> Any | None:
 
 
 def store(path: str, key: Any, value: Any) -> None:
-    """Store `value` under `key` at `path`, atomically; silently skipped when impossible."""
+    """Store `value` (plain data: tuples, lists, str, bytes, ...) under `key` at `path`,
+    atomically; silently skipped when impossible."""
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            pickle.dump((key, value), f, protocol=pickle.HIGHEST_PROTOCOL)
+            marshal.dump((key, value), f)
         os.replace(temporary, path)
-    except (OSError, pickle.PicklingError):
+    except (OSError, ValueError):
         try:
             os.unlink(temporary)
         except OSError:

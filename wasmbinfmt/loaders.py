@@ -18,7 +18,7 @@ import re
 
 from . import __version__
 from .rules import (
-    Origin, Rule, RuleError, decode_escapes, make_rule, parse_flags, parse_offset,
+    Origin, Rule, RuleError, Spelling, decode_escapes, make_rule, parse_flags, parse_offset,
     parse_registration,
 )
 
@@ -213,12 +213,25 @@ def _parse_yaml_cached(text: str, path: str) -> Loaded:
                  (os.stat(os.path.join(here, name)) for name in ("rules_yaml.py", "rules.py")))
     key = (__version__, path, text, code)
     entry = cache.entry_path(directory, "rules", os.path.abspath(path))
-    loaded = cache.load(entry, key)
-    if loaded is None:
-        loaded = _parse_yaml(text, path)
-        if not loaded[1]:
-            cache.store(entry, key, loaded)  # errors are not kept: they are re-reported in full
-    return loaded
+    stored = cache.load(entry, key)
+    if stored is not None:
+        return [_rule_from_plain(fields) for fields in stored], []
+    rules, errors = _parse_yaml(text, path)
+    if not errors:  # errors are not kept: they are re-reported in full
+        cache.store(entry, key, [_rule_to_plain(rule) for rule in rules])
+    return rules, errors
+
+
+def _rule_to_plain(rule: Rule) -> tuple:
+    """A Rule as data marshal can store (its origin and spelling as plain tuples)."""
+    return (*rule[:-2], tuple(rule.origin) if rule.origin else None,
+            tuple(rule.spelling) if rule.spelling else None)
+
+
+def _rule_from_plain(fields: tuple) -> Rule:
+    *value, origin, spelling = fields
+    return Rule(*value, Origin(*origin) if origin else None,
+                Spelling(*spelling) if spelling else None)
 
 
 def _parse_yaml(text: str, path: str) -> Loaded:
