@@ -216,6 +216,36 @@ def test_stdin_stdout_stderr_pass_through(box, user):
     assert (done.stdout, done.stderr, done.returncode) == (b"line 1\nline 2\n", b"done\n", 0)
 
 
+SHOW_CPUS = """
+import os, sys
+def cpus(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split()[1]
+print(cpus("self"))
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+        if argv[1:3] == [b"-m", b"wasmbinfmt"] and os.stat(f"/proc/{pid}").st_uid == os.getuid():
+            print(cpus(pid))
+    except OSError:
+        pass
+"""
+
+
+def test_the_tracer_keeps_to_one_cpu_and_the_tree_to_all(user):
+    """The tracer pins itself for speed; the command's own CPUs must stay what they were."""
+    native = subprocess.run([sys.executable, "-c", SHOW_CPUS], capture_output=True,
+                            check=True).stdout.split()
+    done = wasmbinfmt(user, ["--no-default-rules", "--", sys.executable, "-c", SHOW_CPUS])
+    lines = done.stdout.split()
+    assert done.returncode == 0 and lines[0] == native[0]
+    if len(os.sched_getaffinity(0)) > 1:
+        # The command execed over the first `python -m wasmbinfmt`: what is left is the
+        # tracer (and maybe another test's), on one CPU each.
+        assert lines[1:] and all(b"," not in cpus and b"-" not in cpus for cpus in lines[1:])
+
+
 def test_command_not_found_and_not_executable(box, user):
     done = wasmbinfmt(user, ["--no-default-rules", "--", "./nothing-here"], cwd=box)
     assert done.returncode == 127 and b"nothing-here" in done.stderr

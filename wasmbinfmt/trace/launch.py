@@ -80,6 +80,7 @@ def _be_tracer(command_pid: int, from_command: int, to_command: int,
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGPIPE,
                     signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_IGN)
+        _stay_on_one_cpu()
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
@@ -103,6 +104,27 @@ def _be_tracer(command_pid: int, from_command: int, to_command: int,
         print(f"wasmbinfmt: tracer failed: {type(e).__name__}: {e}", file=sys.stderr)
     finally:
         os._exit(status)
+
+
+def _stay_on_one_cpu() -> None:
+    """Pin the tracer (not the tree) to the CPU it runs on.
+
+    Every stop hands the CPU from a tracee to the tracer and back. A tracer
+    free to move sleeps on another CPU, which each stop must wake (an IPI,
+    and on a VM an exit from idle); kept on one CPU, the scheduler tends to
+    wake the tracee it resumes next to it. Measured on the exec loop of
+    scripts/bench_exec_loop.py, 2 vCPUs: 1.44x native -> 1.28-1.34x.
+    The tree itself stays free to use every CPU.
+    """
+    try:
+        cpus = os.sched_getaffinity(0)
+        if len(cpus) > 1:
+            with open("/proc/self/stat", "rb") as stat:
+                # Fields after the command name, from field 3 (state); 39 is the CPU.
+                cpu = int(stat.read().rsplit(b")", 1)[1].split()[39 - 3])
+            os.sched_setaffinity(0, {cpu if cpu in cpus else min(cpus)})
+    except (OSError, ValueError, IndexError):
+        pass  # a speed-up only
 
 
 def _close_fds_but(keep: set[int]) -> None:
