@@ -40,37 +40,47 @@ def entry_path(directory: str, kind: str, name: str) -> str:
     return os.path.join(directory, kind, "%08x.marshal" % zlib.crc32(os.fsencode(name)))
 
 
+def is_ours(path: str) -> bool:
+    """Whether `path` is a regular file (not a symlink) of ours that nobody else may write."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
 def load(path: str, key: Any) -> Any | None:
     """The value stored at `path` under `key`, or None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
+    if not is_ours(path):
         return None
     try:
-        st = os.fstat(fd)
-        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
-                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
+        with open(path, "rb") as f:
             stored_key, value = marshal.load(f)
-    except Exception:  # noqa: BLE001 - a damaged or foreign entry is only a miss
+    except Exception:  # noqa: BLE001 - a damaged entry is only a miss
         return None
-    finally:
-        os.close(fd)
     return value if stored_key == key else None
 
 
 def store(path: str, key: Any, value: Any) -> None:
-    """Store `value` (plain data: tuples, lists, str, bytes, ...) under `key` at `path`,
-    atomically; silently skipped when impossible."""
+    """Store `value` (plain data: tuples, lists, str, bytes, ...) under `key` at `path`."""
+    try:
+        data = marshal.dumps((key, value))
+    except ValueError:
+        return
+    store_bytes(path, data)
+
+
+def store_bytes(path: str, data: bytes) -> None:
+    """Write `data` at `path` atomically; silently skipped when impossible."""
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            marshal.dump((key, value), f)
+            f.write(data)
         os.replace(temporary, path)
-    except (OSError, ValueError):
+    except OSError:
         try:
             os.unlink(temporary)
         except OSError:

@@ -1,0 +1,99 @@
+"""wasmbinfmt-wasi, run directly (first slice of the built-in runner: issue 4)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+RUNNER = [sys.executable, "-m", "wasmbinfmt.runners.wasi"]
+# Modules that must be refused or trap, written here as text.
+WAT = {
+    "trap": '(module (memory (export "memory") 1) (func (export "_start") unreachable))',
+    "no-start": '(module (memory (export "memory") 1) (func (export "main")))',
+    "wali": '(module (import "wali" "SYS_write" (func (param i32))) '
+            '(memory (export "memory") 1) (func (export "_start")))',
+}
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("WASMBINFMT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def run(args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(RUNNER + [str(a) for a in args], capture_output=True, timeout=60,
+                          **kwargs)
+
+
+def module(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.wasm"
+    path.write_bytes(wasmtime.wat2wasm(WAT[name]))
+    return path
+
+
+def test_argv_reaches_the_program_options_included(fixtures, cache_dir):
+    done = run([fixtures / "probe.wasm", "--help", "--dir", "x y"])
+    assert done.stdout.decode().splitlines() == [
+        "argc=4", f"argv[0]={fixtures / 'probe.wasm'}", "argv[1]=--help", "argv[2]=--dir",
+        "argv[3]=x y"]
+
+
+def test_preserve_argv0_takes_the_callers_argv0(fixtures, cache_dir):
+    done = run(["--preserve-argv0", "--", fixtures / "probe.wasm", "my-name", "a"])
+    assert done.stdout.decode().splitlines() == ["argc=2", "argv[0]=my-name", "argv[1]=a"]
+
+
+def test_exit_status_environment_and_stdin(fixtures, cache_dir):
+    assert run([fixtures / "probe.wasm", "exit", "42"]).returncode == 42
+    env = {**os.environ, "WASMBINFMT_TEST_VALUE": "v=1"}
+    assert run([fixtures / "probe.wasm", "env", "WASMBINFMT_TEST_VALUE"],
+               env=env).stdout == b"v=1\n"
+    done = run([fixtures / "probe.wasm", "cat"], input=b"x\n" * 100000)
+    assert done.stdout == b"x\n" * 100000 and done.stderr == b"done\n"
+
+
+def test_a_trap_exits_134_with_one_line_naming_module_and_reason(tmp_path, cache_dir):
+    path = module(tmp_path, "trap")
+    done = run([path])
+    assert done.returncode == 134
+    assert done.stderr.decode().splitlines() == [
+        f"wasmbinfmt-wasi: {path}: trap: wasm `unreachable` instruction executed"]
+
+
+@pytest.mark.parametrize("name,message", [
+    ("no-start", "not a WASI command (it exports no _start)"),
+    ("wali", "imports wali::SYS_write, which this WASI runner does not provide"),
+])
+def test_modules_it_cannot_run_exit_126_with_the_reason(tmp_path, cache_dir, name, message):
+    done = run([module(tmp_path, name)])
+    assert done.returncode == 126 and message in done.stderr.decode()
+    assert len(done.stderr.decode().splitlines()) == 1
+
+
+def test_invalid_and_missing_files(tmp_path, cache_dir):
+    (tmp_path / "bad.wasm").write_bytes(b"\0asm\1\0\0\0garbage")
+    done = run([tmp_path / "bad.wasm"])
+    assert done.returncode == 126 and b"not a valid WebAssembly module" in done.stderr
+    assert run([tmp_path / "missing.wasm"]).returncode == 127
+
+
+def test_compiled_modules_are_cached_and_damaged_entries_rebuilt(fixtures, cache_dir):
+    assert run([fixtures / "hello.wasm"]).returncode == 0
+    entries = list((cache_dir / "modules").iterdir())
+    assert len(entries) == 1 and entries[0].stat().st_mode & 0o777 == 0o600
+    entries[0].write_bytes(b"damaged")
+    done = run([fixtures / "hello.wasm"])
+    assert done.returncode == 0 and done.stdout.startswith(b"hello")
+    assert entries[0].stat().st_size > 1000  # rebuilt
+
+
+def test_usage_errors(cache_dir):
+    done = run(["--bogus", "x.wasm"])
+    assert done.returncode == 2 and b"unknown option '--bogus'" in done.stderr
+    assert run([]).returncode == 2

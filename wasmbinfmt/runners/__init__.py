@@ -1,0 +1,1 @@
+"""Emulators that ship with wasmbinfmt (the WASI runner)."""

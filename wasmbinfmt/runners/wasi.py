@@ -1,0 +1,200 @@
+"""wasmbinfmt-wasi: run a WASI command module like a native program (work in progress).
+
+    wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache] [--] MODULE [ARGS...]
+
+The program's argv is ``MODULE ARGS...``; with ``--preserve-argv0`` (what a
+rule with the P flag passes) it is ``ARGS...``: the kernel puts the caller's
+argv[0] right after the module's path. Everything after MODULE belongs to the
+program, options included. The environment and stdin/stdout/stderr are
+inherited; the host's ``/`` is mapped to ``/`` and the current directory to
+``.`` unless ``--dir`` says otherwise.
+
+Exit status: the program's ``proc_exit`` code; 134 after a trap (as the
+wasmtime CLI), with one line naming the module and the trap; 126 for a file
+that is not a runnable WASI command (invalid, no ``_start``, or importing
+what this runner does not provide, such as ``wali``).
+
+Compiled modules are cached (see wasmbinfmt/cache.py for where), keyed by
+the module's content, wasmtime's version and the engine settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+
+EXIT_TRAP = 134  # what the wasmtime CLI exits with after a trap
+EXIT_CANNOT_RUN = 126
+WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
+USAGE = "usage: wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache] [--] " \
+        "MODULE [ARGS...]"
+
+
+class Options:
+    def __init__(self) -> None:
+        self.preserve_argv0 = False
+        self.dirs: list[tuple[str, str]] = []
+        self.cache = True
+        self.module = ""
+        self.argv: list[str] = []
+
+
+def parse_args(args: list[str]) -> Options:
+    """Options up to the module's path; everything after it is the program's."""
+    options = Options()
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "-":
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            break
+        if arg == "--preserve-argv0":
+            options.preserve_argv0 = True
+        elif arg == "--no-cache":
+            options.cache = False
+        elif arg == "--dir" or arg.startswith("--dir="):
+            if arg == "--dir":
+                if i == len(args):
+                    raise ValueError("--dir needs HOST[::GUEST]")
+                arg, i = args[i], i + 1
+            else:
+                arg = arg[len("--dir="):]
+            host, _, guest = arg.partition("::")
+            options.dirs.append((host, guest or host))
+        else:
+            raise ValueError(f"unknown option {arg!r}\n{USAGE}")
+    if i == len(args):
+        raise ValueError(f"no MODULE given\n{USAGE}")
+    options.module = args[i]
+    rest = args[i + 1:]
+    options.argv = rest if options.preserve_argv0 else [options.module, *rest]
+    if not options.argv:
+        options.argv = [""]  # an empty argv, as Linux gives a program argv[0] = ""
+    if not options.dirs:
+        options.dirs = [("/", "/"), (".", ".")]
+    return options
+
+
+def _fail(module: str, message: str, status: int) -> int:
+    print(f"wasmbinfmt-wasi: {module}: {message}", file=sys.stderr)
+    return status
+
+
+def load_module(engine, wasm: bytes, use_cache: bool):
+    """Compile `wasm`, or load it compiled from the cache."""
+    from wasmtime import Module
+
+    if not use_cache:
+        return Module(engine, wasm)
+    from .. import cache
+
+    directory = cache.cache_dir()
+    if directory is None:
+        return Module(engine, wasm)
+    import wasmtime
+
+    digest = hashlib.sha256(wasm).hexdigest()
+    version = getattr(wasmtime, "__version__", "") or _package_version()
+    entry = os.path.join(directory, "modules", f"{digest}-{version}-{ENGINE_SETTINGS}.cwasm")
+    if cache.is_ours(entry):
+        try:
+            return Module.deserialize_file(engine, entry)
+        except Exception:  # noqa: BLE001 - a damaged entry is rebuilt
+            pass
+    module = Module(engine, wasm)
+    cache.store_bytes(entry, module.serialize())
+    return module
+
+
+def _package_version() -> str:
+    from importlib.metadata import version
+
+    return version("wasmtime")
+
+
+# Post-MVP features real toolchains emit (setjmp/longjmp through exception handling,
+# SIMD, tail calls, ...): on, so that no module needs flags. Part of the cache key.
+ENGINE_SETTINGS = "exceptions+tailcall+simd+v1"
+
+
+def make_engine():
+    from wasmtime import Config, Engine
+
+    config = Config()
+    config.wasm_exceptions = True
+    config.wasm_tail_call = True
+    config.wasm_simd = True
+    config.wasm_bulk_memory = True
+    config.wasm_multi_value = True
+    config.wasm_reference_types = True
+    return Engine(config)
+
+
+def run(options: Options) -> int:
+    try:
+        with open(options.module, "rb") as f:
+            wasm = f.read()
+    except OSError as e:
+        return _fail(options.module, e.strerror, EXIT_CANNOT_RUN if e.errno != 2 else 127)
+    from wasmtime import ExitTrap, Linker, Store, Trap, WasiConfig, WasmtimeError
+
+    engine = make_engine()
+    try:
+        module = load_module(engine, wasm, options.cache)
+    except WasmtimeError as e:
+        return _fail(options.module, f"not a valid WebAssembly module: {_first_line(e)}",
+                     EXIT_CANNOT_RUN)
+    for imported in module.imports:
+        if imported.module not in WASI_MODULES:
+            return _fail(options.module, f"imports {imported.module}::{imported.name}, which "
+                         f"this WASI runner does not provide (route such modules to another "
+                         f"emulator)", EXIT_CANNOT_RUN)
+    if not any(export.name == "_start" for export in module.exports):
+        return _fail(options.module, "not a WASI command (it exports no _start)",
+                     EXIT_CANNOT_RUN)
+    wasi = WasiConfig()
+    wasi.argv = options.argv
+    wasi.inherit_env()
+    wasi.inherit_stdin()
+    wasi.inherit_stdout()
+    wasi.inherit_stderr()
+    for host, guest in options.dirs:
+        wasi.preopen_dir(host, guest)
+    store = Store(engine)
+    store.set_wasi(wasi)
+    linker = Linker(engine)
+    linker.define_wasi()
+    try:
+        instance = linker.instantiate(store, module)
+        instance.exports(store)["_start"](store)
+    except ExitTrap as e:
+        return e.code
+    except Trap as e:
+        return _fail(options.module, f"trap: {_first_line(e)}", EXIT_TRAP)
+    except WasmtimeError as e:
+        return _fail(options.module, _first_line(e), EXIT_CANNOT_RUN)
+    return 0
+
+
+def _first_line(error: Exception) -> str:
+    """The line of a wasmtime error that says what happened (not the backtrace)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    for line in lines:
+        if "wasm trap:" in line:
+            return line[line.index("wasm trap:") + len("wasm trap:"):].strip()
+    return lines[0] if lines else type(error).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        options = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as e:
+        print(f"wasmbinfmt-wasi: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.flush()
+    return run(options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
