@@ -1,4 +1,5 @@
-"""A per-user cache of what is slow to rebuild and cheap to check: parsed rules files.
+"""A per-user cache of what is slow to rebuild and cheap to check: parsed rules files
+(marshal entries, here) and compiled wasm modules (files of the WASI runner's).
 
 Entries live in ``$WASMBINFMT_CACHE_DIR``, else ``$XDG_CACHE_HOME/wasmbinfmt``,
 else ``~/.cache/wasmbinfmt``; ``WASMBINFMT_CACHE=off`` turns the cache off.
@@ -6,9 +7,8 @@ An entry is ``(key, value)`` in marshal's format (plain data only, and the
 cheapest to load): it is used only when its key equals the one asked for (the
 caller puts everything the value depends on in the key), and only when it
 belongs to us and nobody else may write it. Anything unreadable or stale is
-rebuilt and replaced;
-writes go to a temporary name first, so a concurrent reader never sees half
-an entry. Failing to write (read-only home, no home) only costs speed.
+rebuilt and replaced; writes go to a temporary name first, so a concurrent
+reader never sees half an entry. Failing to write (read-only home, no home) only costs speed.
 """
 
 from __future__ import annotations

@@ -92,11 +92,9 @@ def load_module(engine, wasm: bytes, use_cache: bool):
     directory = cache.cache_dir()
     if directory is None:
         return Module(engine, wasm)
-    import wasmtime
-
     digest = hashlib.sha256(wasm).hexdigest()
-    version = getattr(wasmtime, "__version__", "") or _package_version()
-    entry = os.path.join(directory, "modules", f"{digest}-{version}-{ENGINE_SETTINGS}.cwasm")
+    entry = os.path.join(directory, "modules",
+                         f"{digest}-{_wasmtime_version()}-{ENGINE_SETTINGS}.cwasm")
     if cache.is_ours(entry):
         try:
             return Module.deserialize_file(engine, entry)
@@ -107,8 +105,8 @@ def load_module(engine, wasm: bytes, use_cache: bool):
     return module
 
 
-def _package_version() -> str:
-    from importlib.metadata import version
+def _wasmtime_version() -> str:
+    from importlib.metadata import version  # the package says none of its own
 
     return version("wasmtime")
 
@@ -192,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"wasmbinfmt-wasi: {e}", file=sys.stderr)
         return 2
-    sys.stdout.flush()
     return run(options)
 
 
