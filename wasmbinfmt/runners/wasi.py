@@ -12,7 +12,8 @@ inherited; the host's ``/`` is mapped to ``/`` and the current directory to
 Exit status: the program's ``proc_exit`` code; 134 after a trap (as the
 wasmtime CLI), with one line naming the module and the trap; 126 for a file
 that is not a runnable WASI command (invalid, no ``_start``, or importing
-what this runner does not provide, such as ``wali``).
+what this runner does not provide, such as ``wali``); 127 for a module
+that does not exist.
 
 Compiled modules are cached (see wasmbinfmt/cache.py for where), keyed by
 the module's content, wasmtime's version and the engine settings.

@@ -95,14 +95,8 @@ class Arch(NamedTuple):
         words, pick = reader
         return pick(words.unpack_from(regs))
 
-    def syscall_number(self, regs: ctypes.Structure) -> int:
-        return self.get(regs, self.syscall_register)
-
-    def arg(self, regs: ctypes.Structure, n: int) -> int:
-        """Syscall argument n, counted from 1 as in the man pages."""
-        return self.get(regs, self.arg_registers[n - 1])
-
     def set_arg(self, regs: ctypes.Structure, n: int, value: int) -> None:
+        """Set syscall argument n, counted from 1 as in the man pages."""
         self.set(regs, self.arg_registers[n - 1], value)
 
     def result(self, regs: ctypes.Structure) -> int:
