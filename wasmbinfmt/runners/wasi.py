@@ -6,8 +6,9 @@ The program's argv is ``MODULE ARGS...``; with ``--preserve-argv0`` (what a
 rule with the P flag passes) it is ``ARGS...``: the kernel puts the caller's
 argv[0] right after the module's path. Everything after MODULE belongs to the
 program, options included. The environment and stdin/stdout/stderr are
-inherited; the host's ``/`` is mapped to ``/`` and the current directory to
-``.`` unless ``--dir`` says otherwise.
+inherited. Unless ``--dir`` names what to map, absolute paths see the host's
+``/`` and relative ones the current directory, as far as the module's libc
+allows: see wasi_cwd.py.
 
 Exit status: the program's ``proc_exit`` code; 134 after a trap (as the
 wasmtime CLI), with one line naming the module and the trap; 126 for a file
@@ -24,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+
+from . import wasi_cwd
 
 EXIT_TRAP = 134  # what the wasmtime CLI exits with after a trap
 EXIT_CANNOT_RUN = 126
@@ -72,8 +75,6 @@ def parse_args(args: list[str]) -> Options:
     options.argv = rest if options.preserve_argv0 else [options.module, *rest]
     if not options.argv:
         options.argv = [""]  # an empty argv, as Linux gives a program argv[0] = ""
-    if not options.dirs:
-        options.dirs = [("/", "/"), (".", ".")]
     return options
 
 
@@ -138,6 +139,10 @@ def run(options: Options) -> int:
         return _fail(options.module, e.strerror, EXIT_CANNOT_RUN if e.errno != 2 else 127)
     from wasmtime import ExitTrap, Linker, Store, Trap, WasiConfig, WasmtimeError
 
+    cwd = None if options.dirs else _current_directory()
+    libc_cwd = None
+    if cwd is not None:
+        wasm, libc_cwd = wasi_cwd.prepare(wasm)
     engine = make_engine()
     try:
         module = load_module(engine, wasm, options.cache)
@@ -158,15 +163,21 @@ def run(options: Options) -> int:
     wasi.inherit_stdin()
     wasi.inherit_stdout()
     wasi.inherit_stderr()
-    for host, guest in options.dirs:
-        wasi.preopen_dir(host, guest)
+    for host, guest in options.dirs or wasi_cwd.preopens(cwd or "/", libc_cwd):
+        try:
+            wasi.preopen_dir(host, guest)
+        except WasmtimeError:
+            if options.dirs:  # asked for by name; the default layout skips what it cannot open
+                return _fail(options.module, f"cannot map directory {host}", EXIT_CANNOT_RUN)
     store = Store(engine)
     store.set_wasi(wasi)
     linker = Linker(engine)
     linker.define_wasi()
     try:
-        instance = linker.instantiate(store, module)
-        instance.exports(store)["_start"](store)
+        exports = linker.instantiate(store, module).exports(store)
+        if libc_cwd is not None:
+            wasi_cwd.seed(store, exports, libc_cwd, cwd)
+        exports["_start"](store)
     except ExitTrap as e:
         return e.code
     except Trap as e:
@@ -174,6 +185,13 @@ def run(options: Options) -> int:
     except WasmtimeError as e:
         return _fail(options.module, _first_line(e), EXIT_CANNOT_RUN)
     return 0
+
+
+def _current_directory() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # removed, or unreadable above: leave paths to the root
+        return None
 
 
 def _first_line(error: Exception) -> str:

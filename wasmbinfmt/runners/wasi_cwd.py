@@ -1,0 +1,120 @@
+"""Giving a WASI program the host's current directory.
+
+WASI has no current directory: wasi-libc turns a path into (preopened
+directory, path relative to it) by the longest preopen name that prefixes
+the path. What it does with a *relative* path depends on whether the
+program links ``chdir`` (same in Debian 12's wasi-libc 0.0~git20220510 and
+in the one zig 0.17 ships; see docs/wasi.md):
+
+- A program that calls ``chdir`` links wasi-libc's emulated current
+  directory: a ``char *`` (``__wasilibc_cwd``) that starts as ``"/"``, is
+  prefixed to every relative path, and is what ``getcwd`` returns. The
+  runner *seeds* it with the real current directory before ``_start`` and
+  maps the host's ``/`` to ``/``: absolute paths, relative paths (``../``
+  included) and ``getcwd()`` then behave as natively.
+- A program that does not call ``chdir`` resolves a relative path against
+  the root of the preopens: ``f`` and ``/f`` are the same request once libc
+  is done with them, so no mapping serves both. The runner maps the current
+  directory as ``.``, its ancestors as ``..``, ``../..`` ..., and every
+  top-level directory of the host under its own name, except names the
+  current directory also has (there the relative reading wins). ``f``,
+  ``../f``, ``sub/f``, ``/usr/...`` and ``/tmp/...`` work; ``/`` itself,
+  files directly in ``/`` and absolute paths under a shadowed top-level
+  name do not. If such a program links ``getcwd`` and is not stripped, its
+  ``getcwd()`` is seeded too; a stripped one says ``/`` (wasi-libc's answer).
+
+Finding ``__wasilibc_cwd`` in a linked module, which has no symbols: it is
+the only aligned word of the data image that points at a ``"/"`` string and
+that the code reads with an i32 load of that constant address. Linked
+``chdir`` is recognised by a store to it. Anything less certain leaves the
+module as it is. The seeded string goes just below the initial stack
+pointer, which is lowered past it (as the kernel puts argv strings above a
+new process' stack); that needs the stack pointer (global 0, as wasm-ld
+emits it) exported, the only change made to the module.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Callable, NamedTuple
+
+from .. import wasm
+
+STACK_POINTER_EXPORT = "__wasmbinfmt_stack_pointer"
+LONGEST_SEEDED_CWD = 4096  # PATH_MAX; a longer cwd is left unseeded
+
+
+class LibcCwd(NamedTuple):
+    address: int  # of wasi-libc's ``char *__wasilibc_cwd``
+    resolves_paths: bool  # chdir is linked: relative paths go through it
+
+
+def find_libc_cwd(data: bytes) -> LibcCwd | None:
+    try:
+        found = wasm.sections(data)
+        stack_pointer = wasm.first_global(data, found)
+        if stack_pointer is None or not stack_pointer[0] or stack_pointer[1] is None:
+            return None
+        candidates = wasm.pointers_to_string(wasm.data_segments(data, found), b"/")
+        if len(candidates) != 1:
+            return None
+        address = candidates[0]
+        if not wasm.accesses_i32(data, found, address, wasm.I32_LOAD):
+            return None
+        if wasm.accesses_i32(data, found, address, wasm.I32_STORE):
+            return LibcCwd(address, True)
+        if "getcwd" in wasm.function_names(data, found):
+            return LibcCwd(address, False)
+    except wasm.WasmFormatError:
+        pass
+    return None
+
+
+def prepare(data: bytes) -> tuple[bytes, LibcCwd | None]:
+    """The module to compile (the stack pointer exported when seeding is possible)
+    and where its cwd lives."""
+    libc_cwd = find_libc_cwd(data)
+    if libc_cwd is None:
+        return data, None
+    patched = wasm.with_exported_global(data, wasm.sections(data), 0, STACK_POINTER_EXPORT)
+    return patched, libc_cwd
+
+
+def preopens(cwd: str, libc_cwd: LibcCwd | None,
+             listdir: Callable[[str], list[str]] = os.listdir,
+             isdir: Callable[[str], bool] = os.path.isdir,
+             lexists: Callable[[str], bool] = os.path.lexists) -> list[tuple[str, str]]:
+    """(host directory, guest name) pairs, in registration order."""
+    if libc_cwd is not None and libc_cwd.resolves_paths or cwd == "/":
+        return [("/", "/")]
+    mapped = [(cwd, ".")]
+    parts = cwd.strip("/").split("/")
+    for up in range(1, len(parts) + 1):
+        mapped.append(("/" + "/".join(parts[:-up]), "/".join([".."] * up)))
+    try:
+        top_level = sorted(listdir("/"))
+    except OSError:
+        top_level = []
+    for name in top_level:
+        if isdir("/" + name) and not lexists(os.path.join(cwd, name)):
+            mapped.append(("/" + name, "/" + name))
+    return mapped
+
+
+def seed(store, exports, libc_cwd: LibcCwd, cwd: str) -> bool:
+    """Point the module's ``__wasilibc_cwd`` at a copy of `cwd` below its stack."""
+    encoded = cwd.encode("utf-8", "surrogateescape") + b"\0"
+    stack_pointer = exports.get(STACK_POINTER_EXPORT)
+    memory = exports.get("memory")
+    if len(encoded) > LONGEST_SEEDED_CWD or stack_pointer is None or memory is None:
+        return False
+    from wasmtime import Val
+
+    string = (stack_pointer.value(store) - len(encoded)) & ~15
+    if string <= 0:
+        return False
+    memory.write(store, encoded, string)
+    stack_pointer.set_value(store, Val.i32(string))
+    memory.write(store, struct.pack("<I", string), libc_cwd.address)
+    return True
