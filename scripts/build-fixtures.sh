@@ -1,9 +1,12 @@
 #!/bin/sh
 # Build the test programs in tests/fixtures/src into tests/fixtures/build:
-#   portable/*.c  for wasm32-wasi (NAME.wasm), the host (NAME.native) and aarch64 (NAME.aarch64)
+#   portable/*.c  for wasm32-wasi with Debian's wasi-libc (NAME.wasm) and with zig's current
+#                 one (NAME.zig.wasm), the host (NAME.native) and aarch64 (NAME.aarch64);
+#                 probe.c also without chdir (probe-nochdir.wasm, probe-nochdir.zig.wasm)
 #   native/*.c    for the host only (NAME)
 # Needs (Debian): clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc gcc-aarch64-linux-gnu
-# libc6-dev-arm64-cross. Rebuilds only what is older than its source.
+# libc6-dev-arm64-cross, and PyPI's ziglang in $PYTHON (default python3).
+# Rebuilds only what is older than its source.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=$root/tests/fixtures/src
@@ -17,6 +20,9 @@ for c in "$src"/portable/*.c; do
     if stale "$out/$name.wasm" "$c"; then
         clang --target=wasm32-wasi --sysroot=/usr -Os -Wl,--strip-all -o "$out/$name.wasm" "$c"
     fi
+    if stale "$out/$name.zig.wasm" "$c"; then
+        "${PYTHON:-python3}" -m ziglang cc -target wasm32-wasi -Os -s -o "$out/$name.zig.wasm" "$c"
+    fi
     if stale "$out/$name.native" "$c"; then
         cc -Os -o "$out/$name.native" "$c"
     fi
@@ -24,6 +30,16 @@ for c in "$src"/portable/*.c; do
         aarch64-linux-gnu-gcc -static -Os -o "$out/$name.aarch64" "$c"
     fi
 done
+# probe without chdir, which makes wasi-libc leave out its emulated current directory.
+c=$src/portable/probe.c
+if stale "$out/probe-nochdir.wasm" "$c"; then
+    clang --target=wasm32-wasi --sysroot=/usr -Os -DPROBE_WITHOUT_CHDIR -Wl,--strip-all \
+        -o "$out/probe-nochdir.wasm" "$c"
+fi
+if stale "$out/probe-nochdir.zig.wasm" "$c"; then
+    "${PYTHON:-python3}" -m ziglang cc -target wasm32-wasi -Os -s -DPROBE_WITHOUT_CHDIR \
+        -o "$out/probe-nochdir.zig.wasm" "$c"
+fi
 for c in "$src"/native/*.c; do
     name=$(basename "$c" .c)
     if stale "$out/$name" "$c"; then

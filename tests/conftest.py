@@ -7,8 +7,10 @@ every dependency, so a skip there means something is missing, never "fine".
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,8 @@ def pytest_runtest_makereport(item, call):
 def fixtures() -> Path:
     """tests/fixtures/build, built from tests/fixtures/src by scripts/build-fixtures.sh."""
     done = subprocess.run(["sh", str(ROOT / "scripts" / "build-fixtures.sh")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable})
     if done.returncode != 0:
         pytest.skip(f"cannot build the fixture programs:\n{done.stderr[-2000:]}")
     return BUILD
@@ -51,3 +54,24 @@ def kernel():
         pytest.skip(f"no private binfmt_misc mount here: {e}")
     yield oracle
     oracle.close()
+
+
+@pytest.fixture(scope="session")
+def nobody_home():
+    home = tempfile.mkdtemp(prefix="wasmbinfmt-home-")
+    os.chmod(home, 0o777)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(params=["self", "nobody"])
+def user(request, nobody_home):
+    """A function that makes an argv run as the user under test (with a HOME of its own)."""
+    if request.param == "self":
+        return lambda argv: argv
+    if os.geteuid() != 0:
+        pytest.skip("already unprivileged: the 'self' variant covers it")
+    from unprivileged import as_unprivileged
+
+    as_unprivileged([sys.executable])  # skips if nobody cannot run our Python
+    return lambda argv: as_unprivileged(["env", f"HOME={nobody_home}", *argv])

@@ -38,25 +38,6 @@ exec "${0%/*}/probe.native" "$@"
 """
 
 
-@pytest.fixture(scope="session")
-def nobody_home():
-    home = tempfile.mkdtemp(prefix="wasmbinfmt-home-")
-    os.chmod(home, 0o777)
-    yield home
-    shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture(params=["self", "nobody"])
-def user(request, nobody_home):
-    """A function that makes an argv run as the user under test (with a HOME of its own)."""
-    if request.param == "self":
-        return lambda argv: argv
-    if os.geteuid() != 0:
-        pytest.skip("already unprivileged: the 'self' variant covers it")
-    as_unprivileged([sys.executable])  # skips if nobody cannot run our Python
-    return lambda argv: as_unprivileged(["env", f"HOME={nobody_home}", *argv])
-
-
 @pytest.fixture
 def box(fixtures):
     """A directory every user can use, with the fixture programs and an argv-printing emulator."""
@@ -307,9 +288,9 @@ def test_too_big_an_argv_gives_E2BIG_as_natively(box, user):
 
 
 # ---------------------------------------------------------------------------
-# The real wasmtime CLI and the default rules
+# The default rules (the built-in WASI runner)
 
-def test_default_rules_run_wasm_with_the_wasmtime_cli(box, user):
+def test_default_rules_run_wasm_with_the_builtin_runner(box, user):
     done = wasmbinfmt(user, ["--", "./probe.wasm", "a b", "--dir", "c"], cwd=box)
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().splitlines()[2:] == ["argv[1]=a b", "argv[2]=--dir", "argv[3]=c"]

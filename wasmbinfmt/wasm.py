@@ -16,7 +16,6 @@ EXPORT_SECTION = 7
 GLOBAL_SECTION = 6
 CODE_SECTION = 10
 DATA_SECTION = 11
-CUSTOM_SECTION = 0
 EXPORT_GLOBAL = 3
 I32 = 0x7F
 I32_CONST = 0x41
@@ -140,32 +139,6 @@ def first_global(data: bytes, found: list[Section]) -> tuple[bool, int | None] |
         if data[after:after + 1] != bytes([END]):
             initial = None
     return mutable, initial
-
-
-def function_names(data: bytes, found: list[Section]) -> set[str]:
-    """Function names from the custom "name" section (empty when stripped)."""
-    for s in found:
-        if s.id != CUSTOM_SECTION:
-            continue
-        length, pos = read_uleb(data, s.body)
-        if data[pos:pos + length] != b"name":
-            continue
-        pos += length
-        while pos < s.end:
-            sub_id = data[pos]
-            size, pos = read_uleb(data, pos + 1)
-            end = min(pos + size, s.end)
-            if sub_id == 1:
-                names = set()
-                count, p = read_uleb(data, pos)
-                for _ in range(count):
-                    _, p = read_uleb(data, p)
-                    length, p = read_uleb(data, p)
-                    names.add(data[p:p + length].decode("utf-8", "replace"))
-                    p += length
-                return names
-            pos = end
-    return set()
 
 
 def accesses_i32(data: bytes, found: list[Section], address: int, opcode: int) -> bool:

@@ -137,7 +137,7 @@ def run(options: Options) -> int:
             wasm = f.read()
     except OSError as e:
         return _fail(options.module, e.strerror, EXIT_CANNOT_RUN if e.errno != 2 else 127)
-    from wasmtime import ExitTrap, Linker, Store, Trap, WasiConfig, WasmtimeError
+    from wasmtime import FuncType, Linker, Store, Trap, ValType, WasiConfig, WasmtimeError
 
     cwd = None if options.dirs else _current_directory()
     libc_cwd = None
@@ -173,18 +173,33 @@ def run(options: Options) -> int:
     store.set_wasi(wasi)
     linker = Linker(engine)
     linker.define_wasi()
+    # wasmtime refuses proc_exit(N) for N >= 126 (an error, exit 1); a native exit(N)
+    # gives the caller N & 0xff, so exits are taken over.
+    linker.allow_shadowing = True
+    for name in WASI_MODULES:
+        linker.define_func(name, "proc_exit", FuncType([ValType.i32()], []), _proc_exit)
     try:
         exports = linker.instantiate(store, module).exports(store)
         if libc_cwd is not None:
             wasi_cwd.seed(store, exports, libc_cwd, cwd)
         exports["_start"](store)
-    except ExitTrap as e:
-        return e.code
+    except _ProcExit as e:
+        return e.status
     except Trap as e:
         return _fail(options.module, f"trap: {_first_line(e)}", EXIT_TRAP)
     except WasmtimeError as e:
         return _fail(options.module, _first_line(e), EXIT_CANNOT_RUN)
     return 0
+
+
+class _ProcExit(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _proc_exit(code: int) -> None:
+    raise _ProcExit(code & 0xFF)  # wasmtime unwinds the guest and raises this from _start
 
 
 def _current_directory() -> str | None:

@@ -20,14 +20,15 @@ in the one zig 0.17 ships; see docs/wasi.md):
   current directory also has (there the relative reading wins). ``f``,
   ``../f``, ``sub/f``, ``/usr/...`` and ``/tmp/...`` work; ``/`` itself,
   files directly in ``/`` and absolute paths under a shadowed top-level
-  name do not. If such a program links ``getcwd`` and is not stripped, its
-  ``getcwd()`` is seeded too; a stripped one says ``/`` (wasi-libc's answer).
+  name do not. If it links ``getcwd``, that is seeded too.
 
 Finding ``__wasilibc_cwd`` in a linked module, which has no symbols: it is
 the only aligned word of the data image that points at a ``"/"`` string and
 that the code reads with an i32 load of that constant address. Linked
 ``chdir`` is recognised by a store to it. Anything less certain leaves the
-module as it is. The seeded string goes just below the initial stack
+module as it is. The one misreading left: a program that links neither
+``getcwd`` nor ``chdir`` but has its own global ``char *p = "/"`` would see
+``p`` seeded; ``--dir`` (which turns all of this off) is the way out. The seeded string goes just below the initial stack
 pointer, which is lowered past it (as the kernel puts argv strings above a
 new process' stack); that needs the stack pointer (global 0, as wasm-ld
 emits it) exported, the only change made to the module.
@@ -62,10 +63,7 @@ def find_libc_cwd(data: bytes) -> LibcCwd | None:
         address = candidates[0]
         if not wasm.accesses_i32(data, found, address, wasm.I32_LOAD):
             return None
-        if wasm.accesses_i32(data, found, address, wasm.I32_STORE):
-            return LibcCwd(address, True)
-        if "getcwd" in wasm.function_names(data, found):
-            return LibcCwd(address, False)
+        return LibcCwd(address, wasm.accesses_i32(data, found, address, wasm.I32_STORE))
     except wasm.WasmFormatError:
         pass
     return None
