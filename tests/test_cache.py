@@ -112,3 +112,28 @@ def test_a_cached_start_does_not_import_yaml(tmp_path):
     runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                            text=True, check=True).stdout.strip() for _ in range(2)]
     assert runs == ["True", "False"]
+
+
+def test_trim_removes_the_least_recently_used_first_and_keeps_the_new_entry(tmp_path):
+    for age, name in enumerate(["newest", "middle", "oldest"]):
+        (tmp_path / name).write_bytes(b"x" * 1000)
+        os.utime(tmp_path / name, (1e9 - age * 100, 1e9 - age * 100))
+    cache.trim(str(tmp_path), 2000)
+    assert sorted(os.listdir(tmp_path)) == ["middle", "newest"]
+    cache.trim(str(tmp_path), 0, keep=str(tmp_path / "middle"))
+    assert os.listdir(tmp_path) == ["middle"]
+
+
+def test_trim_clears_temporaries_whose_writer_is_gone(tmp_path):
+    (tmp_path / "a.cwasm.123.tmp").write_bytes(b"old")
+    os.utime(tmp_path / "a.cwasm.123.tmp", (1e9, 1e9))
+    (tmp_path / "b.cwasm.456.tmp").write_bytes(b"being written")
+    cache.trim(str(tmp_path), 1 << 20)
+    assert os.listdir(tmp_path) == ["b.cwasm.456.tmp"]
+    cache.trim(str(tmp_path / "missing"), 0)  # nothing to do, no error
+
+
+def test_size_limit_from_the_environment():
+    assert cache.size_limit({}) == 512 << 20
+    assert cache.size_limit({"WASMBINFMT_CACHE_MAX_MB": "3"}) == 3 << 20
+    assert cache.size_limit({"WASMBINFMT_CACHE_MAX_MB": "lots"}) == 512 << 20

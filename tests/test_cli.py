@@ -23,7 +23,7 @@ def wasmbinfmt(*args, env=None, unprivileged=False, cwd=ROOT):
 
 @pytest.fixture
 def env(tmp_path):
-    """No user config; PATH as ours (the wasmtime CLI must be found)."""
+    """No user config; PATH as ours (the runner must be found)."""
     home = tmp_path / "home"
     home.mkdir()
     os.chmod(tmp_path, 0o755)
@@ -39,8 +39,9 @@ def test_which_wasm_shows_the_runners_argv(fixtures, env):
     first, argv_line = done.stdout.splitlines()[:2]
     assert first.startswith(f"{module}: wasm (") and "rules.yaml:" in first
     argv = argv_line.split()
-    assert os.path.basename(argv[0]) == "wasmtime" and os.path.isabs(argv[0])
-    assert argv[1:] == ["run", "-S", "inherit-env", "--dir=/::/", "--dir=.::.", "--", module]
+    assert os.path.basename(argv[0]) == "wasmbinfmt-wasi" and os.path.isabs(argv[0])
+    # P: the path, then the caller's argv[0] (for `which`, the path again)
+    assert argv[1:] == ["--preserve-argv0", "--", module, module]
 
 
 def test_which_runs_the_shown_argv_for_real(fixtures, env, tmp_path):

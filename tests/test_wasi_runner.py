@@ -93,6 +93,40 @@ def test_compiled_modules_are_cached_and_damaged_entries_rebuilt(fixtures, cache
     assert entries[0].stat().st_size > 1000  # rebuilt
 
 
+def test_a_hit_refreshes_the_entry_and_the_folder_stays_under_its_limit(fixtures, cache_dir,
+                                                                         tmp_path):
+    assert run([fixtures / "hello.wasm"]).returncode == 0
+    (hello,) = (cache_dir / "modules").iterdir()
+    os.utime(hello, (1e9, 1e9))
+    assert run([fixtures / "hello.wasm"]).returncode == 0
+    assert hello.stat().st_mtime > 1e9
+    # With no room at all, the entry just added stays and the older one goes.
+    env = {**os.environ, "WASMBINFMT_CACHE_MAX_MB": "0"}
+    os.utime(hello, (1e9, 1e9))
+    assert run([fixtures / "probe.wasm"], env=env).returncode == 0
+    assert [p.name for p in (cache_dir / "modules").iterdir()] != [hello.name]
+    assert len(list((cache_dir / "modules").iterdir())) == 1
+
+
+def test_eight_concurrent_first_runs_all_succeed_and_leave_one_valid_entry(tmp_path, cache_dir,
+                                                                          fixtures):
+    module = tmp_path / "fresh.wasm"
+    # Never cached: unique bytes (a custom section) on a real program.
+    name = os.urandom(8).hex().encode()
+    module.write_bytes(fixtures.joinpath("probe.wasm").read_bytes() +
+                       b"\0" + bytes([len(name) + 1, len(name)]) + name)
+    runs = [subprocess.Popen(RUNNER + [str(module), "spew", "1000"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE) for _ in range(8)]
+    results = [(p.communicate(timeout=120), p.returncode) for p in runs]
+    expected = b"".join(b"%09d %s\n" % (i, (b"abcdefghijklmnopqrstuvwxyz" * 4)[:89])
+                        for i in range(1000))
+    assert all(code == 0 and out == expected and err == b"" for (out, err), code in results)
+    entries = list((cache_dir / "modules").iterdir())
+    assert len(entries) == 1 and not entries[0].name.endswith(".tmp")
+    done = run([module, "spew", "1"])  # the entry is valid: it loads and runs
+    assert done.returncode == 0 and done.stdout == expected[:100]
+
+
 def test_usage_errors(cache_dir):
     done = run(["--bogus", "x.wasm"])
     assert done.returncode == 2 and b"unknown option '--bogus'" in done.stderr

@@ -9,6 +9,10 @@ caller puts everything the value depends on in the key), and only when it
 belongs to us and nobody else may write it. Anything unreadable or stale is
 rebuilt and replaced; writes go to a temporary name first, so a concurrent
 reader never sees half an entry. Failing to write (read-only home, no home) only costs speed.
+
+Compiled modules are large: their folder is kept under a size limit
+(``$WASMBINFMT_CACHE_MAX_MB``, default 512) by removing the least recently
+used entries (a hit refreshes an entry's mtime) whenever one is added.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import marshal
 import os
 import stat
+import time
 import zlib
 from typing import Any, Mapping
 
@@ -85,3 +90,60 @@ def store_bytes(path: str, data: bytes) -> None:
             os.unlink(temporary)
         except OSError:
             pass
+
+
+DEFAULT_LIMIT_MB = 512
+STALE_TEMPORARY = 3600  # seconds: a temporary file this old lost its writer
+
+
+def size_limit(env: Mapping[str, str] = os.environ) -> int:
+    """Bytes a folder of large entries may hold."""
+    try:
+        return max(0, int(env.get("WASMBINFMT_CACHE_MAX_MB", DEFAULT_LIMIT_MB))) << 20
+    except ValueError:
+        return DEFAULT_LIMIT_MB << 20
+
+
+def touch(path: str) -> None:
+    """Mark an entry as just used (its mtime orders eviction)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def trim(directory: str, limit: int, keep: str = "") -> None:
+    """Remove the least recently used files of `directory` (never `keep`) until what is
+    left fits in `limit` bytes; temporary files whose writer is gone go first. Entries
+    another process is removing, or reading (an open or mapped file outlives its name),
+    are no concern."""
+    now = time.time()
+    entries = []
+    try:
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if entry.name.endswith(".tmp"):
+                    if now - st.st_mtime > STALE_TEMPORARY:
+                        _remove(entry.path)
+                    continue
+                entries.append((st.st_mtime, st.st_size, entry.path))
+    except OSError:
+        return
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        if path != keep:
+            _remove(path)
+            total -= size
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -170,15 +170,20 @@ def with_exported_global(data: bytes, found: list[Section], index: int, name: st
                      contents, data[exports.end:]))
 
 
-def pointers_to_string(segments: list[tuple[int, bytes]], string: bytes) -> list[int]:
+def pointers_to_string(segments: list[tuple[int, bytes]], string: bytes,
+                       most_copies: int = 16) -> list[int]:
     """Addresses of aligned 32-bit words in the data image whose value is the
-    address of a copy of the NUL-terminated `string`."""
+    address of a copy of the NUL-terminated `string`; WasmFormatError when there
+    are more than `most_copies` copies (linkers merge equal strings: a module
+    full of them is not one to guess about, and the search would be quadratic)."""
     targets = set()
     needle = string + b"\0"
     for address, contents in segments:
         at = contents.find(needle)
         while at != -1:
             targets.add(address + at)
+            if len(targets) > most_copies:
+                raise WasmFormatError(f"more than {most_copies} copies of {string!r}")
             at = contents.find(needle, at + 1)
     found = []
     for target in targets:

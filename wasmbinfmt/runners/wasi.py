@@ -95,15 +95,19 @@ def load_module(engine, wasm: bytes, use_cache: bool):
     if directory is None:
         return Module(engine, wasm)
     digest = hashlib.sha256(wasm).hexdigest()
-    entry = os.path.join(directory, "modules",
-                         f"{digest}-{_wasmtime_version()}-{ENGINE_SETTINGS}.cwasm")
+    modules = os.path.join(directory, "modules")
+    entry = os.path.join(modules, f"{digest}-{_wasmtime_version()}-{ENGINE_SETTINGS}.cwasm")
     if cache.is_ours(entry):
         try:
-            return Module.deserialize_file(engine, entry)
+            module = Module.deserialize_file(engine, entry)
         except Exception:  # noqa: BLE001 - a damaged entry is rebuilt
             pass
+        else:
+            cache.touch(entry)
+            return module
     module = Module(engine, wasm)
     cache.store_bytes(entry, module.serialize())
+    cache.trim(modules, cache.size_limit(), keep=entry)
     return module
 
 

@@ -1,0 +1,191 @@
+"""wasmbinfmt.wasm (reading and patching binaries) and the runner's cwd logic (wasi_cwd)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import wasmtime
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wasmbinfmt import wasm
+from wasmbinfmt.runners import wasi_cwd
+from wasmbinfmt.runners.wasi_cwd import LibcCwd
+
+# A module shaped like a wasi-libc program: the stack pointer first, a "/" string
+# at 1030 and a word at 2048 pointing at it, read and written the way LLVM does.
+LIBC_LIKE = """
+(module
+  (memory (export "memory") 1)
+  (global $sp (mut i32) (i32.const 65536))
+  (func (export "_start"))
+  (func (export "getcwd") (result i32) (i32.load offset=2048 (i32.const 0)))
+  {store}
+  (data (i32.const 1024) "hello\\00/\\00")
+  (data (i32.const 2048) "\\06\\04\\00\\00"){more}
+)"""
+STORE = '(func (export "chdir") (param i32) (i32.store offset=2048 (i32.const 0) (local.get 0)))'
+
+
+def module(store: str = "", more: str = "") -> bytes:
+    return wasmtime.wat2wasm(LIBC_LIKE.format(store=store, more=more))
+
+
+def test_sections_and_their_bounds():
+    data = module()
+    found = wasm.sections(data)
+    assert [s.id for s in found][:3] == [1, 3, 5]
+    assert found[-1].end == len(data)
+    with pytest.raises(wasm.WasmFormatError, match="not a core"):
+        wasm.sections(b"\0asm\x0d\0\x01\0")
+    with pytest.raises(wasm.WasmFormatError, match="past the end"):
+        wasm.sections(data[:-1])
+    with pytest.raises(wasm.WasmFormatError, match="too long"):
+        wasm.sections(wasm.MAGIC + b"\x01\xff\xff\xff\xff\xff\x01")
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 16383, 16384, 2**32 - 1])
+def test_leb_round_trip(value):
+    assert wasm.read_uleb(wasm.uleb(value), 0) == (value, len(wasm.uleb(value)))
+
+
+def test_signed_leb():
+    assert wasm.read_sleb32(b"\x7f", 0) == (-1, 1)
+    assert wasm.read_sleb32(b"\x80\x80\x04", 0) == (65536, 3)
+
+
+def test_data_segments_active_passive_and_relocatable():
+    data = wasmtime.wat2wasm("""(module (memory 1) (global $base i32 (i32.const 0))
+        (data (i32.const 16) "ab") (data "passive") (data (global.get $base) "pic"))""")
+    assert wasm.data_segments(data, wasm.sections(data)) == [(16, b"ab")]
+
+
+def test_first_global_is_the_stack_pointer():
+    data = module()
+    assert wasm.first_global(data, wasm.sections(data)) == (True, 65536)
+    immutable = wasmtime.wat2wasm("(module (global i32 (i32.const 5)))")
+    assert wasm.first_global(immutable, wasm.sections(immutable)) == (False, 5)
+    other = wasmtime.wat2wasm("(module (global (mut i64) (i64.const 5)))")
+    assert wasm.first_global(other, wasm.sections(other)) is None
+
+
+def test_pointers_to_a_string():
+    segments = [(1024, b"hello\0/\0"), (2048, struct.pack("<II", 1030, 1030)),
+                (4096, b"\0" + struct.pack("<I", 1030))]  # unaligned: not a pointer
+    assert wasm.pointers_to_string(segments, b"/") == [2048, 2052]
+
+
+def test_a_data_image_full_of_the_string_is_refused_not_searched():
+    with pytest.raises(wasm.WasmFormatError, match="more than 16 copies"):
+        wasm.pointers_to_string([(0, b"/\0" * 500_000)], b"/")
+
+
+def test_accesses_by_constant_address_minimal_and_padded():
+    data = module(STORE)
+    found = wasm.sections(data)
+    assert wasm.accesses_i32(data, found, 2048, wasm.I32_LOAD)
+    assert wasm.accesses_i32(data, found, 2048, wasm.I32_STORE)
+    assert not wasm.accesses_i32(data, found, 2052, wasm.I32_LOAD)
+    # wasm-ld leaves relocated offsets as 5-byte LEBs in unoptimised output.
+    body = bytes([1, 0, 0x41, 0, wasm.I32_STORE, 2, 0x80, 0x90, 0x80, 0x80, 0x00, 0x0B])
+    padded = wasm.MAGIC + bytes([wasm.CODE_SECTION]) + wasm.uleb(len(body)) + body
+    assert wasm.accesses_i32(padded, wasm.sections(padded), 2048, wasm.I32_STORE)
+    assert not wasm.accesses_i32(padded, wasm.sections(padded), 2048, wasm.I32_LOAD)
+
+
+def test_exporting_a_global_keeps_the_module_valid():
+    data = wasm.with_exported_global(module(), wasm.sections(module()), 0, "sp")
+    engine = wasmtime.Engine()
+    store = wasmtime.Store(engine)
+    exports = wasmtime.Instance(store, wasmtime.Module(engine, data), []).exports(store)
+    assert exports["sp"].value(store) == 65536
+    assert {"memory", "_start", "getcwd", "sp"} <= set(exports.keys())
+
+
+# ---------------------------------------------------------------------------
+# Finding wasi-libc's current directory
+
+def test_a_read_and_written_pointer_to_slash_is_the_emulated_cwd():
+    assert wasi_cwd.find_libc_cwd(module(STORE)) == LibcCwd(2048, True)
+
+
+def test_a_pointer_only_read_is_getcwds_alone():
+    assert wasi_cwd.find_libc_cwd(module()) == LibcCwd(2048, False)
+
+
+def test_two_candidates_are_ambiguous_and_left_alone():
+    assert wasi_cwd.find_libc_cwd(module(STORE, '\n  (data (i32.const 3000) "\\06\\04\\00\\00")')) \
+        is None
+
+
+def test_no_pointer_no_load_or_no_stack_pointer_is_left_alone():
+    unread = module().replace(bytes([wasm.I32_LOAD, 2]) + wasm.uleb(2048),
+                              bytes([wasm.I32_LOAD, 2]) + wasm.uleb(2052))
+    assert wasi_cwd.find_libc_cwd(unread) is None
+    no_stack = wasmtime.wat2wasm('(module (memory 1) (data (i32.const 8) "/\\00\\08\\00\\00\\00"))')
+    assert wasi_cwd.find_libc_cwd(no_stack) is None
+    assert wasi_cwd.find_libc_cwd(b"\0asm\1\0\0\0\x0b\x05") is None
+
+
+def test_prepare_exports_the_stack_pointer_only_when_seeding():
+    data, libc_cwd = wasi_cwd.prepare(module(STORE))
+    assert libc_cwd == LibcCwd(2048, True)
+    assert b"__wasmbinfmt_stack_pointer" in data
+    plain = wasmtime.wat2wasm('(module (func (export "_start")))')
+    assert wasi_cwd.prepare(plain) == (plain, None)
+
+
+def test_seeding_copies_the_cwd_below_the_stack_and_points_the_variable_at_it():
+    data, libc_cwd = wasi_cwd.prepare(module(STORE))
+    engine = wasmtime.Engine()
+    store = wasmtime.Store(engine)
+    exports = wasmtime.Instance(store, wasmtime.Module(engine, data), []).exports(store)
+    assert wasi_cwd.seed(store, exports, libc_cwd, "/home/u/proj")
+    string = exports["getcwd"](store)
+    assert string % 16 == 0 and 65536 - 32 <= string < 65536 - 12
+    assert exports["__wasmbinfmt_stack_pointer"].value(store) == string
+    assert exports["memory"].read(store, string, string + 13) == b"/home/u/proj\0"
+    assert not wasi_cwd.seed(store, exports, libc_cwd, "/" + "x" * 5000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_damaged_modules_never_raise_anything_but_give_up(draw):
+    data = bytearray(module(STORE))
+    for _ in range(draw.draw(st.integers(1, 8))):
+        at = draw.draw(st.integers(0, len(data) - 1))
+        data[at] = draw.draw(st.integers(0, 255))
+    cut = draw.draw(st.integers(0, len(data)))
+    result = wasi_cwd.find_libc_cwd(bytes(data[:cut]))
+    assert result is None or isinstance(result, LibcCwd)
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_after_the_magic(tail):
+    result = wasi_cwd.find_libc_cwd(wasm.MAGIC + tail)
+    assert result is None or isinstance(result, LibcCwd)
+
+
+# ---------------------------------------------------------------------------
+# The preopens of the default layout
+
+def fake_fs(top_level, in_cwd):
+    return dict(listdir=lambda path: list(top_level),
+                isdir=lambda path: path != "/vmlinuz",
+                lexists=lambda path: path.rsplit("/", 1)[1] in in_cwd)
+
+
+def test_a_module_that_resolves_relative_paths_itself_gets_the_root():
+    assert wasi_cwd.preopens("/home/u/p", LibcCwd(8, True)) == [("/", "/")]
+
+
+def test_at_the_root_the_root_is_all():
+    assert wasi_cwd.preopens("/", None) == [("/", "/")]
+
+
+def test_otherwise_cwd_ancestors_and_the_top_level_directories_not_shadowed():
+    layout = wasi_cwd.preopens("/home/u/p", LibcCwd(8, False),
+                               **fake_fs(["usr", "tmp", "lib", "vmlinuz", "home"], {"lib"}))
+    assert layout == [("/home/u/p", "."), ("/home/u", ".."), ("/home", "../.."), ("/", "../../.."),
+                      ("/home", "/home"), ("/tmp", "/tmp"), ("/usr", "/usr")]
