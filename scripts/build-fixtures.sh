@@ -24,10 +24,10 @@ for c in "$src"/portable/*.c; do
         "${PYTHON:-python3}" -m ziglang cc -target wasm32-wasi -Os -s -o "$out/$name.zig.wasm" "$c"
     fi
     if stale "$out/$name.native" "$c"; then
-        cc -Os -o "$out/$name.native" "$c"
+        cc -Os -o "$out/$name.native" "$c" -lm
     fi
     if stale "$out/$name.aarch64" "$c"; then
-        aarch64-linux-gnu-gcc -static -Os -o "$out/$name.aarch64" "$c"
+        aarch64-linux-gnu-gcc -static -Os -o "$out/$name.aarch64" "$c" -lm
     fi
 done
 # probe without chdir, which makes wasi-libc leave out its emulated current directory.

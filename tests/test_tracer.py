@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from kernel_oracle import run_with_binfmt
-from unprivileged import as_unprivileged
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120

@@ -96,7 +96,7 @@ def load_module(engine, wasm: bytes, use_cache: bool):
         return Module(engine, wasm)
     digest = hashlib.sha256(wasm).hexdigest()
     modules = os.path.join(directory, "modules")
-    entry = os.path.join(modules, f"{digest}-{_wasmtime_version()}-{ENGINE_SETTINGS}.cwasm")
+    entry = os.path.join(modules, f"{digest}-{_wasmtime_build()}-{ENGINE_SETTINGS}.cwasm")
     if cache.is_ours(entry):
         try:
             module = Module.deserialize_file(engine, entry)
@@ -111,10 +111,13 @@ def load_module(engine, wasm: bytes, use_cache: bool):
     return module
 
 
-def _wasmtime_version() -> str:
-    from importlib.metadata import version  # the package says none of its own
+def _wasmtime_build() -> str:
+    """Which wasmtime compiled an entry: its library's size and mtime (importlib.metadata's
+    version lookup costs ~60 ms a start; wasmtime also refuses entries of another build)."""
+    from wasmtime import _ffi
 
-    return version("wasmtime")
+    st = os.stat(_ffi.dll._name)
+    return f"{st.st_size:x}{st.st_mtime_ns:x}"
 
 
 # Post-MVP features real toolchains emit (setjmp/longjmp through exception handling,
