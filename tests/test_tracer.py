@@ -308,6 +308,20 @@ def test_verbose_logs_each_rerouted_exec(box, user, tmp_path):
     assert b"rule probe: " + bytes(box / "emu.sh") + b" ./probe.wasm x" in done.stderr
 
 
+@pytest.mark.parametrize("close", ["exec 0<&-", "exec 1>&-", "exec 0<&- 1>&- 2>&-"])
+def test_descriptors_closed_for_wasmbinfmt_stay_closed_for_the_command(box, user, close):
+    """The tracer's pipes once took the free numbers and became the command's stdio."""
+    script = f'{close}; exec "$@"'
+    native = subprocess.run(["sh", "-c", script, "sh", *user(["./probe.native", "cat"])],
+                            cwd=box, capture_output=True, timeout=TIMEOUT)
+    ours = subprocess.run(["sh", "-c", script, "sh", *user([sys.executable, "-m", "wasmbinfmt",
+                                                             "--", "./probe.native", "cat"])],
+                          cwd=box, capture_output=True, timeout=TIMEOUT)
+    assert (ours.returncode, ours.stdout, ours.stderr) == \
+        (native.returncode, native.stdout, native.stderr)
+    assert native.stderr == (b"" if "2>&-" in close else b"done\n")
+
+
 def test_make_test_under_wasmbinfmt(box, user, fixtures):
     shutil.copytree(ROOT / "tests" / "make", box / "make")
     os.chmod(box / "make", 0o777)

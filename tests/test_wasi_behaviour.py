@@ -56,11 +56,16 @@ def way(request, user, tmp_path):
     else:
         prefix = [sys.executable, "-m", "wasmbinfmt", "--"]
 
-    def run(build, args, *, cwd, extra_env=None, **kwargs):
-        return subprocess.run(user([*prefix, f"./{build}", *args]), cwd=cwd,
-                              env={**env, **(extra_env or {})}, capture_output=True,
-                              timeout=TIMEOUT, **kwargs)
-    return run
+    class Way:
+        def argv(self, build, args):
+            return user([*prefix, f"./{build}", *args])
+
+        def __call__(self, build, args, *, cwd, extra_env=None, **kwargs):
+            return subprocess.run(self.argv(build, args), cwd=cwd,
+                                  env={**env, **(extra_env or {})}, capture_output=True,
+                                  timeout=TIMEOUT, **kwargs)
+    Way.env = env
+    return Way()
 
 
 def native(user, args, *, cwd, **kwargs):
@@ -182,3 +187,56 @@ def test_a_trap_exits_as_under_the_wasmtime_cli_with_one_line(tree, way, user, b
     assert got.stderr.decode().splitlines() == [
         f"wasmbinfmt-wasi: ./{build}: trap: wasm `unreachable` instruction executed"]
     assert "unreachable" in expected.stderr.decode()
+
+
+# ---------------------------------------------------------------------------
+# Closed descriptors and terminals
+
+CLOSED = {
+    "stdin closed": ("cat", "exec 0<&-"),
+    "stdout closed": ("argv", "exec 1>&-"),
+    "stderr closed": ("trap", "exec 2>&-"),
+    "all closed": ("cat", "exec 0<&- 1>&- 2>&-"),
+}
+
+
+@pytest.mark.parametrize("case", CLOSED)
+def test_closed_standard_descriptors_stay_closed_for_the_program(tree, way, case):
+    """Nothing of the runner's (the module, a mapped cache entry, an error line) may land
+    on a descriptor the program was started without."""
+    what, close = CLOSED[case]
+    wrapped = subprocess.run(  # the shell closes them, then execs the runner
+        ["sh", "-c", f'{close}; exec "$@"', "sh", *way.argv("probe.wasm", [what])],
+        cwd=tree / "work", env=way.env, capture_output=True, timeout=TIMEOUT)
+    if what == "cat":  # stdin reads EOF at once, as natively; "done" only if stderr is open
+        assert wrapped.returncode == 0 and wrapped.stdout == b""
+        assert wrapped.stderr == (b"" if "2>&-" in close else b"done\n")
+    elif what == "argv":
+        assert wrapped.returncode == 0 and wrapped.stdout == b""
+    else:
+        assert wrapped.returncode == 134 and wrapped.stdout == wrapped.stderr == b""
+
+
+@pytest.mark.parametrize("build", ["probe.wasm", "probe.zig.wasm"])
+def test_a_terminal_is_inherited_as_natively(tree, way, build):
+    """Input typed at a terminal reaches the program line by line, output goes back."""
+    import pty
+
+    argv = way.argv(build, ["cat"])
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its stdio is the terminal
+        os.chdir(tree / "work")
+        os.execvpe(argv[0], argv, way.env)
+    os.write(fd, b"typed\n\x04")
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the terminal's last user is gone
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert output.replace(b"\r\n", b"\n") == b"typed\ntyped\ndone\n"  # echo, program, stderr

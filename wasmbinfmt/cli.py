@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         # Output piped into `head` and closed: not an error worth a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if sys.stdout is not None:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
         return 130

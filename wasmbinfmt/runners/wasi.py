@@ -26,6 +26,7 @@ import hashlib
 import os
 import sys
 
+from .. import stdio
 from . import wasi_cwd
 
 EXIT_TRAP = 134  # what the wasmtime CLI exits with after a trap
@@ -79,8 +80,13 @@ def parse_args(args: list[str]) -> Options:
 
 
 def _fail(module: str, message: str, status: int) -> int:
-    print(f"wasmbinfmt-wasi: {module}: {message}", file=sys.stderr)
+    _complain(f"{module}: {message}")
     return status
+
+
+def _complain(message: str) -> None:
+    if sys.stderr is not None:  # None: started with fd 2 closed (print would pick stdout)
+        print(f"wasmbinfmt-wasi: {message}", file=sys.stderr)
 
 
 def load_module(engine, wasm: bytes, use_cache: bool):
@@ -139,6 +145,7 @@ def make_engine():
 
 
 def run(options: Options) -> int:
+    closed = stdio.hold_closed()
     try:
         with open(options.module, "rb") as f:
             wasm = f.read()
@@ -167,9 +174,11 @@ def run(options: Options) -> int:
     wasi = WasiConfig()
     wasi.argv = options.argv
     wasi.inherit_env()
-    wasi.inherit_stdin()
-    wasi.inherit_stdout()
-    wasi.inherit_stderr()
+    # A stream closed for us stays closed for the program (reads and writes fail).
+    for fd, inherit in ((0, wasi.inherit_stdin), (1, wasi.inherit_stdout),
+                        (2, wasi.inherit_stderr)):
+        if fd not in closed:
+            inherit()
     for host, guest in options.dirs or wasi_cwd.preopens(cwd or "/", libc_cwd):
         try:
             wasi.preopen_dir(host, guest)
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_args(sys.argv[1:] if argv is None else argv)
     except ValueError as e:
-        print(f"wasmbinfmt-wasi: {e}", file=sys.stderr)
+        _complain(str(e))
         return 2
     return run(options)
 

@@ -25,6 +25,7 @@ import signal
 import sys
 from typing import Callable, NoReturn
 
+from .. import stdio
 from . import kernel
 from .arch import host_arch
 from .seccomp import exec_filter
@@ -38,6 +39,7 @@ EXIT_NOT_FOUND = 127
 def run_traced(command: list[bytes], start_tracer: Callable[[int], None]) -> NoReturn:
     """Exec `command` here, traced by `start_tracer(command_pid)` in a grandchild."""
     command_pid = os.getpid()
+    closed = stdio.hold_closed()  # else our pipes would become the command's stdio
     to_tracer_r, to_tracer_w = os.pipe()
     to_command_r, to_command_w = os.pipe()
     middle = os.fork()
@@ -67,6 +69,7 @@ def run_traced(command: list[bytes], start_tracer: Callable[[int], None]) -> NoR
         if from_tracer.read(1) != b"g":
             _die("the tracer could not attach (see above)", EXIT_CANNOT_TRACE)
     _restore_signals()
+    stdio.release(closed)
     error = kernel.execvp(command)
     _die(f"{os.fsdecode(command[0])}: {error.strerror}",
          EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_RUN)
@@ -156,6 +159,7 @@ def _restore_signals() -> None:
 
 
 def _die(message: str, status: int) -> NoReturn:
-    print(f"wasmbinfmt: {message}", file=sys.stderr)
-    sys.stderr.flush()
+    if sys.stderr is not None:  # started without fd 2
+        print(f"wasmbinfmt: {message}", file=sys.stderr)
+        sys.stderr.flush()
     os._exit(status)
