@@ -15,6 +15,23 @@ RUNNER = [sys.executable, "-m", "wasmbinfmt.runners.wasi"]
 WAT = {
     "trap": '(module (memory (export "memory") 1) (func (export "_start") unreachable))',
     "no-start": '(module (memory (export "memory") 1) (func (export "main")))',
+    # Post-MVP features real toolchains emit, with no flag: exception handling (as
+    # setjmp/longjmp in C), tail calls, SIMD, bulk memory. Exits 7 if all of them work.
+    "features": """(module
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (tag $longjmp (param i32))
+      (func $jump (param i32) (throw $longjmp (local.get 0)))
+      (func $tail (param i32) (result i32) (return_call $lane (local.get 0)))
+      (func $lane (param i32) (result i32)
+        (i32x4.extract_lane 2 (i32x4.add (i32x4.splat (local.get 0)) (v128.const i32x4 0 0 2 0))))
+      (func (export "_start")
+        (memory.fill (i32.const 0) (i32.const 5) (i32.const 16))
+        (block $caught (result i32)
+          (try_table (catch $longjmp $caught) (call $jump (i32.load8_u (i32.const 3))))
+          (unreachable))
+        (call $tail)
+        (call $exit)))""",
     "wali": '(module (import "wali" "SYS_write" (func (param i32))) '
             '(memory (export "memory") 1) (func (export "_start")))',
 }
@@ -56,6 +73,36 @@ def test_exit_status_environment_and_stdin(fixtures, cache_dir):
                env=env).stdout == b"v=1\n"
     done = run([fixtures / "probe.wasm", "cat"], input=b"x\n" * 100000)
     assert done.stdout == b"x\n" * 100000 and done.stderr == b"done\n"
+
+
+def test_post_mvp_features_run_without_flags(tmp_path, cache_dir):
+    done = run([module(tmp_path, "features")])
+    assert done.returncode == 7, done.stderr
+
+
+def test_dir_maps_exactly_what_it_names(fixtures, cache_dir, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "f.txt").write_text("mapped\n")
+    probe = fixtures / "probe.wasm"
+    done = run(["--dir", f"{tmp_path}/data::/data", probe, "read", "/data/f.txt"])
+    assert done.stdout == b"mapped\n"
+    done = run([f"--dir={tmp_path}/data::/data", probe, "read", "/etc/passwd"])
+    assert done.returncode == 1 and done.stdout.startswith(b"fopen /etc/passwd: ")
+    done = run(["--dir", str(tmp_path / "data"), probe, "read", f"{tmp_path}/data/f.txt"])
+    assert done.stdout == b"mapped\n"  # HOST alone: mapped under its own name
+    done = run(["--dir", str(tmp_path / "missing"), probe, "cwd"])
+    assert done.returncode == 126 and b"cannot map directory" in done.stderr
+
+
+def test_the_runner_imports_neither_the_tracer_nor_yaml(fixtures, cache_dir):
+    code = ("import sys, runpy; sys.argv = ['wasmbinfmt-wasi', sys.argv[1]]\n"
+            "try: runpy.run_module('wasmbinfmt.runners.wasi', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('yaml', 'ptrace', "
+            "'wasmbinfmt.trace', 'wasmbinfmt.rules'))))")
+    done = subprocess.run([sys.executable, "-c", code, str(fixtures / "hello.wasm")],
+                          capture_output=True, timeout=60)
+    assert done.stdout.decode().splitlines()[-1] == "[]", done.stderr
 
 
 def test_a_trap_exits_134_with_one_line_naming_module_and_reason(tmp_path, cache_dir):
