@@ -136,17 +136,50 @@ def test_prepare_exports_the_stack_pointer_only_when_seeding():
     assert wasi_cwd.prepare(plain) == (plain, None)
 
 
+SEEDED = """
+(module
+  (import "env" "report" (func $report (param i32)))
+  (memory (export "memory") 1)
+  (global $sp (mut i32) (i32.const 65536))
+  (func (export "chdir") (param i32) (i32.store offset=2048 (i32.const 0) (local.get 0)))
+  (func (export "_start") (local $p i32)
+    (local.set $p (i32.load offset=2048 (i32.const 0)))
+    (call $report (local.get $p))
+    (call $report (global.get $sp))
+    (block $done (loop $next
+      (br_if $done (i32.eqz (i32.load8_u (local.get $p))))
+      (call $report (i32.load8_u (local.get $p)))
+      (local.set $p (i32.add (local.get $p) (i32.const 1)))
+      (br $next))))
+  (data (i32.const 1024) "hello\\00/\\00")
+  (data (i32.const 2048) "\\06\\04\\00\\00"))"""
+
+
+def run_seeded(cwd: str) -> tuple[bool, list[int]]:
+    from wasmbinfmt.runners import capi
+
+    data, libc_cwd = wasi_cwd.prepare(wasmtime.wat2wasm(SEEDED))
+    assert libc_cwd == LibcCwd(2048, True)
+    engine = capi.Engine(())
+    process = capi.WasiProcess(engine, ["seeded"])
+    reported: list[int] = []
+    process.define_func_i32("env", "report", reported.append)
+    process.instantiate(capi.Module.compile(engine, data))
+    seeded = wasi_cwd.seed(process, libc_cwd, cwd)
+    process.call("_start")
+    return seeded, reported
+
+
 def test_seeding_copies_the_cwd_below_the_stack_and_points_the_variable_at_it():
-    data, libc_cwd = wasi_cwd.prepare(module(STORE))
-    engine = wasmtime.Engine()
-    store = wasmtime.Store(engine)
-    exports = wasmtime.Instance(store, wasmtime.Module(engine, data), []).exports(store)
-    assert wasi_cwd.seed(store, exports, libc_cwd, "/home/u/proj")
-    string = exports["getcwd"](store)
+    seeded, (string, stack_pointer, *text) = run_seeded("/home/u/proj")
+    assert seeded and string == stack_pointer  # the stack starts below the string
     assert string % 16 == 0 and 65536 - 32 <= string < 65536 - 12
-    assert exports["__wasmbinfmt_stack_pointer"].value(store) == string
-    assert exports["memory"].read(store, string, string + 13) == b"/home/u/proj\0"
-    assert not wasi_cwd.seed(store, exports, libc_cwd, "/" + "x" * 5000)
+    assert bytes(text) == b"/home/u/proj"
+
+
+def test_a_cwd_too_long_is_not_seeded():
+    seeded, (string, stack_pointer, *text) = run_seeded("/" + "x" * 5000)
+    assert not seeded and (string, stack_pointer, bytes(text)) == (1030, 65536, b"/")
 
 
 @settings(max_examples=300, deadline=None)

@@ -22,12 +22,16 @@ the module's content, wasmtime's version and the engine settings.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 
-from .. import stdio
-from . import wasi_cwd
+try:  # the builtin module: hashlib would load OpenSSL first (~5 ms a start)
+    from _blake2 import blake2b as _blake2b
+except ImportError:  # pragma: no cover - CPython always has it
+    from hashlib import blake2b as _blake2b
+
+from .. import cache, stdio
+from . import capi, wasi_cwd
 
 EXIT_TRAP = 134  # what the wasmtime CLI exits with after a trap
 EXIT_CANNOT_RUN = 126
@@ -89,59 +93,40 @@ def _complain(message: str) -> None:
         print(f"wasmbinfmt-wasi: {message}", file=sys.stderr)
 
 
-def load_module(engine, wasm: bytes, use_cache: bool):
+def load_module(engine: capi.Engine, wasm: bytes, use_cache: bool) -> capi.Module:
     """Compile `wasm`, or load it compiled from the cache."""
-    from wasmtime import Module
-
-    if not use_cache:
-        return Module(engine, wasm)
-    from .. import cache
-
-    directory = cache.cache_dir()
+    directory = cache.cache_dir() if use_cache else None
     if directory is None:
-        return Module(engine, wasm)
-    digest = hashlib.sha256(wasm).hexdigest()
+        return capi.Module.compile(engine, wasm)
+    digest = _blake2b(wasm, digest_size=32).hexdigest()
     modules = os.path.join(directory, "modules")
     entry = os.path.join(modules, f"{digest}-{_wasmtime_build()}-{ENGINE_SETTINGS}.cwasm")
     if cache.is_ours(entry):
         try:
-            module = Module.deserialize_file(engine, entry)
-        except Exception:  # noqa: BLE001 - a damaged entry is rebuilt
+            module = capi.Module.deserialize_file(engine, entry)
+        except capi.WasmtimeError:  # damaged, or another build's: rebuilt
             pass
         else:
             cache.touch(entry)
             return module
-    module = Module(engine, wasm)
+    module = capi.Module.compile(engine, wasm)
     cache.store_bytes(entry, module.serialize())
     cache.trim(modules, cache.size_limit(), keep=entry)
     return module
 
 
 def _wasmtime_build() -> str:
-    """Which wasmtime compiled an entry: its library's size and mtime (importlib.metadata's
-    version lookup costs ~60 ms a start; wasmtime also refuses entries of another build)."""
-    from wasmtime import _ffi
-
-    st = os.stat(_ffi.dll._name)
+    """Which wasmtime compiled an entry: its library's size and mtime (wasmtime also
+    refuses entries of another build)."""
+    st = os.stat(capi.load().path)
     return f"{st.st_size:x}{st.st_mtime_ns:x}"
 
 
 # Post-MVP features real toolchains emit (setjmp/longjmp through exception handling,
 # SIMD, tail calls, ...): on, so that no module needs flags. Part of the cache key.
+ENGINE_FEATURES = ("exceptions", "tail_call", "simd", "bulk_memory", "multi_value",
+                   "reference_types")
 ENGINE_SETTINGS = "exceptions+tailcall+simd+v1"
-
-
-def make_engine():
-    from wasmtime import Config, Engine
-
-    config = Config()
-    config.wasm_exceptions = True
-    config.wasm_tail_call = True
-    config.wasm_simd = True
-    config.wasm_bulk_memory = True
-    config.wasm_multi_value = True
-    config.wasm_reference_types = True
-    return Engine(config)
 
 
 def run(options: Options) -> int:
@@ -151,59 +136,50 @@ def run(options: Options) -> int:
             wasm = f.read()
     except OSError as e:
         return _fail(options.module, e.strerror, EXIT_CANNOT_RUN if e.errno != 2 else 127)
-    from wasmtime import FuncType, Linker, Store, Trap, ValType, WasiConfig, WasmtimeError
-
     cwd = None if options.dirs else _current_directory()
     libc_cwd = None
     if cwd is not None:
         wasm, libc_cwd = wasi_cwd.prepare(wasm)
-    engine = make_engine()
+    try:
+        engine = capi.Engine(ENGINE_FEATURES)
+    except capi.WasmtimeError as e:
+        return _fail(options.module, str(e), EXIT_CANNOT_RUN)
     try:
         module = load_module(engine, wasm, options.cache)
-    except WasmtimeError as e:
+    except capi.WasmtimeError as e:
         return _fail(options.module, f"not a valid WebAssembly module: {_first_line(e)}",
                      EXIT_CANNOT_RUN)
-    for imported in module.imports:
-        if imported.module not in WASI_MODULES:
-            return _fail(options.module, f"imports {imported.module}::{imported.name}, which "
-                         f"this WASI runner does not provide (route such modules to another "
-                         f"emulator)", EXIT_CANNOT_RUN)
-    if not any(export.name == "_start" for export in module.exports):
+    for module_name, name in module.imports():
+        if module_name not in WASI_MODULES:
+            return _fail(options.module, f"imports {module_name}::{name}, which this WASI "
+                         f"runner does not provide (route such modules to another emulator)",
+                         EXIT_CANNOT_RUN)
+    if "_start" not in module.exports():
         return _fail(options.module, "not a WASI command (it exports no _start)",
                      EXIT_CANNOT_RUN)
-    wasi = WasiConfig()
-    wasi.argv = options.argv
-    wasi.inherit_env()
+    process = capi.WasiProcess(engine, options.argv)
     # A stream closed for us stays closed for the program (reads and writes fail).
-    for fd, inherit in ((0, wasi.inherit_stdin), (1, wasi.inherit_stdout),
-                        (2, wasi.inherit_stderr)):
+    for fd, stream in enumerate(("stdin", "stdout", "stderr")):
         if fd not in closed:
-            inherit()
+            process.inherit(stream)
     for host, guest in options.dirs or wasi_cwd.preopens(cwd or "/", libc_cwd):
-        try:
-            wasi.preopen_dir(host, guest)
-        except WasmtimeError:
-            if options.dirs:  # asked for by name; the default layout skips what it cannot open
-                return _fail(options.module, f"cannot map directory {host}", EXIT_CANNOT_RUN)
-    store = Store(engine)
-    store.set_wasi(wasi)
-    linker = Linker(engine)
-    linker.define_wasi()
+        # The default layout skips what it cannot open; --dir asked for it by name.
+        if not process.preopen(host, guest) and options.dirs:
+            return _fail(options.module, f"cannot map directory {host}", EXIT_CANNOT_RUN)
     # wasmtime refuses proc_exit(N) for N >= 126 (an error, exit 1); a native exit(N)
     # gives the caller N & 0xff, so exits are taken over.
-    linker.allow_shadowing = True
     for name in WASI_MODULES:
-        linker.define_func(name, "proc_exit", FuncType([ValType.i32()], []), _proc_exit)
+        process.define_func_i32(name, "proc_exit", _proc_exit)
     try:
-        exports = linker.instantiate(store, module).exports(store)
+        process.instantiate(module)
         if libc_cwd is not None:
-            wasi_cwd.seed(store, exports, libc_cwd, cwd)
-        exports["_start"](store)
+            wasi_cwd.seed(process, libc_cwd, cwd)
+        process.call("_start")
     except _ProcExit as e:
         return e.status
-    except Trap as e:
+    except capi.Trap as e:
         return _fail(options.module, f"trap: {_first_line(e)}", EXIT_TRAP)
-    except WasmtimeError as e:
+    except capi.WasmtimeError as e:
         return _fail(options.module, _first_line(e), EXIT_CANNOT_RUN)
     return 0
 
@@ -234,14 +210,20 @@ def _first_line(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
+    """Run, then exit the process with the program's status (this never returns)."""
     try:
-        options = parse_args(sys.argv[1:] if argv is None else argv)
+        status = run(parse_args(sys.argv[1:] if argv is None else argv))
     except ValueError as e:
         _complain(str(e))
-        return 2
-    return run(options)
+        status = 2
+    # Leave without tearing down the interpreter and wasmtime's store (a few ms of
+    # freeing what the kernel frees anyway); our own output is flushed first.
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

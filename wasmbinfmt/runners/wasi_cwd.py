@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Callable, NamedTuple
+from collections import namedtuple
+from collections.abc import Callable  # not typing: ~15 ms a start
 
 from .. import wasm
 
@@ -46,9 +47,9 @@ STACK_POINTER_EXPORT = "__wasmbinfmt_stack_pointer"
 LONGEST_SEEDED_CWD = 4096  # PATH_MAX; a longer cwd is left unseeded
 
 
-class LibcCwd(NamedTuple):
-    address: int  # of wasi-libc's ``char *__wasilibc_cwd``
-    resolves_paths: bool  # chdir is linked: relative paths go through it
+# address: of wasi-libc's ``char *__wasilibc_cwd``;
+# resolves_paths: chdir is linked, relative paths go through it
+LibcCwd = namedtuple("LibcCwd", "address resolves_paths")
 
 
 def find_libc_cwd(data: bytes) -> LibcCwd | None:
@@ -100,19 +101,20 @@ def preopens(cwd: str, libc_cwd: LibcCwd | None,
     return mapped
 
 
-def seed(store, exports, libc_cwd: LibcCwd, cwd: str) -> bool:
-    """Point the module's ``__wasilibc_cwd`` at a copy of `cwd` below its stack."""
-    encoded = cwd.encode("utf-8", "surrogateescape") + b"\0"
-    stack_pointer = exports.get(STACK_POINTER_EXPORT)
-    memory = exports.get("memory")
-    if len(encoded) > LONGEST_SEEDED_CWD or stack_pointer is None or memory is None:
-        return False
-    from wasmtime import Val
+def seed(process, libc_cwd: LibcCwd, cwd: str) -> bool:
+    """Point the module's ``__wasilibc_cwd`` at a copy of `cwd` below its stack
+    (`process`: a capi.WasiProcess, instantiated, not started)."""
+    from .capi import EXTERN_GLOBAL, EXTERN_MEMORY
 
-    string = (stack_pointer.value(store) - len(encoded)) & ~15
+    encoded = cwd.encode("utf-8", "surrogateescape") + b"\0"
+    if len(encoded) > LONGEST_SEEDED_CWD or not process.has_export(
+            STACK_POINTER_EXPORT, EXTERN_GLOBAL) or not process.has_export("memory",
+                                                                         EXTERN_MEMORY):
+        return False
+    string = (process.global_i32(STACK_POINTER_EXPORT) - len(encoded)) & ~15
     if string <= 0:
         return False
-    memory.write(store, encoded, string)
-    stack_pointer.set_value(store, Val.i32(string))
-    memory.write(store, struct.pack("<I", string), libc_cwd.address)
+    process.write_memory("memory", string, encoded)
+    process.set_global_i32(STACK_POINTER_EXPORT, string)
+    process.write_memory("memory", libc_cwd.address, struct.pack("<I", string))
     return True
