@@ -1,4 +1,4 @@
-"""wasmbinfmt-wasi: run a WASI command module like a native program (work in progress).
+"""wasmbinfmt-wasi: run a WASI command module like a native program (docs/wasi.md).
 
     wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache] [--] MODULE [ARGS...]
 
@@ -10,14 +10,16 @@ inherited. Unless ``--dir`` names what to map, absolute paths see the host's
 ``/`` and relative ones the current directory, as far as the module's libc
 allows: see wasi_cwd.py.
 
-Exit status: the program's ``proc_exit`` code; 134 after a trap (as the
+Exit status: the program's ``proc_exit`` code, & 0xff as natively; 134 after a trap (as the
 wasmtime CLI), with one line naming the module and the trap; 126 for a file
 that is not a runnable WASI command (invalid, no ``_start``, or importing
 what this runner does not provide, such as ``wali``); 127 for a module
 that does not exist.
 
 Compiled modules are cached (see wasmbinfmt/cache.py for where), keyed by
-the module's content, wasmtime's version and the engine settings.
+the module's content, wasmtime's build and the engine settings. wasmtime is
+called through capi.py, not the wasmtime package's Python API (whose import
+alone would triple a small program's run time).
 """
 
 from __future__ import annotations
