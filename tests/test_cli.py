@@ -94,6 +94,15 @@ def test_which_extension_rule_uses_path_as_given_and_P(env, tmp_path):
     assert "emulator missing" in done.stderr or os.path.exists("/usr/bin/lua")
 
 
+def test_which_tells_wali_modules_from_wasi_ones_by_their_imports(fixtures, env, tmp_path):
+    from test_wasm import wali_shaped
+
+    (tmp_path / "w.wasm").write_bytes(wali_shaped())
+    done = wasmbinfmt("which", str(tmp_path / "w.wasm"), str(fixtures / "hello.wasm"), env=env)
+    heads = [line.split(" (")[0] for line in done.stdout.splitlines() if not line.startswith(" ")]
+    assert heads == [f"{tmp_path}/w.wasm: wali", f"{fixtures}/hello.wasm: wasm"]
+
+
 def test_which_runs_detectors(env, tmp_path):
     yes = write(tmp_path / "yes.sh", "#!/bin/sh\ncase $1 in *good*) exit 0;; esac; exit 1\n")
     os.chmod(yes, 0o755)

@@ -237,6 +237,12 @@ def test_rules_yaml_structured_and_binfmt_forms():
     ("rules:\n  - binfmt: ':a:M::ab::/x:'\n    magic: cd\n", 3, "magic", "combined"),
     ("rules:\n  - binfmt: ':a:M::ab::/x:'\n  - binfmt: ':a:E::c::/y:'\n", 3, "name",
      "already used on line 2"),
+    ("rules:\n  - name: a\n    magic: ab\n    interpreter: /x\n    wasm-imports: []\n",
+     5, "wasm-imports", "a list of the import module names"),
+    ("rules:\n  - name: a\n    magic: ab\n    interpreter: /x\n    wasm-imports: ['']\n",
+     5, "wasm-imports", "none empty"),
+    ("rules:\n  - name: a\n    magic: ab\n    interpreter: /x\n    wasm-imports: wali\n",
+     5, "wasm-imports", "list of strings"),
     ("rules: {a: 1}\n", 1, "rules", "must be a list"),
     ("colour: red\n", 1, "colour", "unknown key"),
     ("rules:\n  - [a]\n", 2, None, "must be a mapping"),
@@ -250,6 +256,15 @@ def test_rules_yaml_errors_name_line_and_key(body, line, field, reason):
         "/home/u/.config/wasmbinfmt/rules.yaml", line, field)
     assert reason in str(error)
     assert str(error).startswith(f"/home/u/.config/wasmbinfmt/rules.yaml:{line}: ")
+
+
+def test_rules_yaml_wasm_imports_in_both_forms():
+    body = ("rules:\n  - {name: wali, magic: '\\x00asm', interpreter: /iwasm, "
+            "wasm-imports: [wali, wali_ext]}\n"
+            "  - {binfmt: ':w2:M::\\x00asm::/iwasm:', wasm-imports: [wali]}\n")
+    rules, errors = parse_rules_yaml(body, "r.yaml")
+    assert errors == [] and [r.wasm_imports for r in rules] == [("wali", "wali_ext"), ("wali",)]
+    assert all(r.conditional for r in rules)
 
 
 def test_rules_yaml_keeps_good_rules_beside_bad_ones():

@@ -73,6 +73,15 @@ def test_detector_must_confirm():
     assert m.match(b"x", WASM, confirm=lambda r: False) is wasi
 
 
+def test_wasm_imports_rules_are_conditional_like_detectors():
+    wali = make_rule(name="wali", kind="M", magic=b"\0asm", interpreter="/iwasm",
+                     wasm_imports=("wali",))
+    wasi = make_rule(name="wasi", kind="M", magic=b"\0asm", interpreter="/wasmtime")
+    m = Matcher([wali, wasi])
+    assert m.match(b"x", WASM) is wasi
+    assert m.match(b"x", WASM, confirm=lambda r: r.name == "wali") is wali
+
+
 def reference_match(rules, path, header):
     """The kernel's search_binfmt_handler, written plainly: the first enabled rule that matches."""
     buf = header[:256].ljust(256, b"\0")

@@ -308,6 +308,26 @@ def test_verbose_logs_each_rerouted_exec(box, user, tmp_path):
     assert b"rule probe: " + bytes(box / "emu.sh") + b" ./probe.wasm x" in done.stderr
 
 
+def test_wali_and_wasi_modules_in_one_tree_go_to_their_own_emulators(box, user, tmp_path):
+    """WALI and WASI modules share their first 8 bytes: the wali rule reads the imports."""
+    from test_wasm import wali_shaped
+
+    (box / "w.wasm").write_bytes(wali_shaped())
+    (box / "wali-runtime.sh").write_text('#!/bin/sh\necho "WALI runtime: $*"\n')
+    for name in ("w.wasm", "wali-runtime.sh"):
+        os.chmod(box / name, 0o755)
+    rules = box / "rules.yaml"  # replaces the default wali rule (iwasm) by name
+    rules.write_text(f"rules:\n  - {{name: wali, magic: '\\x00asm', wasm-imports: [wali], "
+                     f"interpreter: {box}/wali-runtime.sh}}\n")
+    done = wasmbinfmt(user, ["--rules", str(rules), "--", "sh", "-c",
+                             "./w.wasm a; ./probe.wasm b; ./probe.native c"], cwd=box)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == [
+        "WALI runtime: ./w.wasm a",
+        "argc=2", "argv[0]=./probe.wasm", "argv[1]=b",
+        "argc=2", "argv[0]=./probe.native", "argv[1]=c"]
+
+
 @pytest.mark.parametrize("close", ["exec 0<&-", "exec 1>&-", "exec 0<&- 1>&- 2>&-"])
 def test_descriptors_closed_for_wasmbinfmt_stay_closed_for_the_command(box, user, close):
     """The tracer's pipes once took the free numbers and became the command's stdio."""

@@ -222,3 +222,56 @@ def test_otherwise_cwd_ancestors_and_the_top_level_directories_not_shadowed():
                                **fake_fs(["usr", "tmp", "lib", "vmlinuz", "home"], {"lib"}))
     assert layout == [("/home/u/p", "."), ("/home/u", ".."), ("/home", "../.."), ("/", "../../.."),
                       ("/home", "/home"), ("/tmp", "/tmp"), ("/usr", "/usr")]
+
+
+# ---------------------------------------------------------------------------
+# The import modules, from the start of a file (the wasm-imports rule condition)
+
+def wali_shaped(types: int = 80, module: str = "wali") -> bytes:
+    """Like a real WALI program: many function types first, so that the imports sit
+    hundreds of bytes in, beyond binfmt_misc's 256."""
+    signatures = [f"(type (func (param {' '.join(['i32'] * (n % 9))} {' '.join(['i64'] * (n // 9))})))"
+                  for n in range(types)]
+    return wasmtime.wat2wasm(f"""(module {' '.join(signatures)}
+        (import "{module}" "SYS_write" (func (param i32 i32 i32) (result i64)))
+        (import "{module}" "SYS_exit" (func (param i32)))
+        (import "env" "memory" (memory 1 2))
+        (import "env" "table" (table 1 funcref))
+        (import "env" "g" (global (mut i32)))
+        (func (export "_start")))""")
+
+
+def test_import_modules_past_a_large_type_section():
+    data = wali_shaped()
+    assert data.find(b"wali") > 500
+    assert wasm.import_modules(data) == (frozenset({"wali", "env"}), True)
+
+
+def test_no_import_section_is_a_complete_empty_answer():
+    data = wasmtime.wat2wasm('(module (func (export "_start")))')
+    assert wasm.import_modules(data) == (frozenset(), True)
+
+
+def test_a_cut_import_section_gives_what_was_read_as_incomplete():
+    data = wali_shaped()
+    cut = data.find(b"SYS_exit")
+    names, complete = wasm.import_modules(data[:cut])
+    assert names == {"wali"} and not complete
+    assert wasm.import_modules(data[:100]) == (frozenset(), False)  # still in the types
+    assert wasm.import_modules(b"\0asm\x0d\0\x01\0") == (frozenset(), False)  # a component
+
+
+def test_a_type_section_claiming_gigabytes_is_skipped_not_read():
+    claim = wasm.MAGIC + bytes([wasm.TYPE_SECTION]) + wasm.uleb(3 << 30) + b"\0" * 64
+    assert wasm.import_modules(claim) == (frozenset(), False)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_import_modules_on_damaged_modules_never_raises(draw):
+    data = bytearray(wali_shaped(types=draw.draw(st.integers(0, 40))))
+    for _ in range(draw.draw(st.integers(0, 8))):
+        at = draw.draw(st.integers(0, len(data) - 1))
+        data[at] = draw.draw(st.integers(0, 255))
+    names, complete = wasm.import_modules(bytes(data[:draw.draw(st.integers(0, len(data)))]))
+    assert isinstance(names, frozenset) and isinstance(complete, bool)

@@ -1,4 +1,5 @@
-"""Looking at files the way exec handlers do: the first 256 bytes, and binfmt-support detectors."""
+"""Looking at files the way exec handlers do: the first 256 bytes; and what conditional rules
+ask for: a wasm module's imports, binfmt-support detectors."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from .rules import HEADER_SIZE, Rule
 
 DETECTOR_TIMEOUT = 10  # seconds a binfmt-support detector may take
 HEADER_CACHE_SIZE = 4096
+# How much of a wasm module a wasm-imports rule reads, whatever the module says: real
+# WALI programs have their imports 500-900 bytes in; larger type sections may not fit.
+IMPORTS_READ_LIMIT = 8192
 
 
 def read_header(path: str | bytes, follow_symlinks: bool = True,
@@ -32,17 +36,36 @@ def read_header(path: str | bytes, follow_symlinks: bool = True,
         header = cache.get(key)
         if header is not None:
             return header
-    flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW)
-    try:
-        header = os.pread(fd, HEADER_SIZE, 0)
-    finally:
-        os.close(fd)
+    header = _read_start(path, HEADER_SIZE, follow_symlinks)
     if cache is not None:
         if len(cache) >= HEADER_CACHE_SIZE:
             cache.clear()
         cache[key] = header
     return header
+
+
+def _read_start(path: str | bytes, size: int, follow_symlinks: bool = True) -> bytes:
+    flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW)
+    try:
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+
+
+def confirm(rule: Rule, path: str | bytes, follow_symlinks: bool = True) -> bool:
+    """Whether a conditional rule that matched by magic also wants the file (regular:
+    read_header checked): it imports from one of `wasm_imports`, its detector agrees."""
+    if rule.wasm_imports:
+        try:
+            start = _read_start(path, IMPORTS_READ_LIMIT, follow_symlinks)
+        except OSError:
+            return False
+        from .wasm import import_modules  # only for rules that ask
+
+        if not import_modules(start)[0] & set(rule.wasm_imports):
+            return False
+    return rule.detector is None or run_detector(rule, path)
 
 
 def run_detector(rule: Rule, path: str | bytes) -> bool:
@@ -78,11 +101,12 @@ class Inspector:
 
     def __call__(self, name: bytes, first: bool) -> FileKind | None:
         path = self.locate(name)
+        follow = not (first and self.nofollow_first)
         try:
-            header = read_header(path, not (first and self.nofollow_first), self.headers)
+            header = read_header(path, follow, self.headers)
         except OSError:
             return None
-        kind = classify(self.matcher, name, header, lambda rule: run_detector(rule, path))
+        kind = classify(self.matcher, name, header, lambda rule: confirm(rule, path, follow))
         if kind is None or not self.executable(path, first):
             return None
         return kind

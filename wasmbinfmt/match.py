@@ -73,14 +73,15 @@ class Matcher:
               confirm: Callable[[Rule], bool] | None = None) -> Rule | None:
         """The rule that handles the file, or None.
 
-        A rule with a ``detector`` matches only if `confirm(rule)` says so (the
-        caller runs the detector); without `confirm` such rules are passed over.
+        A conditional rule (a ``detector``, ``wasm_imports``) matches only if
+        `confirm(rule)` says so (the caller reads the file or runs the detector);
+        without `confirm` such rules are passed over.
         """
         found = self._indexes(path, header)
         if not found:
             return None
         for index in sorted(found):
             rule = self.rules[index]
-            if rule.detector is None or (confirm is not None and confirm(rule)):
+            if not rule.conditional or (confirm is not None and confirm(rule)):
                 return rule
         return None

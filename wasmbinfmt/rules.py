@@ -89,8 +89,16 @@ class Rule(NamedTuple):
     env: tuple[tuple[str, str], ...] = ()  # set for the emulator only
     enabled: bool = True
     detector: str | None = None  # Debian binfmt-support: a program that must accept the file
+    # A core wasm module matches only if it imports from one of these modules (its import
+    # section, beyond binfmt_misc's 256 bytes, is read: wasm.import_modules).
+    wasm_imports: tuple[str, ...] = ()
     origin: Origin | None = None  # where it was written: not part of its value
     spelling: Spelling | None = None  # how it was written: not part of its value
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the magic is not enough: a detector or the wasm imports must agree."""
+        return self.detector is not None or bool(self.wasm_imports)
 
     def _value(self) -> tuple:
         return self[:-2]
@@ -384,9 +392,9 @@ def _pick_delimiter(plain_fields: list[bytes], preferred: bytes) -> bytes:
 
 def format_registration(rule: Rule) -> str:
     """The registration line for `rule`; a parsed line comes back byte for byte."""
-    if rule.args or rule.env or rule.detector or not rule.enabled:
-        raise RuleError(f"rule {rule.name!r} uses args, env, enabled or detector, which a "
-                        "binfmt_misc line cannot express", field="line")
+    if rule.args or rule.env or rule.conditional or not rule.enabled:
+        raise RuleError(f"rule {rule.name!r} uses args, env, enabled, detector or wasm-imports, "
+                        "which a binfmt_misc line cannot express", field="line")
     sp = rule.spelling or Spelling()
     name, interpreter, extension = map(os.fsencode, (rule.name, rule.interpreter, rule.extension))
     d = _pick_delimiter([name, interpreter, extension], os.fsencode(sp.delimiter))

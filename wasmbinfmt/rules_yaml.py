@@ -26,8 +26,8 @@ from .rules import (
 )
 
 _STRUCTURED_KEYS = {"name", "magic", "mask", "offset", "extension", "interpreter", "flags",
-                    "args", "env", "enabled", "detector"}
-_BINFMT_KEYS = {"binfmt", "args", "env", "enabled", "detector"}
+                    "args", "env", "enabled", "detector", "wasm-imports"}
+_BINFMT_KEYS = {"binfmt", "args", "env", "enabled", "detector", "wasm-imports"}
 _TOP_KEYS = {"rules"}
 
 
@@ -144,6 +144,12 @@ def _rule(doc: _Doc, node: yaml.Node) -> Rule:
         extra["enabled"] = doc.boolean(keys["enabled"][1], "enabled")
     if "detector" in keys:
         extra["detector"] = doc.string(keys["detector"][1], "detector")
+    if "wasm-imports" in keys:
+        value = keys["wasm-imports"][1]
+        extra["wasm_imports"] = doc.string_list(value, "wasm-imports")
+        if not extra["wasm_imports"] or not all(extra["wasm_imports"]):
+            raise doc.error(value, "a list of the import module names that select the rule "
+                                   "(e.g. [wali]), none empty", "wasm-imports")
 
     if "binfmt" in keys:
         mixed = sorted(set(keys) - _BINFMT_KEYS)

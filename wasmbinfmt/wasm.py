@@ -12,6 +12,9 @@ import struct
 from collections import namedtuple  # not typing: ~15 ms, on the WASI runner's path
 
 MAGIC = b"\0asm\x01\0\0\0"
+CUSTOM_SECTION = 0
+TYPE_SECTION = 1
+IMPORT_SECTION = 2
 EXPORT_SECTION = 7
 GLOBAL_SECTION = 6
 CODE_SECTION = 10
@@ -192,3 +195,73 @@ def pointers_to_string(segments: list[tuple[int, bytes]], string: bytes,
                     found.append(address + at)
                 at = contents.find(word, at + 1)
     return sorted(found)
+
+
+def import_modules(prefix: bytes) -> tuple[frozenset[str], bool]:
+    """The module names a core module imports from, found in `prefix` (the start of
+    the file), and whether that is all of them (False: the import section runs past
+    the prefix, or the prefix is not a valid start of a module).
+
+    Sections before the imports (custom sections, types) are skipped by their
+    size without being read, so only the import section itself must fit.
+    """
+    names: set[str] = set()
+    if prefix[:8] != MAGIC:
+        return frozenset(), False
+    pos = 8
+    try:
+        while pos < len(prefix):
+            section_id = prefix[pos]
+            size, body = read_uleb(prefix, pos + 1)
+            if section_id == IMPORT_SECTION:
+                end = body + size
+                count, pos = read_uleb(prefix, body)
+                for _ in range(count):
+                    module, pos = _name(prefix, pos)
+                    names.add(module)
+                    _, pos = _name(prefix, pos)
+                    pos = _skip_import_description(prefix, pos)
+                return frozenset(names), pos == end
+            if section_id not in (CUSTOM_SECTION, TYPE_SECTION):
+                return frozenset(), True  # past where imports would be: there are none
+            pos = body + size
+    except (WasmFormatError, IndexError):
+        pass
+    return frozenset(names), False
+
+
+def _name(data: bytes, pos: int) -> tuple[str, int]:
+    length, pos = read_uleb(data, pos)
+    if pos + length > len(data):
+        raise WasmFormatError("name runs past the data")
+    return data[pos:pos + length].decode("utf-8", "replace"), pos + length
+
+
+def _limits(data: bytes, pos: int) -> int:
+    flags, pos = read_uleb(data, pos)
+    _, pos = read_uleb(data, pos, 10)
+    if flags & 1:
+        _, pos = read_uleb(data, pos, 10)
+    return pos
+
+
+def _skip_import_description(data: bytes, pos: int) -> int:
+    kind = data[pos]
+    pos += 1
+    if kind == 0:  # function: a type index
+        return read_uleb(data, pos)[1]
+    if kind == 1:  # table: reference type, limits
+        return _limits(data, _skip_value_type(data, pos))
+    if kind == 2:  # memory: limits
+        return _limits(data, pos)
+    if kind == 3:  # global: value type, mutability
+        return _skip_value_type(data, pos) + 1
+    if kind == 4:  # tag: attribute, type index
+        return read_uleb(data, pos + 1)[1]
+    raise WasmFormatError(f"unknown import kind {kind}")
+
+
+def _skip_value_type(data: bytes, pos: int) -> int:
+    if data[pos] in (0x63, 0x64):  # (ref null? heaptype): a signed LEB heap type follows
+        return read_sleb32(data, pos + 1)[1]
+    return pos + 1
