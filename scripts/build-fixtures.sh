@@ -1,7 +1,8 @@
 #!/bin/sh
 # Build the test programs in tests/fixtures/src into tests/fixtures/build:
 #   portable/*.c  for wasm32-wasi with Debian's wasi-libc (NAME.wasm) and with zig's current
-#                 one (NAME.zig.wasm), the host (NAME.native) and aarch64 (NAME.aarch64);
+#                 one (NAME.zig.wasm), the host (NAME.native), aarch64 (NAME.aarch64, Debian's
+#                 cross gcc) and riscv64 (NAME.riscv64, zig's, static musl);
 #                 probe.c also without chdir (probe-nochdir.wasm, probe-nochdir.zig.wasm)
 #   native/*.c    for the host only (NAME)
 # Needs (Debian): clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc gcc-aarch64-linux-gnu
@@ -25,6 +26,10 @@ for c in "$src"/portable/*.c; do
     fi
     if stale "$out/$name.native" "$c"; then
         cc -Os -o "$out/$name.native" "$c" -lm
+    fi
+    if stale "$out/$name.riscv64" "$c"; then
+        "${PYTHON:-python3}" -m ziglang cc -target riscv64-linux-musl -static -Os \
+            -o "$out/$name.riscv64" "$c"
     fi
     if stale "$out/$name.aarch64" "$c"; then
         aarch64-linux-gnu-gcc -static -Os -o "$out/$name.aarch64" "$c" -lm

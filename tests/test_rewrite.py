@@ -52,6 +52,28 @@ def test_empty_argv_gets_the_kernels_empty_argv0():
     assert run(b"p", [], files)[1] == [b"/emu", b"p"]
 
 
+QEMU = rule(":qemu:M::\\x7fELF::/usr/bin/qemu-aarch64:P", args=("-cpu", "max"),
+            argv0_option="-0")
+
+
+def test_argv0_option_moves_argv0_before_the_path_as_qemu_wants_it():
+    assert run(b"./prog", [b"my-name", b"a"], {b"./prog": FileKind(QEMU)}) == (
+        b"/usr/bin/qemu-aarch64",
+        [b"/usr/bin/qemu-aarch64", b"-cpu", b"max", b"-0", b"my-name", b"./prog", b"a"])
+    # An empty argv: the "" Linux gives it.
+    assert run(b"./prog", [], {b"./prog": FileKind(QEMU)})[1] == [
+        b"/usr/bin/qemu-aarch64", b"-cpu", b"max", b"-0", b"", b"./prog"]
+
+
+def test_argv0_option_in_a_chain_takes_the_previous_interpreters_name():
+    """A #! script run by a foreign interpreter: qemu is told the script's #! name."""
+    files = {b"./s": FileKind(script=(b"/x/foreign-sh", None)),
+             b"/x/foreign-sh": FileKind(QEMU)}
+    assert run(b"./s", [b"s", b"a"], files)[1] == [
+        b"/usr/bin/qemu-aarch64", b"-cpu", b"max", b"-0", b"/x/foreign-sh", b"/x/foreign-sh",
+        b"./s", b"a"]
+
+
 def test_argv_only_ever_changes_at_the_front():
     argv = Argv().remove_arg_zero().push_front(b"i", b"p").remove_arg_zero().push_front(b"j")
     assert argv == Argv((b"j", b"p"), 1)

@@ -37,16 +37,20 @@ exec "${0%/*}/probe.native" "$@"
 """
 
 
+FIXTURES = ("probe.wasm", "probe.native", "probe.aarch64", "probe.riscv64", "execer",
+            "hello.wasm")
+
+
 @pytest.fixture
 def box(fixtures):
     """A directory every user can use, with the fixture programs and an argv-printing emulator."""
     path = Path(tempfile.mkdtemp(prefix="wasmbinfmt-test-"))
     os.chmod(path, 0o777)
-    for name in ("probe.wasm", "probe.native", "execer", "hello.wasm"):
+    for name in FIXTURES:
         shutil.copy(fixtures / name, path / name)
     (path / "emu.sh").write_text(EMULATOR)
     (path / "runtime.sh").write_text(NATIVE_RUNTIME)
-    for name in ("probe.wasm", "probe.native", "execer", "hello.wasm", "emu.sh", "runtime.sh"):
+    for name in (*FIXTURES, "emu.sh", "runtime.sh"):
         os.chmod(path / name, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -306,6 +310,42 @@ def test_verbose_logs_each_rerouted_exec(box, user, tmp_path):
     done = wasmbinfmt(user, ["-v", "--no-default-rules", "--rule", rule, "--",
                              "./probe.wasm", "x"], cwd=box)
     assert b"rule probe: " + bytes(box / "emu.sh") + b" ./probe.wasm x" in done.stderr
+
+
+# ---------------------------------------------------------------------------
+# Foreign-architecture ELF through the real qemu-user
+
+@pytest.mark.parametrize("arch", ["aarch64", "riscv64"])
+def test_the_machines_qemu_rules_run_foreign_elf_as_natively(box, user, arch):
+    """--system: Debian's qemu binfmt.d lines, with their -binfmt-P interpreters (P)."""
+    if not os.path.exists(f"/usr/lib/binfmt.d/qemu-{arch}.conf"):
+        pytest.skip("Debian's qemu-user-binfmt is not installed")
+    argv = ["./execer", "execve", f"./probe.{arch}", "my-name", "--help", "x y"]
+    native = subprocess.run(user(["./execer", "execve", "./probe.native", "my-name", "--help",
+                                  "x y"]), cwd=box, capture_output=True, timeout=TIMEOUT)
+    ours = wasmbinfmt(user, ["--system", "--", *argv], cwd=box)
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout == native.stdout and b"argv[0]=my-name" in native.stdout
+    alone = subprocess.run(user(argv), cwd=box, capture_output=True, timeout=TIMEOUT)
+    assert alone.stdout == b"errno=8\n"  # ENOEXEC: the kernel has no rule for it here
+
+
+def test_a_rules_yaml_qemu_gets_argv0_through_its_option(box, user):
+    qemu = shutil.which("qemu-aarch64")
+    if qemu is None:
+        pytest.skip("qemu-user is not installed")
+    rules = box / "qemu.yaml"
+    rules.write_text(  # Debian's qemu-aarch64 magic and mask (static and static-pie)
+        "rules:\n  - name: aarch64\n"
+        "    magic: '\\x7fELF\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00"
+        "\\x02\\x00\\xb7\\x00'\n"
+        "    mask: '\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff"
+        "\\xff\\xff\\xfe\\xff\\xff\\xff'\n"
+        f"    interpreter: {qemu}\n    flags: P\n    argv0-option: '-0'\n")
+    done = wasmbinfmt(user, ["--no-default-rules", "--rules", str(rules), "--", "./execer",
+                             "execve", "./probe.aarch64", "my-name", "a"], cwd=box)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == ["argc=2", "argv[0]=my-name", "argv[1]=a"]
 
 
 def test_wali_and_wasi_modules_in_one_tree_go_to_their_own_emulators(box, user, tmp_path):

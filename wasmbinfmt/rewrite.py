@@ -4,6 +4,8 @@ For ``execve(path, [a0, a1, ...])`` matched by a rule with interpreter I:
 
 - without P: ``[I, *args, path, a1, ...]``  (a0 is dropped)
 - with P:    ``[I, *args, path, a0, a1, ...]``
+- with P and an ``argv0_option`` O (ours, for qemu-user's ``-0``):
+  ``[I, *args, O, a0, path, a1, ...]``
 
 ``path`` is the file name exactly as the caller passed it (relative stays
 relative); for ``execveat`` it is the name the kernel builds (exec_filename).
@@ -116,24 +118,38 @@ class Argv(NamedTuple):
 
     Only the front of argv ever changes during interpreter rewrites, so the
     caller's strings are never copied: `skip` counts those dropped from the
-    front (remove_arg_zero), `head` holds what was put in front. (For an
-    empty argv the tracer supplies the "" that Linux >= 5.18 puts there.)
+    front (remove_arg_zero), `head` holds what was put in front. An int in
+    `head` is the caller's string of that index, moved (take_arg_zero). (For
+    an empty argv the tracer supplies the "" that Linux >= 5.18 puts there.)
     """
 
-    head: tuple[bytes, ...] = ()
+    head: tuple[bytes | int, ...] = ()
     skip: int = 0
 
     def remove_arg_zero(self) -> "Argv":
+        return self.take_arg_zero()[1]
+
+    def take_arg_zero(self) -> tuple[bytes | int, "Argv"]:
+        """argv[0] (a string, or the caller's index) and the argv without it."""
         if self.head:
-            return Argv(self.head[1:], self.skip)
-        return Argv((), self.skip + 1)
+            return self.head[0], Argv(self.head[1:], self.skip)
+        return self.skip, Argv((), self.skip + 1)
 
     def push_front(self, *strings: bytes) -> "Argv":
         return Argv(tuple(strings) + self.head, self.skip)
 
     def build(self, caller: Sequence[bytes]) -> list[bytes]:
         """The whole argv, given the caller's strings (for tests and logs)."""
-        return [*self.head, *(caller or [b""])[self.skip:]]
+        caller = caller or [b""]
+        return [caller_string(caller, s) for s in self.head] + list(caller[self.skip:])
+
+
+def caller_string(caller: Sequence, item: bytes | int):
+    """An item of Argv.head: itself, or the caller's argv entry it refers to ("" past the
+    end: the argv[0] Linux gives an empty argv)."""
+    if isinstance(item, bytes):
+        return item
+    return caller[item] if item < len(caller) else b""
 
 
 class FileKind(NamedTuple):
@@ -201,10 +217,16 @@ def resolve_exec(path: bytes, inspect: Callable[[bytes, bool], FileKind | None],
             return Fail(errno.ENOENT)  # what the kernel answers for a rule and for #! alike
         if kind.rule is not None:
             rule = kind.rule
-            if not rule.preserve_argv0:
-                argv = argv.remove_arg_zero()
             interpreter = os.fsencode(rule.interpreter)
-            argv = argv.push_front(interpreter, *map(os.fsencode, rule.args), current)
+            args = tuple(map(os.fsencode, rule.args))
+            if rule.argv0_option is not None:
+                arg0, argv = argv.take_arg_zero()
+                argv = argv.push_front(interpreter, *args, os.fsencode(rule.argv0_option), arg0,
+                                       current)
+            else:
+                if not rule.preserve_argv0:
+                    argv = argv.remove_arg_zero()
+                argv = argv.push_front(interpreter, *args, current)
             env += tuple((os.fsencode(k), os.fsencode(v)) for k, v in rule.env)
             applied += (rule,)
             current = interpreter

@@ -92,6 +92,9 @@ class Rule(NamedTuple):
     # A core wasm module matches only if it imports from one of these modules (its import
     # section, beyond binfmt_misc's 256 bytes, is read: wasm.import_modules).
     wasm_imports: tuple[str, ...] = ()
+    # With P: the emulator takes argv[0] as this option (qemu-user: -0) before the path,
+    # rather than after it (the kernel's P, which only a -binfmt-P emulator reads).
+    argv0_option: str | None = None
     origin: Origin | None = None  # where it was written: not part of its value
     spelling: Spelling | None = None  # how it was written: not part of its value
 
@@ -392,9 +395,9 @@ def _pick_delimiter(plain_fields: list[bytes], preferred: bytes) -> bytes:
 
 def format_registration(rule: Rule) -> str:
     """The registration line for `rule`; a parsed line comes back byte for byte."""
-    if rule.args or rule.env or rule.conditional or not rule.enabled:
-        raise RuleError(f"rule {rule.name!r} uses args, env, enabled, detector or wasm-imports, "
-                        "which a binfmt_misc line cannot express", field="line")
+    if rule.args or rule.env or rule.conditional or rule.argv0_option or not rule.enabled:
+        raise RuleError(f"rule {rule.name!r} uses args, env, enabled, detector, wasm-imports or "
+                        "argv0-option, which a binfmt_misc line cannot express", field="line")
     sp = rule.spelling or Spelling()
     name, interpreter, extension = map(os.fsencode, (rule.name, rule.interpreter, rule.extension))
     d = _pick_delimiter([name, interpreter, extension], os.fsencode(sp.delimiter))

@@ -26,8 +26,9 @@ from .rules import (
 )
 
 _STRUCTURED_KEYS = {"name", "magic", "mask", "offset", "extension", "interpreter", "flags",
-                    "args", "env", "enabled", "detector", "wasm-imports"}
-_BINFMT_KEYS = {"binfmt", "args", "env", "enabled", "detector", "wasm-imports"}
+                    "args", "env", "enabled", "detector", "wasm-imports", "argv0-option"}
+_BINFMT_KEYS = {"binfmt", "args", "env", "enabled", "detector", "wasm-imports",
+                "argv0-option"}
 _TOP_KEYS = {"rules"}
 
 
@@ -132,6 +133,14 @@ def _latin1_decode(text: str, key: str) -> bytes:
     return bytes(out)
 
 
+def _checked(doc: _Doc, keys: dict, rule: Rule) -> Rule:
+    """Checks across keys, once the rule is whole."""
+    if rule.argv0_option is not None and not rule.preserve_argv0:
+        raise doc.error(keys["argv0-option"][1], "passes the argv[0] that the P flag keeps: "
+                                                 "give the rule flags: P", "argv0-option")
+    return rule
+
+
 def _rule(doc: _Doc, node: yaml.Node) -> Rule:
     keys = doc.mapping(node, "a rule", _STRUCTURED_KEYS | _BINFMT_KEYS)
     origin = Origin(doc.source, _line(node), "yaml")
@@ -144,6 +153,11 @@ def _rule(doc: _Doc, node: yaml.Node) -> Rule:
         extra["enabled"] = doc.boolean(keys["enabled"][1], "enabled")
     if "detector" in keys:
         extra["detector"] = doc.string(keys["detector"][1], "detector")
+    if "argv0-option" in keys:
+        extra["argv0_option"] = doc.string(keys["argv0-option"][1], "argv0-option")
+        if not extra["argv0_option"]:
+            raise doc.error(keys["argv0-option"][1], "empty: name the emulator's option that "
+                                                     "takes argv[0] (qemu: -0)", "argv0-option")
     if "wasm-imports" in keys:
         value = keys["wasm-imports"][1]
         extra["wasm_imports"] = doc.string_list(value, "wasm-imports")
@@ -162,7 +176,7 @@ def _rule(doc: _Doc, node: yaml.Node) -> Rule:
         except RuleError as e:
             raise RuleError(e.reason, doc.source, _line(value_node),
                             f"binfmt: {e.field}" if e.field else "binfmt") from None
-        return rule._replace(**extra)
+        return _checked(doc, keys, rule._replace(**extra))
 
     def need(key: str) -> str:
         if key not in keys:
@@ -183,7 +197,7 @@ def _rule(doc: _Doc, node: yaml.Node) -> Rule:
             stray = sorted({"offset", "mask"} & set(keys))
             if stray:
                 raise RuleError("only magic rules take it", field=stray[0])
-            return make_rule(kind="E", extension=need("extension"), **fields)
+            return _checked(doc, keys, make_rule(kind="E", extension=need("extension"), **fields))
         offset = 0
         if "offset" in keys:
             offset = doc.scalar(keys["offset"][1], "'offset'", "offset")
@@ -191,7 +205,8 @@ def _rule(doc: _Doc, node: yaml.Node) -> Rule:
                 raise RuleError("must be a whole number >= 0", field="offset")
         magic = doc.byte_string(keys["magic"][1], "magic")
         mask = doc.byte_string(keys["mask"][1], "mask") if "mask" in keys else None
-        return make_rule(kind="M", offset=offset, magic=magic, mask=mask, **fields)
+        return _checked(doc, keys,
+                        make_rule(kind="M", offset=offset, magic=magic, mask=mask, **fields))
     except RuleError as e:
         if e.source:
             raise

@@ -42,6 +42,7 @@ AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
 SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD marks syscall stops
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argv string
 STACK_MARGIN = 256  # bytes kept free at the low end of a stack mapping
 PROT_READ_WRITE = 0x3
 MAP_PRIVATE_ANONYMOUS = 0x22
@@ -276,7 +277,11 @@ class Tracer:
         if caller_argv is None:
             resume(PTRACE_CONT, tid)  # EFAULT: the kernel's to say
             return
-        strings = list(rewrite.argv.head)
+        strings = [item if isinstance(item, bytes) else self._caller_string(tid, caller_argv, item)
+                   for item in rewrite.argv.head]
+        if None in strings:
+            resume(PTRACE_CONT, tid)  # an unreadable argv string: EFAULT, the kernel's to say
+            return
         tail = caller_argv[rewrite.argv.skip:]
         if not caller_argv and rewrite.argv.skip == 0:
             strings.append(b"")  # the "" argv[0] Linux gives an empty argv
@@ -322,6 +327,12 @@ class Tracer:
             values = (AT_FDCWD, path, argv, envp, 0)
         for n, value in enumerate(values, 1):
             arch.set_arg(regs, n, value)
+
+    def _caller_string(self, tid: int, caller_argv: array, index: int) -> bytes | None:
+        """The caller's argv[index], moved by an argv0-option rule ("" past the end)."""
+        if index >= len(caller_argv):
+            return b""
+        return self.memory.read_string(tid, caller_argv[index], MAX_ARG_STRLEN)
 
     def _env_without(self, tid: int, env: array, keys: set[bytes]) -> array:
         """The caller's environment pointers, less the variables the rule sets."""
