@@ -186,16 +186,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     ruleset = _load(args)
     for problem in ruleset.errors:
         print(f"error: {problem}")
-    for problem in ruleset.warnings:
-        print(f"warning: {problem}")
+    warnings = list(ruleset.warnings)
     for rule in ruleset.active():
         problem = interpreter_problem(rule)
         if problem:
-            print(f"warning: {rule.origin}: rule {rule.name!r}: emulator missing: {problem}")
+            warnings.append(f"{rule.origin}: rule {rule.name!r}: emulator missing: {problem}")
+    for problem in warnings:
+        print(f"warning: {problem}")
     for rule, by in ruleset.shadowed:
         print(f"note: {rule.origin}: rule {rule.name!r} is hidden by the one at {by.origin}")
-    print(f"{len(ruleset.rules)} rules, {len(ruleset.errors)} errors, "
-          f"{len(ruleset.warnings)} warnings")
+    print(f"{len(ruleset.rules)} rules, {len(ruleset.errors)} errors, {len(warnings)} warnings")
     return 1 if ruleset.errors else 0
 
 
