@@ -129,8 +129,8 @@ def test_list_shows_order_status_and_origin(env, tmp_path):
     assert lines[1].split()[:4] == ["wasm", "magic", "@0", "0061736d"]
     assert "MISSING: /nowhere/emu does not exist" in lines[1] and f"{rules}:2" in lines[1]
     assert "A='b c' /bin/sh -e" in lines[2] and "disabled" in lines[2]
-    assert "wasm-component" in lines[3]
-    assert "hidden by" in lines[4] and "rules.yaml:" in lines[4]
+    assert lines[3].startswith("wali ") and "wasm-component" in lines[4]
+    assert "hidden by" in lines[5] and "rules.yaml:" in lines[5]
 
 
 def test_check_lists_every_error_and_fails(env, tmp_path):

@@ -66,7 +66,7 @@ def test_precedence_inline_files_env_user_default(tmp_path):
     ruleset = collect(inline=[":zero:E::x::/inline:"], files=[first, second], env=env)
     assert ruleset.errors == []
     assert names(ruleset)[:5] == ["zero", "one", "two", "three", "four"]
-    assert names(ruleset)[5:] == ["wasm", "wasm-component"]  # the packaged default
+    assert names(ruleset)[5:] == ["wali", "wasm", "wasm-component"]  # the packaged default
 
 
 def test_same_name_higher_source_hides_lower(tmp_path):
@@ -96,7 +96,7 @@ def test_no_default_rules_and_nothing_from_the_current_directory(tmp_path, monke
     write(tmp_path / "rules.yaml", "rules:\n  - binfmt: ':cwd:E::x::/cwd:'\n")
     write(tmp_path / "wasmbinfmt" / "rules.yaml", "rules:\n  - binfmt: ':cwd2:E::x::/cwd:'\n")
     monkeypatch.chdir(tmp_path)
-    assert names(collect(env=isolated_env(tmp_path))) == ["wasm", "wasm-component"]
+    assert names(collect(env=isolated_env(tmp_path))) == ["wali", "wasm", "wasm-component"]
     assert names(collect(defaults=False, env=isolated_env(tmp_path))) == []
 
 
@@ -120,8 +120,8 @@ def test_commands_are_also_found_beside_our_own_python(tmp_path):
     beside = os.path.join(os.path.dirname(sys.executable), "wasmbinfmt-wasi")
     if not os.access(beside, os.X_OK):
         pytest.skip("wasmbinfmt is not installed (with its scripts) beside this Python")
-    wasm = collect(env=isolated_env(tmp_path)).rules[0]
-    assert (wasm.name, wasm.interpreter) == ("wasm", beside)
+    (wasm,) = [r for r in collect(env=isolated_env(tmp_path)).rules if r.name == "wasm"]
+    assert wasm.interpreter == beside
 
 
 def test_flag_F_resolves_the_interpreter_at_load_and_needs_it(tmp_path, monkeypatch):
