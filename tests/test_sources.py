@@ -147,3 +147,24 @@ def test_inline_rule_errors_name_the_option(tmp_path):
                       env=isolated_env(tmp_path))
     assert [str(e) for e in ruleset.errors] == [
         "--rule #2: field 'magic': the extension 'x/y' contains '/'"]
+
+
+def test_an_emulator_chosen_for_the_run_replaces_the_rules_own(tmp_path):
+    from wasmbinfmt.sources import choose_emulators
+
+    env = isolated_env(tmp_path)
+    ruleset = collect(env=env)
+    choose_emulators(ruleset, [("wasm", ["/opt/rt", "run", "--"])], env)
+    (wasm,) = [r for r in ruleset.rules if r.name == "wasm"]
+    assert (wasm.interpreter, wasm.args, wasm.preserve_argv0) == ("/opt/rt", ("run", "--"), False)
+    assert wasm.magic == b"\0asm\x01\0\0\0" and wasm.origin.source == "--emulator wasm=/opt/rt run --"
+    assert names(ruleset) == ["wali", "wasm", "wasm-component"] and ruleset.errors == []
+
+
+def test_choosing_an_emulator_for_an_unknown_rule_is_an_error_naming_the_rules(tmp_path):
+    from wasmbinfmt.sources import choose_emulators
+
+    ruleset = collect(env=isolated_env(tmp_path))
+    choose_emulators(ruleset, [("wsam", ["x"])])
+    (error,) = ruleset.errors
+    assert "no rule is named 'wsam' (rules: wali, wasm, wasm-component)" in str(error)

@@ -312,6 +312,23 @@ def test_verbose_logs_each_rerouted_exec(box, user, tmp_path):
     assert b"rule probe: " + bytes(box / "emu.sh") + b" ./probe.wasm x" in done.stderr
 
 
+def test_concurrent_runs_with_different_emulators_do_not_interfere(box, user):
+    """--emulator is this run's choice only: two runs at once each get their own."""
+    runs = {emulator: subprocess.Popen(
+        user([sys.executable, "-m", "wasmbinfmt", "--emulator", f"wasm={box}/{emulator} --tag",
+              "--", "sh", "-c", "for i in 1 2 3 4 5; do ./probe.wasm $i; done"]),
+        cwd=box, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for emulator in ("emu.sh", "runtime.sh")}
+    out = {name: run.communicate(timeout=TIMEOUT) for name, run in runs.items()}
+    assert all(run.returncode == 0 for run in runs.values()), out
+    # emu.sh prints its argv; runtime.sh runs the native probe with what follows the path.
+    assert out["emu.sh"][0].decode().splitlines()[:3] == [f"[{box}/emu.sh]", "[--tag]",
+                                                          "[./probe.wasm]"]
+    assert out["emu.sh"][0].count(b"[--tag]") == 5
+    assert out["runtime.sh"][0].count(b"argv[0]=./probe.wasm") == 0  # shifted: ran the probe
+    assert out["runtime.sh"][0].count(b"argc=") == 5
+
+
 # ---------------------------------------------------------------------------
 # Foreign-architecture ELF through the real qemu-user
 

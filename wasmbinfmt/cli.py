@@ -19,7 +19,7 @@ from .files import Inspector, read_header
 from .match import Matcher
 from .rewrite import Fail, resolve_exec
 from .rules import Rule, RuleError
-from .sources import RuleSet, collect, interpreter_problem
+from .sources import RuleSet, choose_emulators, collect, interpreter_problem
 
 SUBCOMMANDS = ("list", "which", "check")
 
@@ -36,7 +36,23 @@ def _rule_options() -> argparse.ArgumentParser:
                        help="leave out ~/.config/wasmbinfmt/rules.yaml and the packaged rules")
     group.add_argument("--system", action="store_true",
                        help="add this machine's binfmt-support and systemd binfmt.d rules")
+    group.add_argument("--emulator", action="append", default=[], type=_emulator_choice,
+                       metavar="RULE=COMMAND",
+                       help="for this run, rule RULE runs COMMAND (with arguments: quote "
+                            "them, e.g. 'wasm=wasmtime run --dir=/::/ --'), which gets the "
+                            "file's path and the program's arguments after them")
     return common
+
+
+def _emulator_choice(value: str) -> tuple[str, list[str]]:
+    name, _, command = value.partition("=")
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{value!r}: {e}") from None
+    if not name or not argv:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected RULE=COMMAND [ARGS...]")
+    return name, argv
 
 
 def build_run_parser() -> argparse.ArgumentParser:
@@ -89,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> RuleSet:
-    return collect(inline=args.rule, files=args.rules, system=args.system,
-                   defaults=not args.no_default_rules)
+    ruleset = collect(inline=args.rule, files=args.rules, system=args.system,
+                      defaults=not args.no_default_rules)
+    choose_emulators(ruleset, args.emulator)
+    return ruleset
 
 
 def _fatal_errors(ruleset: RuleSet) -> bool:

@@ -23,6 +23,7 @@ themselves, the precedence they would have in the kernel.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from typing import Mapping
@@ -181,6 +182,31 @@ def interpreter_problem(rule: Rule) -> str | None:
     if not os.path.isfile(interp) or not os.access(interp, os.X_OK):
         return f"{interp} is not an executable file"
     return None
+
+
+def choose_emulators(ruleset: RuleSet, choices: list[tuple[str, list[str]]],
+                     env: Mapping[str, str] | None = None) -> None:
+    """Give named rules another emulator for this run (``--emulator RULE=COMMAND ARGS``).
+
+    The rule keeps what it matches; COMMAND is looked up as in rules.yaml and
+    gets ``ARGS... PATH ARG1...``, the way runtimes' command lines take a program
+    (no P: argv[0] is not passed). An unknown rule name is an error.
+    """
+    env = os.environ if env is None else env
+    path_env = os.pathsep.join([env.get("PATH", os.defpath), os.path.dirname(sys.executable)])
+    index = {rule.name: i for i, rule in enumerate(ruleset.rules)}
+    for name, argv in choices:
+        label = f"--emulator {name}={shlex.join(argv)}"
+        if name not in index:
+            known = ", ".join(rule.name for rule in ruleset.rules) or "none"
+            ruleset.errors.append(RuleError(f"no rule is named {name!r} (rules: {known})",
+                                            label, None, "RULE"))
+            continue
+        rule = ruleset.rules[index[name]]
+        chosen = rule._replace(interpreter=argv[0], args=tuple(argv[1:]),
+                               flags=rule.flags - {"P"}, argv0_option=None,
+                               origin=Origin(label, None, "yaml"))
+        ruleset.rules[index[name]] = resolve_interpreter(chosen, path_env)
 
 
 def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, str] | None = None,
