@@ -75,3 +75,33 @@ def user(request, nobody_home):
 
     as_unprivileged([sys.executable])  # skips if nobody cannot run our Python
     return lambda argv: as_unprivileged(["env", f"HOME={nobody_home}", *argv])
+
+
+EMULATOR = """#!/bin/sh
+for a in "$0" "$@"; do printf '[%s]\\n' "$a"; done
+"""
+# Runs the native build of probe in place of the wasm one, as a wasm runtime would run the
+# module: the path (argv[1]) goes, the arguments after it stay.
+NATIVE_RUNTIME = """#!/bin/sh
+shift
+exec "${0%/*}/probe.native" "$@"
+"""
+
+
+FIXTURES = ("probe.wasm", "probe.native", "probe.aarch64", "probe.riscv64", "execer",
+            "hello.wasm")
+
+
+@pytest.fixture
+def box(fixtures):
+    """A directory every user can use, with the fixture programs and an argv-printing emulator."""
+    path = Path(tempfile.mkdtemp(prefix="wasmbinfmt-test-"))
+    os.chmod(path, 0o777)
+    for name in FIXTURES:
+        shutil.copy(fixtures / name, path / name)
+    (path / "emu.sh").write_text(EMULATOR)
+    (path / "runtime.sh").write_text(NATIVE_RUNTIME)
+    for name in (*FIXTURES, "emu.sh", "runtime.sh"):
+        os.chmod(path / name, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

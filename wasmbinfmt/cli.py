@@ -21,7 +21,7 @@ from .rewrite import Fail, resolve_exec
 from .rules import Rule, RuleError
 from .sources import RuleSet, choose_emulators, collect, interpreter_problem
 
-SUBCOMMANDS = ("list", "which", "check")
+SUBCOMMANDS = ("list", "which", "check", "log")
 
 
 def _rule_options() -> argparse.ArgumentParser:
@@ -70,6 +70,10 @@ def build_run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wasmbinfmt {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every rerouted exec (pid, rule, emulator argv)")
+    parser.add_argument("--log", metavar="FILE", dest="exec_log",
+                        help="write every rerouted exec, its exit status and duration, and a "
+                             "final summary to FILE as JSON lines (docs/log.md; read it with "
+                             "'wasmbinfmt log FILE')")
     parser.add_argument("--log-file", metavar="FILE",
                         help="write messages and the -v log to FILE instead of stderr "
                              "(kept after COMMAND exits while its descendants run)")
@@ -101,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common], help="validate every rule source",
                    description="Read every rule source, list every error and warning, and "
                                "exit 1 if there is an error.")
+    log = sub.add_parser("log", help="summarise a log written with --log",
+                         description="Runs, time and failures per rule, from a --log file. "
+                                     "Exit 1 if a rerouted run failed.")
+    log.add_argument("file", metavar="FILE")
     return parser
 
 
@@ -226,16 +234,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     if _fatal_errors(ruleset):
         return 2
     arch = host_arch()
-    log = open(args.log_file, "a", buffering=1) if args.log_file else sys.stderr
+    # Checked here, where errors can still stop the run; opened again by the tracer, which
+    # keeps none of the descriptors of the process it leaves.
+    for path, mode in ((args.log_file, "a"), (args.exec_log, "w")):
+        if path:
+            try:
+                open(path, mode).close()
+            except OSError as e:
+                print(f"wasmbinfmt: cannot write {path}: {e.strerror}", file=sys.stderr)
+                return 2
 
     def start_tracer(command_pid: int) -> None:
+        log = open(args.log_file, "a", buffering=1) if args.log_file else sys.stderr
+        exec_log = None
+        if args.exec_log:
+            from .execlog import ExecLog
+
+            exec_log = ExecLog(open(args.exec_log, "a"))
         Tracer(ruleset.active(), arch, command_pid, log, verbose=args.verbose,
-               log_is_stderr=log is sys.stderr).run()
+               log_is_stderr=log is sys.stderr, exec_log=exec_log).run()
 
     run_traced([os.fsencode(word) for word in args.command], start_tracer)
 
 
-COMMANDS = {"list": cmd_list, "which": cmd_which, "check": cmd_check, "run": cmd_run}
+def cmd_log(args: argparse.Namespace) -> int:
+    from .execlog import summarize
+
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            text, all_passed = summarize(f)
+    except (OSError, ValueError) as e:
+        print(f"wasmbinfmt: {args.file}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0 if all_passed else 1
+
+
+COMMANDS = {"list": cmd_list, "which": cmd_which, "check": cmd_check, "log": cmd_log,
+            "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ import signal
 from array import array
 from typing import Callable, NamedTuple, TextIO
 
+from ..execlog import ExecLog
 from ..files import Inspector
 from ..match import Matcher
 from ..rewrite import AT_FDCWD, Fail, Rewrite, exec_filename, resolve_exec
@@ -43,6 +44,7 @@ AT_EMPTY_PATH = 0x1000
 SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD marks syscall stops
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argv string
+LOGGED_ARGS, LOGGED_STRING = 4096, 4096  # --log keeps this much of a caller's argv
 STACK_MARGIN = 256  # bytes kept free at the low end of a stack mapping
 PROT_READ_WRITE = 0x3
 MAP_PRIVATE_ANONYMOUS = 0x22
@@ -106,7 +108,8 @@ class Pending:
 
 class Tracer:
     def __init__(self, rules: list[Rule], arch: Arch, root: int, log: TextIO | None = None,
-                 verbose: bool = False, log_is_stderr: bool = True):
+                 verbose: bool = False, log_is_stderr: bool = True,
+                 exec_log: ExecLog | None = None):
         self.matcher = Matcher(rules)
         self.arch = arch
         self.root = root
@@ -123,6 +126,8 @@ class Tracer:
         self.resolving = 0  # the tid whose exec the inspector is looking at
         self.privileged = os.geteuid() == 0
         self.own_groups = os.getgroups()
+        self.exec_log = exec_log  # --log: JSON lines of the rerouted execs (execlog.py)
+        self.exec_name = b""  # the name the exec at hand runs, as exec handlers see it
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -139,9 +144,11 @@ class Tracer:
             try:
                 tid, status = waitpid(-1, WALL)
             except ChildProcessError:
+                if self.exec_log is not None:
+                    self.exec_log.close()
                 return
             if status & 0xFF != 0x7F:  # exited or killed
-                self._on_exit(tid)
+                self._on_exit(tid, status)
                 continue
             event = status >> 16
             sig = (status >> 8) & 0xFF
@@ -158,9 +165,11 @@ class Tracer:
             else:
                 resume(PTRACE_CONT, tid, 0)  # fork, vfork, clone; a new tracee's first stop
 
-    def _on_exit(self, tid: int) -> None:
+    def _on_exit(self, tid: int, status: int) -> None:
         if self.pending:
             self.pending.pop(tid, None)
+        if self.exec_log is not None:
+            self.exec_log.exited(tid, status)
         if tid == self.root and self.log_is_stderr:
             # The command returned to its caller; stderr must not be held open by us for
             # descendants still running (`$(wasmbinfmt -- cmd 2>&1)` would wait for them).
@@ -181,8 +190,11 @@ class Tracer:
 
     def _say(self, message: str) -> None:
         if self.log is not None:
-            self.log.write(f"wasmbinfmt: {message}\n")
-            self.log.flush()
+            try:
+                self.log.write(f"wasmbinfmt: {message}\n")
+                self.log.flush()
+            except OSError:  # an unwritable log must not stop the tree
+                self.log = None
 
     # -- registers --------------------------------------------------------------------------
 
@@ -224,8 +236,12 @@ class Tracer:
             return
         verdict = self._verdict(tid, dirfd, path_at, flags)
         if verdict is None:
+            if self.exec_log is not None:
+                self.exec_log.native_attempts += 1
             resume(PTRACE_CONT, tid)
         elif isinstance(verdict, Fail):
+            if self.exec_log is not None:
+                self.exec_log.refused(tid, self.exec_name, verdict.errno)
             self._fail(tid, verdict.errno)
         else:
             self._rewrite(tid, number, verdict, argv_at, envp_at)
@@ -240,7 +256,7 @@ class Tracer:
         relative = not path.startswith(b"/")
         if dirfd != AT_FDCWD and relative and dirfd < 0:
             return None  # EBADF
-        name = exec_filename(dirfd, path)
+        name = self.exec_name = exec_filename(dirfd, path)
         self.resolving = tid
         self.inspector.nofollow_first = bool(flags & AT_SYMLINK_NOFOLLOW)
         inaccessible = dirfd != AT_FDCWD and relative and fd_is_cloexec(tid, dirfd)
@@ -328,6 +344,10 @@ class Tracer:
         for n, value in enumerate(values, 1):
             arch.set_arg(regs, n, value)
 
+    def _exec_failed(self, tid: int, result: int) -> None:
+        if self.exec_log is not None:
+            self.exec_log.exec_failed(tid, -result)
+
     def _caller_string(self, tid: int, caller_argv: array, index: int) -> bytes | None:
         """The caller's argv[index], moved by an argv0-option rule ("" past the end)."""
         if index >= len(caller_argv):
@@ -350,6 +370,8 @@ class Tracer:
             if problem:
                 self._say(f"rule {rule.name!r}: emulator missing: {problem}; "
                           f"its files fail to exec with ENOENT")
+        if self.exec_log is not None:
+            self._log_exec(tid, rewrite, caller_argv)
         if self.verbose:
             shown = [self.memory.read_string(tid, p, 256) or b"?" for p in caller_argv[:16]]
             argv = rewrite.argv.build(shown)
@@ -357,6 +379,18 @@ class Tracer:
             rules = " → ".join(r.name for r in rewrite.rules)
             self._say(f"[{tid}] rule {rules}: "
                       + " ".join(os.fsdecode(a) for a in argv) + more)
+
+    def _log_exec(self, tid: int, rewrite: Rewrite, caller_argv: array) -> None:
+        argv = [self.memory.read_string(tid, p, LOGGED_STRING) or b"?"
+                for p in caller_argv[:LOGGED_ARGS]]
+        try:
+            cwd = os.readlink(f"/proc/{tid}/cwd".encode())
+            with open(f"/proc/{tid}/stat", "rb") as stat:
+                ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            cwd, ppid = b"?", 0
+        self.exec_log.exec(tid, ppid, cwd, self.exec_name, argv,
+                           [rule.name for rule in rewrite.rules], rewrite.argv.build(argv))
 
     # -- syscall stops: the result of a rewritten exec ---------------------------------------
 
@@ -376,6 +410,7 @@ class Tracer:
             if result >= 0 or pending.mapping is None:
                 del self.pending[tid]
                 if result < 0:
+                    self._exec_failed(tid, result)
                     self._restore(pending.saved, result)
                     self._set_regs(tid)
                 resume(PTRACE_CONT, tid)
@@ -391,6 +426,7 @@ class Tracer:
         elif pending.phase == "mmap":
             if result < 0:
                 del self.pending[tid]
+                self._exec_failed(tid, -errno.ENOMEM)
                 self._restore(pending.saved, -errno.ENOMEM)
                 self._set_regs(tid)
                 resume(PTRACE_CONT, tid)
@@ -411,6 +447,7 @@ class Tracer:
             resume(PTRACE_SYSCALL, tid)
         else:  # munmap-exit: now the caller sees its exec fail, with its own registers
             del self.pending[tid]
+            self._exec_failed(tid, pending.result)
             self._restore(pending.saved, pending.result)
             self._set_regs(tid)
             resume(PTRACE_CONT, tid)

@@ -1,0 +1,106 @@
+"""--log: the JSON lines of rerouted execs, written by the tracer; `wasmbinfmt log`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+from wasmbinfmt.execlog import ExecLog, summarize
+from test_tracer import TIMEOUT, wasmbinfmt
+
+
+def events(path):
+    """The log once complete: the tracer writes the summary when the last traced process
+    is gone, which can be a moment after the command returned to us."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        got = [json.loads(line) for line in open(path)]
+        if got and got[-1]["event"] == "summary" or time.monotonic() > deadline:
+            return got
+        time.sleep(0.01)
+
+
+def test_each_rerouted_exec_its_end_and_a_summary_are_logged(box, user, tmp_path):
+    log = box / "run.jsonl"
+    script = "./probe.wasm exit 3; ./probe.wasm a 'b c'; ./probe.native x; ./missing.wasm; true"
+    done = wasmbinfmt(user, ["--log", str(log), "--", "sh", "-c", script], cwd=box)
+    assert done.returncode == 0, done.stderr
+    got = events(log)
+    kinds = [e["event"] for e in got]
+    assert kinds == ["exec", "exit", "exec", "exit", "summary"]
+    first, first_end, second, second_end, summary = got
+    assert (first["path"], first["argv"], first["rules"], first["cwd"]) == (
+        "./probe.wasm", ["./probe.wasm", "exit", "3"], ["wasm"], str(box))
+    assert first["emulator"][1:] == ["--preserve-argv0", "--", "./probe.wasm", "./probe.wasm",
+                                     "exit", "3"]
+    assert os.path.basename(first["emulator"][0]) == "wasmbinfmt-wasi"
+    assert (first_end["pid"], first_end["status"]) == (first["pid"], 3)
+    assert second["argv"] == ["./probe.wasm", "a", "b c"] and second_end["status"] == 0
+    assert first["ppid"] == second["ppid"] != first["pid"]
+    assert 0 < first_end["duration"] < 60
+    assert summary["rerouted"] == {"wasm": 2} and summary["exited_nonzero"] == 1
+    assert summary["unfinished"] == 0 and summary["native_attempts"] >= 3
+
+
+def test_a_failed_rerouted_exec_is_logged_with_its_errno(box, user):
+    log = box / "run.jsonl"
+    rule = f":probe:M::\\x00asm::{box}/no-such-emulator:"
+    done = wasmbinfmt(user, ["--log", str(log), "--no-default-rules", "--rule", rule, "--",
+                             "./probe.wasm"], cwd=box)
+    assert done.returncode == 127
+    exec_event, failed, summary = events(log)
+    assert (failed["event"], failed["errno"], failed["pid"]) == ("exec-failed", 2,
+                                                                 exec_event["pid"])
+    assert summary["failed"] == 1
+
+
+def test_an_unwritable_log_stops_nothing_but_the_start(box, user, tmp_path):
+    done = wasmbinfmt(user, ["--log", "/proc/no/such/dir/log", "--", "true"])
+    assert done.returncode == 2 and b"cannot write /proc/no/such/dir/log" in done.stderr
+
+
+def test_the_log_file_for_messages_works_too(box, user):
+    """--log-file used to be closed with the tracer's other inherited descriptors."""
+    messages = box / "messages.log"
+    done = wasmbinfmt(user, ["-v", "--log-file", str(messages), "--", "./probe.wasm", "x"],
+                      cwd=box)
+    assert done.returncode == 0, done.stderr
+    assert "rule wasm: " in messages.read_text()
+
+
+def test_summarize_lists_runs_per_rule_and_failures():
+    stream = io.StringIO()
+    stream.close = lambda: None
+    log = ExecLog(stream)
+    log.exec(10, 1, b"/w", b"./a.wasm", [b"./a.wasm", b"\xff"], ["wasm"], [b"rt", b"./a.wasm"])
+    log.exec(11, 1, b"/w", b"./b.wasm", [b"./b.wasm"], ["wasm"], [b"rt", b"./b.wasm"])
+    log.exited(10, 0)
+    log.exited(11, 2 << 8)
+    log.exec(12, 1, b"/w", b"./c", [b"./c"], ["qemu"], [b"qemu", b"./c"])
+    log.exec_failed(12, 2)
+    log.close()
+    lines = stream.getvalue().splitlines()
+    assert json.loads(lines[0])["argv"] == ["./a.wasm", "\udcff"]  # bytes kept, JSON valid
+    text, passed = summarize(lines)
+    assert not passed
+    assert "wasm                      2" in text
+    assert "exit 2 after" in text and "[wasm] in /w: ./b.wasm" in text
+    assert "exec failed (No such file or directory): ./c" in text
+    assert summarize(lines[:2])[0].endswith("no summary: the run was cut short")
+
+
+def test_wasmbinfmt_log_reads_a_file(tmp_path):
+    log = tmp_path / "l.jsonl"
+    log.write_text('{"event": "summary", "time": 1, "rerouted": {}, "native_attempts": 1, '
+                   '"failed": 0, "exited_nonzero": 0, "unfinished": 0, "duration": 0.5}\n')
+    done = subprocess.run([sys.executable, "-m", "wasmbinfmt", "log", str(log)],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0 and "native exec attempts: 1" in done.stdout
+    log.write_text("not json\n")
+    done = subprocess.run([sys.executable, "-m", "wasmbinfmt", "log", str(log)],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 2 and "line 1 is not JSON" in done.stderr

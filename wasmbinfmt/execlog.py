@@ -1,0 +1,122 @@
+"""The exec log (``wasmbinfmt --log FILE -- COMMAND``): JSON lines, and their summary.
+
+The schema, with an example, is in docs/log.md: ``exec``, ``exit``,
+``exec-failed`` and ``refused`` events as they happen, then a ``summary``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import IO, Iterable
+
+
+def _text(value: bytes) -> str:
+    return os.fsdecode(value)
+
+
+class ExecLog:
+    """Writes the events as they happen; `close` adds the summary."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        import json  # here, not at the top: the tracer imports this module whether logging or not
+
+        self.dumps = json.dumps
+        self.stream = stream
+        self.started = time.monotonic()
+        self.open: dict[int, tuple[float, str]] = {}  # pid -> (start, first rule)
+        self.rerouted: dict[str, int] = {}
+        self.native_attempts = 0
+        self.failed = 0
+        self.exited_nonzero = 0
+
+    def _write(self, event: str, **fields) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(self.dumps({"event": event, "time": round(time.time(), 6),
+                                          **fields}) + "\n")
+            self.stream.flush()
+        except OSError:  # a full disk must not stop the tree: the log ends here
+            self.stream = None
+
+    def exec(self, pid: int, ppid: int, cwd: bytes, path: bytes, argv: list[bytes],
+             rules: list[str], emulator: list[bytes]) -> None:
+        self.open[pid] = (time.monotonic(), rules[0])
+        self.rerouted[rules[0]] = self.rerouted.get(rules[0], 0) + 1
+        self._write("exec", pid=pid, ppid=ppid, cwd=_text(cwd), path=_text(path),
+                    argv=[_text(a) for a in argv], rules=rules,
+                    emulator=[_text(a) for a in emulator])
+
+    def exec_failed(self, pid: int, error: int) -> None:
+        if self.open.pop(pid, None) is not None:
+            self.failed += 1
+            self._write("exec-failed", pid=pid, errno=error, error=os.strerror(error))
+
+    def refused(self, pid: int, path: bytes, error: int) -> None:
+        self.failed += 1
+        self._write("refused", pid=pid, path=_text(path), errno=error, error=os.strerror(error))
+
+    def exited(self, pid: int, wait_status: int) -> None:
+        started = self.open.pop(pid, None)
+        if started is None:
+            return
+        status = os.waitstatus_to_exitcode(wait_status)
+        self.exited_nonzero += status != 0
+        self._write("exit", pid=pid, status=status,
+                    duration=round(time.monotonic() - started[0], 6))
+
+    def close(self) -> None:
+        self._write("summary", rerouted=self.rerouted, native_attempts=self.native_attempts,
+                    failed=self.failed, exited_nonzero=self.exited_nonzero,
+                    unfinished=len(self.open), duration=round(time.monotonic() - self.started, 6))
+        if self.stream is not None:
+            self.stream.close()
+
+
+def summarize(lines: Iterable[str]) -> tuple[str, bool]:
+    """A readable summary of a log (and whether every rerouted run succeeded)."""
+    import json
+
+    execs: dict[int, dict] = {}
+    finished: list[tuple[dict, dict]] = []
+    failures: list[str] = []
+    summary = None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            raise ValueError(f"line {number} is not JSON") from None
+        kind = event.get("event")
+        if kind == "exec":
+            execs[event["pid"]] = event
+        elif kind == "exit" and event["pid"] in execs:
+            finished.append((execs.pop(event["pid"]), event))
+        elif kind in ("exec-failed", "refused"):
+            started = execs.pop(event["pid"], {})
+            what = started.get("argv") or [event.get("path", "?")]
+            failures.append(f"  exec failed ({event['error']}): {' '.join(what)}")
+        elif kind == "summary":
+            summary = event
+    per_rule: dict[str, list[float]] = {}
+    for started, ended in finished:
+        per_rule.setdefault(started["rules"][0], []).append(ended["duration"])
+        if ended["status"] != 0:
+            failures.append(f"  exit {ended['status']} after {ended['duration']:.3f}s "
+                            f"[{started['rules'][0]}] in {started['cwd']}: "
+                            f"{' '.join(started['argv'])}")
+    out = [f"{'rule':20} {'runs':>6} {'total s':>9} {'max s':>8}"]
+    for rule, durations in sorted(per_rule.items()):
+        out.append(f"{rule:20} {len(durations):6} {sum(durations):9.3f} {max(durations):8.3f}")
+    if summary is not None:
+        out.append(f"native exec attempts: {summary['native_attempts']}, "
+                   f"failed execs: {summary['failed']}, "
+                   f"unfinished: {summary['unfinished']}, whole run: {summary['duration']:.3f}s")
+    else:
+        out.append("no summary: the run was cut short")
+    if failures:
+        out.append("failures:")
+        out += failures
+    return "\n".join(out), not failures
