@@ -168,3 +168,17 @@ def test_help_everywhere_and_usage_errors(env):
         assert done.returncode == 0 and "usage: wasmbinfmt" in done.stdout
     done = wasmbinfmt("which", env=env)
     assert done.returncode == 2 and "usage:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_which_with_a_profile_and_an_emulator_on_top(fixtures, env):
+    module = str(fixtures / "hello.wasm")
+    done = wasmbinfmt("which", "--profile", "wasmtime-cli", module, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "--profile wasmtime-cli: wasm=" in done.stdout
+    assert done.stdout.splitlines()[1].split()[1:] == [
+        "run", "-S", "inherit-env", "--dir=/::/", "--dir=.::.", "--", module]
+    done = wasmbinfmt("which", "--profile", "wasmtime-cli", "--emulator", "wasm=/bin/echo hi",
+                      module, env=env)
+    assert done.stdout.splitlines()[1].split() == ["/bin/echo", "hi", module]
+    done = wasmbinfmt("which", "--profile", "nope", module, env=env)
+    assert done.returncode == 2 and "no profile is named 'nope'" in done.stderr

@@ -10,6 +10,7 @@ import pytest
 from wasmbinfmt.sources import (
     binfmt_d_files, collect, default_rules_file, load_system, user_rules_file,
 )
+from wasmbinfmt.rules import RuleError
 from test_loaders import QEMU_AARCH64, write
 
 
@@ -168,3 +169,18 @@ def test_choosing_an_emulator_for_an_unknown_rule_is_an_error_naming_the_rules(t
     choose_emulators(ruleset, [("wsam", ["x"])])
     (error,) = ruleset.errors
     assert "no rule is named 'wsam' (rules: wali, wasm, wasm-component)" in str(error)
+
+
+def test_profiles_come_from_the_first_rules_file_that_names_them(tmp_path):
+    from wasmbinfmt.sources import profile_choices
+
+    mine = write(tmp_path / "mine.yaml", "profiles:\n  wasmtime-cli: {wasm: [my-wasmtime, --]}\n"
+                                         "  other: {wali: [my-iwasm], wasm: [rt, run]}\n")
+    env = isolated_env(tmp_path)
+    assert profile_choices("wasmtime-cli", [mine], env) == [("wasm", ["my-wasmtime", "--"])]
+    assert profile_choices("other", [mine], env) == [("wali", ["my-iwasm"]),
+                                                     ("wasm", ["rt", "run"])]
+    assert profile_choices("builtin", [mine], env) == []  # the packaged one
+    with pytest.raises(RuleError, match="no profile is named 'x' "
+                                        r"\(profiles: wasmtime-cli, other, builtin\)"):
+        profile_choices("x", [mine], env)

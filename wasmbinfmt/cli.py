@@ -19,7 +19,7 @@ from .files import Inspector, read_header
 from .match import Matcher
 from .rewrite import Fail, resolve_exec
 from .rules import Rule, RuleError
-from .sources import RuleSet, choose_emulators, collect, interpreter_problem
+from .sources import RuleSet, choose_emulators, collect, interpreter_problem, profile_choices
 
 SUBCOMMANDS = ("list", "which", "check", "log")
 
@@ -36,6 +36,9 @@ def _rule_options() -> argparse.ArgumentParser:
                        help="leave out ~/.config/wasmbinfmt/rules.yaml and the packaged rules")
     group.add_argument("--system", action="store_true",
                        help="add this machine's binfmt-support and systemd binfmt.d rules")
+    group.add_argument("--profile", metavar="NAME",
+                       help="the emulators profile NAME of a rules.yaml chooses (its "
+                            "'profiles:' section); --emulator choices come on top")
     group.add_argument("--emulator", action="append", default=[], type=_emulator_choice,
                        metavar="RULE=COMMAND",
                        help="for this run, rule RULE runs COMMAND (with arguments: quote "
@@ -115,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> RuleSet:
     ruleset = collect(inline=args.rule, files=args.rules, system=args.system,
                       defaults=not args.no_default_rules)
+    if args.profile:
+        try:
+            choose_emulators(ruleset, profile_choices(args.profile, args.rules,
+                                                      defaults=not args.no_default_rules),
+                             source=f"--profile {args.profile}:")
+        except RuleError as e:
+            ruleset.errors.append(e)
     choose_emulators(ruleset, args.emulator)
     return ruleset
 

@@ -29,7 +29,7 @@ _STRUCTURED_KEYS = {"name", "magic", "mask", "offset", "extension", "interpreter
                     "args", "env", "enabled", "detector", "wasm-imports", "argv0-option"}
 _BINFMT_KEYS = {"binfmt", "args", "env", "enabled", "detector", "wasm-imports",
                 "argv0-option"}
-_TOP_KEYS = {"rules"}
+_TOP_KEYS = {"rules", "profiles"}
 
 
 def _line(node: yaml.Node) -> int:
@@ -227,8 +227,9 @@ def parse_rules_yaml(text: str, source: str) -> Loaded:
         return [], []
     try:
         top = doc.mapping(root, "the file", _TOP_KEYS)
+        profile_errors = _profiles(doc, top["profiles"][1])[1] if "profiles" in top else []
         if "rules" not in top:
-            return [], []
+            return [], profile_errors
         items = top["rules"][1]
         if not isinstance(items, yaml.SequenceNode):
             raise doc.error(items, "'rules' must be a list", "rules")
@@ -247,4 +248,51 @@ def parse_rules_yaml(text: str, source: str) -> Loaded:
             continue
         names[rule.name] = _line(item)
         rules.append(rule)
-    return rules, errors
+    return rules, profile_errors + errors
+
+
+Profiles = dict[str, list[tuple[str, list[str]]]]  # profile -> [(rule, emulator argv)]
+
+
+def _profiles(doc: _Doc, node: yaml.Node) -> tuple[Profiles, list[RuleError]]:
+    """``profiles: {NAME: {RULE: [COMMAND, ARGS...]}}``: emulator choices by name."""
+    profiles: Profiles = {}
+    errors: list[RuleError] = []
+    if not isinstance(node, yaml.MappingNode):
+        return {}, [doc.error(node, "'profiles' must map profile names to {rule: command}",
+                              "profiles")]
+    for name_node, choices_node in node.value:
+        try:
+            name = doc.string(name_node, "profiles")
+            if not isinstance(choices_node, yaml.MappingNode):
+                raise doc.error(choices_node, f"profile {name!r} must map rule names to "
+                                              f"commands, e.g. {{wasm: [wasmtime, run, --]}}",
+                                "profiles")
+            choices = []
+            for rule_node, command_node in choices_node.value:
+                rule = doc.string(rule_node, "profiles")
+                command = list(doc.string_list(command_node, f"profiles: {name}: {rule}"))
+                if not command or not command[0]:
+                    raise doc.error(command_node, "the command is empty",
+                                    f"profiles: {name}: {rule}")
+                choices.append((rule, command))
+            if name in profiles:
+                raise doc.error(name_node, f"profile {name!r} is given twice", "profiles")
+            profiles[name] = choices
+        except RuleError as e:
+            errors.append(e)
+    return profiles, errors
+
+
+def parse_profiles(text: str, source: str) -> Profiles:
+    """The profiles of a rules.yaml text (its errors are reported with its rules)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    for key, value in root.value:
+        if isinstance(key, yaml.ScalarNode) and key.value == "profiles":
+            return _profiles(_Doc(source), value)[0]
+    return {}

@@ -185,7 +185,7 @@ def interpreter_problem(rule: Rule) -> str | None:
 
 
 def choose_emulators(ruleset: RuleSet, choices: list[tuple[str, list[str]]],
-                     env: Mapping[str, str] | None = None) -> None:
+                     env: Mapping[str, str] | None = None, source: str = "--emulator") -> None:
     """Give named rules another emulator for this run (``--emulator RULE=COMMAND ARGS``).
 
     The rule keeps what it matches; COMMAND is looked up as in rules.yaml and
@@ -196,7 +196,7 @@ def choose_emulators(ruleset: RuleSet, choices: list[tuple[str, list[str]]],
     path_env = os.pathsep.join([env.get("PATH", os.defpath), os.path.dirname(sys.executable)])
     index = {rule.name: i for i, rule in enumerate(ruleset.rules)}
     for name, argv in choices:
-        label = f"--emulator {name}={shlex.join(argv)}"
+        label = f"{source} {name}={shlex.join(argv)}"
         if name not in index:
             known = ", ".join(rule.name for rule in ruleset.rules) or "none"
             ruleset.errors.append(RuleError(f"no rule is named {name!r} (rules: {known})",
@@ -207,6 +207,30 @@ def choose_emulators(ruleset: RuleSet, choices: list[tuple[str, list[str]]],
                                flags=rule.flags - {"P"}, argv0_option=None,
                                origin=Origin(label, None, "yaml"))
         ruleset.rules[index[name]] = resolve_interpreter(chosen, path_env)
+
+
+def profile_choices(name: str, files: list[str] = (), env: Mapping[str, str] | None = None,
+                    defaults: bool = True) -> list[tuple[str, list[str]]]:
+    """The emulator choices of profile `name`, from the rules.yaml files among the
+    sources (the first that defines it wins). RuleError if none does."""
+    from .rules_yaml import parse_profiles
+
+    env = os.environ if env is None else env
+    paths = list(files) + [p for p in env.get("WASMBINFMT_RULES", "").split(os.pathsep) if p]
+    if defaults:
+        paths += [user_rules_file(env), default_rules_file()]
+    known: list[str] = []
+    for path in paths:
+        try:
+            text = read_text(path)
+        except RuleError:  # missing or unreadable: collect() reports it with the rules
+            continue
+        profiles = parse_profiles(text, path)
+        if name in profiles:
+            return profiles[name]
+        known += [p for p in profiles if p not in known]
+    raise RuleError(f"no profile is named {name!r} (profiles: {', '.join(known) or 'none'})",
+                    "--profile", None, "NAME")
 
 
 def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, str] | None = None,
