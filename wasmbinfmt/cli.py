@@ -21,7 +21,7 @@ from .rewrite import Fail, resolve_exec
 from .rules import Rule, RuleError
 from .sources import RuleSet, choose_emulators, collect, interpreter_problem, profile_choices
 
-SUBCOMMANDS = ("list", "which", "check", "log")
+SUBCOMMANDS = ("list", "which", "check", "log", "compare")
 
 
 def _rule_options() -> argparse.ArgumentParser:
@@ -112,6 +112,31 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Runs, time and failures per rule, from a --log file. "
                                      "Exit 1 if a rerouted run failed.")
     log.add_argument("file", metavar="FILE")
+    compare = sub.add_parser(
+        "compare", help="run COMMAND under several profiles and report what differs",
+        description="Run COMMAND once per --profile (each with --log), then report side by "
+                    "side the overall exit status and time of each run and every rerouted "
+                    "invocation, matched across runs by (cwd, argv) in order, whose exit "
+                    "status or time differs. Outputs and logs are kept in a temporary "
+                    "directory the report names. Exit 1 if anything differs.")
+    compare.add_argument("--profile", action="append", default=[], required=True,
+                         metavar="NAME", help="a profile to run under (give two or more)")
+    compare.add_argument("--rules", action="append", default=[], metavar="FILE",
+                         help="a rules file, as for a run")
+    compare.add_argument("--no-default-rules", action="store_true")
+    compare.add_argument("--system", action="store_true")
+    compare.add_argument("--workdir", metavar="DIR",
+                         help="run each profile in its own copy of DIR (for commands that "
+                              "write to their tree)")
+    compare.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                         help="run N profiles at once (default: one after the other)")
+    compare.add_argument("--json", action="store_true", help="print the result as JSON")
+    compare.add_argument("--time-ratio", type=float, default=2.0, metavar="X",
+                         help="durations differ when the longest is X times the shortest "
+                              "(default 2) ...")
+    compare.add_argument("--time-min", type=float, default=1.0, metavar="SECONDS",
+                         help="... and longer by SECONDS (default 1)")
+    compare.add_argument("run_command", nargs=argparse.REMAINDER, metavar="COMMAND")
     return parser
 
 
@@ -280,7 +305,25 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0 if all_passed else 1
 
 
-COMMANDS = {"list": cmd_list, "which": cmd_which, "check": cmd_check, "log": cmd_log,
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    command = args.run_command[1:] if args.run_command[:1] == ["--"] else args.run_command
+    if not command:
+        print("wasmbinfmt compare: a COMMAND to run is required", file=sys.stderr)
+        return 2
+    if args.workdir and not os.path.isdir(args.workdir):
+        print(f"wasmbinfmt compare: {args.workdir} is not a directory", file=sys.stderr)
+        return 2
+    options = [*(f"--rules={path}" for path in map(os.path.abspath, args.rules)),
+               *(["--no-default-rules"] if args.no_default_rules else []),
+               *(["--system"] if args.system else [])]
+    workdir = os.path.abspath(args.workdir) if args.workdir else None
+    return compare(args.profile, command, options, workdir, args.jobs, args.json,
+                   args.time_ratio, args.time_min)
+
+
+COMMANDS = {"compare": cmd_compare, "list": cmd_list, "which": cmd_which, "check": cmd_check, "log": cmd_log,
             "run": cmd_run}
 
 
