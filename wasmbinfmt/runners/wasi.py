@@ -128,7 +128,7 @@ def _wasmtime_build() -> str:
 # SIMD, tail calls, ...): on, so that no module needs flags. Part of the cache key.
 ENGINE_FEATURES = ("exceptions", "tail_call", "simd", "bulk_memory", "multi_value",
                    "reference_types")
-ENGINE_SETTINGS = "exceptions+tailcall+simd+v1"
+ENGINE_SETTINGS = "+".join(ENGINE_FEATURES)  # in the names of cache entries
 
 
 def run(options: Options) -> int:
