@@ -170,6 +170,11 @@ def resolve_interpreter(rule: Rule, path_env: str | None) -> Rule:
     return rule if interp == rule.interpreter else rule._replace(interpreter=interp)
 
 
+def _command_path(env: Mapping[str, str]) -> str:
+    """Where rules.yaml commands are looked up: PATH, then beside our own Python."""
+    return os.pathsep.join([env.get("PATH", os.defpath), os.path.dirname(sys.executable)])
+
+
 def interpreter_problem(rule: Rule) -> str | None:
     """Why the rule's emulator cannot run, or None. (Relative paths are the tracee's business.)"""
     interp = rule.interpreter
@@ -193,7 +198,7 @@ def choose_emulators(ruleset: RuleSet, choices: list[tuple[str, list[str]]],
     (no P: argv[0] is not passed). An unknown rule name is an error.
     """
     env = os.environ if env is None else env
-    path_env = os.pathsep.join([env.get("PATH", os.defpath), os.path.dirname(sys.executable)])
+    path_env = _command_path(env)
     index = {rule.name: i for i, rule in enumerate(ruleset.rules)}
     for name, argv in choices:
         label = f"{source} {name}={shlex.join(argv)}"
@@ -260,7 +265,7 @@ def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, 
 
     result = RuleSet()
     by_name: dict[str, Rule] = {}
-    path_env = os.pathsep.join([env.get("PATH", os.defpath), os.path.dirname(sys.executable)])
+    path_env = _command_path(env)
     for (rules, errors), own in sources:
         problems = result.errors if own else result.warnings
         problems.extend(errors)

@@ -20,10 +20,8 @@ def hold_closed() -> set[int]:
             os.fstat(fd)
         except OSError:
             closed.add(fd)
-            held = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
-            if held != fd:  # cannot happen (the lowest free number is taken), but be sure
-                os.dup2(held, fd)
-                os.close(held)
+            # The lowest free number is `fd` itself: the lower ones are open or just held.
+            os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
     return closed
 
 

@@ -29,6 +29,7 @@ from .. import stdio
 from . import kernel
 from .arch import host_arch
 from .seccomp import exec_filter
+from .tracee import stat_field
 from .tracer import OPTIONS
 
 EXIT_CANNOT_TRACE = 125  # our own failure, as env(1) and timeout(1) use it
@@ -122,9 +123,7 @@ def _stay_on_one_cpu() -> None:
     try:
         cpus = os.sched_getaffinity(0)
         if len(cpus) > 1:
-            with open("/proc/self/stat", "rb") as stat:
-                # Fields after the command name, from field 3 (state); 39 is the CPU.
-                cpu = int(stat.read().rsplit(b")", 1)[1].split()[39 - 3])
+            cpu = stat_field("self", 39)  # the CPU it last ran on
             os.sched_setaffinity(0, {cpu if cpu in cpus else min(cpus)})
     except (OSError, ValueError, IndexError):
         pass  # a speed-up only

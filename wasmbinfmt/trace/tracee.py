@@ -134,6 +134,13 @@ def fd_is_cloexec(tid: int, fd: int) -> bool:
     return False
 
 
+def stat_field(pid: int | str, number: int) -> int:
+    """Field `number` (1-based, as proc(5) counts) of /proc/PID/stat; the command name
+    (field 2) may hold spaces and parentheses, so fields are counted after its last ')'."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        return int(stat.read().rsplit(b")", 1)[1].split()[number - 3])
+
+
 def fs_credentials(tid: int) -> tuple[int, int, list[int]]:
     """(fsuid, fsgid, supplementary groups): what the kernel checks file access with."""
     uid = gid = 0

@@ -37,7 +37,7 @@ from .kernel import (
     PTRACE_SYSCALL, WALL, IoVec,
 )
 from .paths import host_path
-from .tracee import Memory, fd_is_cloexec, fs_credentials, stack_room
+from .tracee import Memory, fd_is_cloexec, fs_credentials, stack_room, stat_field
 
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
@@ -385,8 +385,7 @@ class Tracer:
                 for p in caller_argv[:LOGGED_ARGS]]
         try:
             cwd = os.readlink(f"/proc/{tid}/cwd".encode())
-            with open(f"/proc/{tid}/stat", "rb") as stat:
-                ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+            ppid = stat_field(tid, 4)
         except (OSError, ValueError, IndexError):
             cwd, ppid = b"?", 0
         self.exec_log.exec(tid, ppid, cwd, self.exec_name, argv,
