@@ -182,3 +182,51 @@ def test_which_with_a_profile_and_an_emulator_on_top(fixtures, env):
     assert done.stdout.splitlines()[1].split() == ["/bin/echo", "hi", module]
     done = wasmbinfmt("which", "--profile", "nope", module, env=env)
     assert done.returncode == 2 and "no profile is named 'nope'" in done.stderr
+
+
+QUICK_CASES = [
+    ["--", "true"], ["true", "-v"], ["-v", "true"], ["--verbose", "--", "sh", "-c", "x"],
+    ["--rules", "a.yaml", "--rules=b", "--rule", ":x:E::x::/bin/x:", "cmd"],
+    ["--no-default-rules", "--system", "--profile", "p", "--", "--", "x"],
+    ["--log", "l.json", "--log-file=f", "cmd", "--log", "arg"],
+    ["--emulator", "wasm=wasmtime run --dir=/::/ --", "--emulator=w=x", "cmd"],
+    ["--rules=", "cmd"], ["cmd", "--", "a"],
+]
+NOT_QUICK = [
+    [], ["--"], ["--help"], ["-h", "x"], ["--version"], ["--verb", "x"], ["--rules"],
+    ["--log-file", "--verbose", "x"], ["--system=1", "x"], ["--emulator", "bad", "x"],
+    ["--emulator", "w='unclosed", "x"], ["-vv", "x"], ["--unknown", "x"], ["-", "x"],
+]
+
+
+@pytest.mark.parametrize("argv", QUICK_CASES)
+def test_the_quick_run_parser_agrees_with_argparse(argv):
+    from wasmbinfmt.cli import _parse_run, parse_run_quickly
+
+    assert vars(parse_run_quickly(argv)) == vars(_parse_run(argv))
+
+
+@pytest.mark.parametrize("argv", NOT_QUICK)
+def test_the_quick_run_parser_leaves_help_abbreviations_and_errors_to_argparse(argv):
+    from wasmbinfmt.cli import parse_run_quickly
+
+    assert parse_run_quickly(argv) is None
+
+
+def test_a_traced_start_imports_no_argparse_re_typing_or_yaml(env, tmp_path):
+    """The start-up budget (issue 6: <= 40 ms): each of these costs ~4-15 ms."""
+    code = ("import sys\n"
+            "import wasmbinfmt.trace.launch as launch\n"
+            "def stop(command, start_tracer):\n"
+            "    print(sorted(m for m in sys.modules if m.partition('.')[0] in ("
+            "'re', 'typing', 'argparse', 'enum', 'shutil', 'shlex', 'yaml', 'ptrace')))\n"
+            "    raise SystemExit(0)\n"
+            "launch.run_traced = stop\n"
+            "from wasmbinfmt.cli import main\n"
+            "main(['-v', '--', 'true'])\n")
+    env = dict(env, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                    text=True, env=env, cwd=ROOT) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    assert "'yaml'" in first.stdout  # the packaged rules.yaml, parsed once...
+    assert second.stdout.strip() == "[]", second.stderr  # ...then read from the cache

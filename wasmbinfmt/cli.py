@@ -9,10 +9,10 @@ wasmbinfmt could not trace it, 126/127 that it could not be run or found.
 
 from __future__ import annotations
 
-import argparse
 import os
-import shlex
 import sys
+from collections.abc import Callable
+from types import SimpleNamespace as Namespace
 
 from . import __version__
 from .files import Inspector, read_header
@@ -24,41 +24,125 @@ from .sources import RuleSet, choose_emulators, collect, interpreter_problem, pr
 SUBCOMMANDS = ("list", "which", "check", "log", "compare")
 
 
-def _rule_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("rule sources (highest precedence first)")
-    group.add_argument("--rule", action="append", default=[], metavar="LINE",
-                       help="a binfmt_misc registration line, e.g. ':name:E::ext::/bin/emu:'")
-    group.add_argument("--rules", action="append", default=[], metavar="FILE",
-                       help="a rules file: rules.yaml, binfmt.d lines, a binfmt-support "
-                            "format or a /proc/sys/fs/binfmt_misc entry (told apart by content)")
-    group.add_argument("--no-default-rules", action="store_true",
-                       help="leave out ~/.config/wasmbinfmt/rules.yaml and the packaged rules")
-    group.add_argument("--system", action="store_true",
-                       help="add this machine's binfmt-support and systemd binfmt.d rules")
-    group.add_argument("--profile", metavar="NAME",
-                       help="the emulators profile NAME of a rules.yaml chooses (its "
-                            "'profiles:' section); --emulator choices come on top")
-    group.add_argument("--emulator", action="append", default=[], type=_emulator_choice,
-                       metavar="RULE=COMMAND",
-                       help="for this run, rule RULE runs COMMAND (with arguments: quote "
-                            "them, e.g. 'wasm=wasmtime run --dir=/::/ --'), which gets the "
-                            "file's path and the program's arguments after them")
-    return common
+class Option:
+    """One option of the run form, for both argparse (help, errors, subcommands) and the
+    quick parser that a plain `wasmbinfmt [OPTIONS] -- COMMAND` goes through."""
+
+    def __init__(self, flags: tuple[str, ...], dest: str, action: str, help: str,
+                 metavar: str | None = None, convert: Callable[[str], object] | None = None):
+        self.flags, self.dest, self.action = flags, dest, action  # action: store[_true]/append
+        self.help, self.metavar, self.convert = help, metavar, convert
+
+    def default(self) -> object:
+        return {"append": [], "store_true": False, "store": None}[self.action]
+
+    def add_to(self, group) -> None:
+        extra = {} if self.action == "store_true" else {"metavar": self.metavar}
+        if self.convert is not None:
+            extra["type"] = self.convert
+        group.add_argument(*self.flags, dest=self.dest, action=self.action,
+                           default=self.default(), help=self.help, **extra)
 
 
 def _emulator_choice(value: str) -> tuple[str, list[str]]:
+    import shlex  # not at the top: ~10 ms of every start (it imports re)
+
     name, _, command = value.partition("=")
     try:
         argv = shlex.split(command)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{value!r}: {e}") from None
+        raise _argument_error(f"{value!r}: {e}") from None
     if not name or not argv:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected RULE=COMMAND [ARGS...]")
+        raise _argument_error(f"{value!r}: expected RULE=COMMAND [ARGS...]")
     return name, argv
 
 
-def build_run_parser() -> argparse.ArgumentParser:
+def _argument_error(message: str) -> Exception:
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
+
+
+RULE_OPTIONS = (  # rule sources, highest precedence first; also for list, which, check
+    Option(("--rule",), "rule", "append", metavar="LINE",
+           help="a binfmt_misc registration line, e.g. ':name:E::ext::/bin/emu:'"),
+    Option(("--rules",), "rules", "append", metavar="FILE",
+           help="a rules file: rules.yaml, binfmt.d lines, a binfmt-support format or a "
+                "/proc/sys/fs/binfmt_misc entry (told apart by content)"),
+    Option(("--no-default-rules",), "no_default_rules", "store_true",
+           help="leave out ~/.config/wasmbinfmt/rules.yaml and the packaged rules"),
+    Option(("--system",), "system", "store_true",
+           help="add this machine's binfmt-support and systemd binfmt.d rules"),
+    Option(("--profile",), "profile", "store", metavar="NAME",
+           help="the emulators profile NAME of a rules.yaml chooses (its 'profiles:' "
+                "section); --emulator choices come on top"),
+    Option(("--emulator",), "emulator", "append", metavar="RULE=COMMAND",
+           convert=_emulator_choice,
+           help="for this run, rule RULE runs COMMAND (with arguments: quote them, e.g. "
+                "'wasm=wasmtime run --dir=/::/ --'), which gets the file's path and the "
+                "program's arguments after them"),
+)
+RUN_OPTIONS = (
+    Option(("-v", "--verbose"), "verbose", "store_true",
+           help="log every rerouted exec (pid, rule, emulator argv)"),
+    Option(("--log",), "exec_log", "store", metavar="FILE",
+           help="write every rerouted exec, its exit status and duration, and a final "
+                "summary to FILE as JSON lines (docs/log.md; read it with 'wasmbinfmt log "
+                "FILE')"),
+    Option(("--log-file",), "log_file", "store", metavar="FILE",
+           help="write messages and the -v log to FILE instead of stderr (kept after "
+                "COMMAND exits while its descendants run)"),
+)
+
+
+def _rule_options():
+    import argparse
+
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("rule sources (highest precedence first)")
+    for option in RULE_OPTIONS:
+        option.add_to(group)
+    return common
+
+
+def parse_run_quickly(argv: list[str]) -> Namespace | None:
+    """The run form, parsed without argparse (whose import is ~15 ms of a ~40 ms start).
+
+    Takes exact option names only (`--opt VALUE`, `--opt=VALUE`, flags), then the
+    command from `--` or the first word that is not an option, as argparse's
+    REMAINDER would. Anything else (help, --version, abbreviations, errors) gives
+    None, and argparse parses the line and explains.
+    """
+    by_flag = {flag: option for option in RULE_OPTIONS + RUN_OPTIONS for flag in option.flags}
+    args = Namespace(**{option.dest: option.default() for option in by_flag.values()})
+    i = 0
+    while i < len(argv) and argv[i] != "--" and argv[i].startswith("-"):
+        flag, has_value, value = argv[i].partition("=")
+        option = by_flag.get(flag)
+        if option is None or (has_value and option.action == "store_true"):
+            return None
+        if option.action != "store_true" and not has_value:
+            i += 1
+            if i == len(argv) or argv[i].startswith("-"):  # argparse: a missing value
+                return None
+            value = argv[i]
+        if option.convert is not None:
+            try:
+                value = option.convert(value)
+            except Exception:  # argparse will say what is wrong with it
+                return None
+        if option.action == "append":
+            getattr(args, option.dest).append(value)
+        else:
+            setattr(args, option.dest, True if option.action == "store_true" else value)
+        i += 1
+    args.command = argv[i + 1:] if argv[i:i + 1] == ["--"] else argv[i:]
+    return args if args.command else None
+
+
+def build_run_parser():
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="wasmbinfmt", parents=[_rule_options()],
         usage="wasmbinfmt [OPTIONS] [--] COMMAND [ARGS...]\n"
@@ -71,21 +155,26 @@ def build_run_parser() -> argparse.ArgumentParser:
                "status: COMMAND's own; 125 if it could not be traced, 126 not executable, "
                "127 not found, 2 invalid rules.")
     parser.add_argument("--version", action="version", version=f"wasmbinfmt {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log every rerouted exec (pid, rule, emulator argv)")
-    parser.add_argument("--log", metavar="FILE", dest="exec_log",
-                        help="write every rerouted exec, its exit status and duration, and a "
-                             "final summary to FILE as JSON lines (docs/log.md; read it with "
-                             "'wasmbinfmt log FILE')")
-    parser.add_argument("--log-file", metavar="FILE",
-                        help="write messages and the -v log to FILE instead of stderr "
-                             "(kept after COMMAND exits while its descendants run)")
+    for option in RUN_OPTIONS:
+        option.add_to(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
                         help="the command to run, with its arguments")
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _parse_run(argv: list[str]) -> Namespace:
+    parser = build_run_parser()
+    args = parser.parse_args(argv)
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not args.command:
+        parser.error("a COMMAND to run is required (or a subcommand: list, which, check)")
+    return args
+
+
+def build_parser():
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="wasmbinfmt",
         description="Run foreign executables (WebAssembly, other-architecture ELF) under the "
@@ -140,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> RuleSet:
+def _load(args: Namespace) -> RuleSet:
     ruleset = collect(inline=args.rule, files=args.rules, system=args.system,
                       defaults=not args.no_default_rules)
     if args.profile:
@@ -162,19 +251,26 @@ def _fatal_errors(ruleset: RuleSet) -> bool:
     return bool(ruleset.errors)
 
 
+def _shell_words(words) -> str:
+    """Words quoted as a shell needs them (shlex imported here: it imports re, ~10 ms)."""
+    import shlex
+
+    return shlex.join(words)
+
+
 def _show_argv(argv) -> str:
-    return shlex.join(os.fsdecode(a) for a in argv)
+    return _shell_words(os.fsdecode(a) for a in argv)
 
 
 def _interpreter_text(rule: Rule) -> str:
-    return shlex.join([rule.interpreter, *rule.args])
+    return _shell_words([rule.interpreter, *rule.args])
 
 
 def _shorten(text: str, width: int = 48) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def cmd_list(args: Namespace) -> int:
     ruleset = _load(args)
     if _fatal_errors(ruleset):
         return 2
@@ -188,7 +284,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             problem = interpreter_problem(rule)
             status = f"MISSING: {problem}" if problem else "enabled"
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in rule.env)
+        env = " ".join(f"{k}={_shell_words([v])}" for k, v in rule.env)
         emulator = (env + " " if env else "") + _interpreter_text(rule)
         shorten = (lambda text: text) if args.wide else _shorten
         rows.append((rule.name, "magic" if rule.kind == "M" else "extension",
@@ -201,7 +297,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_which(args: argparse.Namespace) -> int:
+def cmd_which(args: Namespace) -> int:
     ruleset = _load(args)
     if _fatal_errors(ruleset):
         return 2
@@ -243,7 +339,7 @@ def cmd_which(args: argparse.Namespace) -> int:
     return status
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: Namespace) -> int:
     ruleset = _load(args)
     for problem in ruleset.errors:
         print(f"error: {problem}")
@@ -260,7 +356,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if ruleset.errors else 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: Namespace) -> int:
     from .trace.arch import host_arch
     from .trace.launch import run_traced
     from .trace.tracer import Tracer
@@ -292,7 +388,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_traced([os.fsencode(word) for word in args.command], start_tracer)
 
 
-def cmd_log(args: argparse.Namespace) -> int:
+def cmd_log(args: Namespace) -> int:
     from .execlog import summarize
 
     try:
@@ -305,7 +401,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0 if all_passed else 1
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: Namespace) -> int:
     from .compare import compare
 
     command = args.run_command[1:] if args.run_command[:1] == ["--"] else args.run_command
@@ -331,16 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
+        command = args.command
     else:
-        parser = build_run_parser()
-        args = parser.parse_args(argv)
-        if args.command[:1] == ["--"]:
-            args.command = args.command[1:]
-        if not args.command:
-            parser.error("a COMMAND to run is required (or a subcommand: list, which, check)")
-        args.command_name = "run"
+        args = parse_run_quickly(argv) or _parse_run(argv)
+        command = "run"
     try:
-        return COMMANDS[getattr(args, "command_name", None) or args.command](args)
+        return COMMANDS[command](args)
     except RuleError as e:
         print(f"wasmbinfmt: {e}", file=sys.stderr)
         return 2

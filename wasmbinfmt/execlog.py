@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import IO, Iterable
+from collections.abc import Iterable
+from io import TextIOBase
 
 
 def _text(value: bytes) -> str:
@@ -18,7 +19,7 @@ def _text(value: bytes) -> str:
 class ExecLog:
     """Writes the events as they happen; `close` adds the summary."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: TextIOBase) -> None:
         import json  # here, not at the top: the tracer imports this module whether logging or not
 
         self.dumps = json.dumps

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from .match import Matcher
 from .rewrite import FileKind, classify

@@ -14,7 +14,6 @@ Formats:
 from __future__ import annotations
 
 import os
-import re
 
 from . import __version__
 from .rules import (
@@ -162,10 +161,6 @@ def parse_proc_entry(text: str, name: str, source: str) -> Loaded:
 # ---------------------------------------------------------------------------
 # Telling formats apart by content.
 
-_SUPPORT_LINE = re.compile(r"^(%s)\s" % "|".join(_SUPPORT_KEYS))
-_YAML_START = re.compile(r"^(---|%YAML|rules\s*:|profiles\s*:)")
-
-
 def sniff_format(text: str) -> str:
     """'yaml', 'proc', 'binfmt-support' or 'binfmt', from the first meaningful line."""
     for raw in text.splitlines():
@@ -174,9 +169,11 @@ def sniff_format(text: str) -> str:
             continue
         if line in ("enabled", "disabled"):
             return "proc"
-        if _YAML_START.match(line):
+        # (String tests, not regular expressions: `re` would add ~10 ms to every start.)
+        if line.startswith(("---", "%YAML")) or \
+                line.partition(":")[0].rstrip() in ("rules", "profiles") and ":" in line:
             return "yaml"
-        if _SUPPORT_LINE.match(line + " "):
+        if line.split(None, 1)[0] in _SUPPORT_KEYS:
             return "binfmt-support"
         return "binfmt"
     return "binfmt"  # empty or only comments: no rules in any format

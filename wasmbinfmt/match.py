@@ -10,7 +10,7 @@ match since extensions have no ``/``).
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .rules import HEADER_SIZE, Rule
 

@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Callable, NamedTuple, Sequence, Union
+from collections.abc import Callable, Sequence
 
 from .match import Matcher
+from .record import record
 from .rules import HEADER_SIZE, Rule
 
 AT_FDCWD = -100
@@ -113,7 +114,8 @@ def parse_shebang(header: bytes) -> tuple[bytes, bytes | None] | None:
     return string_at(i_name), (string_at(i_arg) if i_arg is not None else None)
 
 
-class Argv(NamedTuple):
+@record
+class Argv:
     """The argv the kernel is building: new strings in front of the caller's own from `skip` on.
 
     Only the front of argv ever changes during interpreter rewrites, so the
@@ -152,14 +154,16 @@ def caller_string(caller: Sequence, item: bytes | int):
     return caller[item] if item < len(caller) else b""
 
 
-class FileKind(NamedTuple):
+@record
+class FileKind:
     """What the kernel's format handlers would make of a file (found by the caller)."""
 
     rule: Rule | None = None  # a binfmt_misc-style rule claims it
     script: tuple[bytes, bytes | None] | None = None  # a #! line: (interpreter, argument)
 
 
-class Rewrite(NamedTuple):
+@record
+class Rewrite:
     """Exec `path` with `argv` instead of the caller's file; `env` is added for it."""
 
     path: bytes
@@ -168,7 +172,8 @@ class Rewrite(NamedTuple):
     env: tuple[tuple[bytes, bytes], ...] = ()
 
 
-class Fail(NamedTuple):
+@record
+class Fail:
     """Fail the exec with this errno, as the kernel would."""
 
     errno: int
@@ -184,11 +189,8 @@ def classify(matcher: Matcher, name: bytes, header: bytes,
     return FileKind(script=script) if script else None
 
 
-Verdict = Union[Rewrite, Fail, None]  # None: let the kernel run the exec as it is
-
-
 def resolve_exec(path: bytes, inspect: Callable[[bytes, bool], FileKind | None],
-                 path_inaccessible: bool = False) -> Verdict:
+                 path_inaccessible: bool = False) -> Rewrite | Fail | None:
     """Follow the kernel's interpreter rewrites from `path` as far as the last rule applies.
 
     `inspect(name, first)` says what the handlers would make of the file
@@ -205,7 +207,7 @@ def resolve_exec(path: bytes, inspect: Callable[[bytes, bool], FileKind | None],
         return None  # nearly every exec of a tree: nothing more to set up
     argv = Argv()
     current, applied, env = path, (), ()
-    result: Verdict = None
+    result: Rewrite | Fail | None = None
     for depth in range(MAX_REWRITES + 1):
         if depth:
             kind = inspect(current, False)

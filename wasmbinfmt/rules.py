@@ -13,7 +13,7 @@ Everything here is pure: no file system, no environment.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from .record import record
 
 # The kernel reads this many bytes of a file before choosing a format (BINPRM_BUF_SIZE).
 HEADER_SIZE = 256
@@ -25,9 +25,11 @@ KNOWN_FLAGS = "POCF"
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
-# Value types are NamedTuples, not dataclasses: importing dataclasses (and the inspect
-# module it pulls in) costs more than everything else `wasmbinfmt -- CMD` does at start.
-class Origin(NamedTuple):
+# Value types are records (named tuples, see record.py), not dataclasses: importing
+# dataclasses (and the inspect module it pulls in) costs more than everything else
+# `wasmbinfmt -- CMD` does at start.
+@record
+class Origin:
     """Where a rule was defined, for messages and `wasmbinfmt list`."""
 
     source: str  # a file path, or a label such as "--rule"
@@ -62,7 +64,8 @@ class RuleError(Exception):
         return f"{where}: {what}{self.reason}"
 
 
-class Spelling(NamedTuple):
+@record
+class Spelling:
     """How a parsed line wrote its fields, so formatting gives the same bytes back.
 
     Only used where it still spells the rule's current value.
@@ -75,7 +78,8 @@ class Spelling(NamedTuple):
     flags: str = ""
 
 
-class Rule(NamedTuple):
+@record
+class Rule:
     name: str
     kind: str  # "M" (magic) or "E" (extension)
     interpreter: str

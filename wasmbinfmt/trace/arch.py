@@ -14,7 +14,8 @@ import ctypes
 import operator
 import os
 import struct
-from typing import NamedTuple
+
+from ..record import record
 
 # <linux/audit.h>: what seccomp reports as seccomp_data.arch. The other ABIs a CPU runs
 # (i386 and x32 on x86_64, arm32 on aarch64) are named for the tests of the filter.
@@ -46,7 +47,8 @@ class Aarch64Regs(ctypes.Structure):
                 ("pc", ctypes.c_ulonglong), ("pstate", ctypes.c_ulonglong)]
 
 
-class Arch(NamedTuple):
+@record
+class Arch:
     name: str
     audit_arch: int  # the native ABI, as seccomp names it
     execve: int

@@ -21,9 +21,9 @@ The handshake, before the command's first exec::
 from __future__ import annotations
 
 import os
-import signal
+import _signal as signal  # the C module: signal.py adds enums, and enum costs ~4 ms a start
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
 
 from .. import stdio
 from . import kernel
@@ -37,8 +37,8 @@ EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
 
 
-def run_traced(command: list[bytes], start_tracer: Callable[[int], None]) -> NoReturn:
-    """Exec `command` here, traced by `start_tracer(command_pid)` in a grandchild."""
+def run_traced(command: list[bytes], start_tracer: Callable[[int], None]) -> None:
+    """(Never returns.) Exec `command` here, traced by `start_tracer(command_pid)` in a grandchild."""
     command_pid = os.getpid()
     closed = stdio.hold_closed()  # else our pipes would become the command's stdio
     to_tracer_r, to_tracer_w = os.pipe()
@@ -77,7 +77,7 @@ def run_traced(command: list[bytes], start_tracer: Callable[[int], None]) -> NoR
 
 
 def _be_tracer(command_pid: int, from_command: int, to_command: int,
-               start_tracer: Callable[[int], None]) -> NoReturn:
+               start_tracer: Callable[[int], None]) -> None:
     status = 1
     try:
         os.setsid()  # no terminal signals (Ctrl-C, Ctrl-Z, hangup) for the tracer
@@ -157,7 +157,7 @@ def _restore_signals() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _die(message: str, status: int) -> NoReturn:
+def _die(message: str, status: int) -> None:
     if sys.stderr is not None:  # started without fd 2
         print(f"wasmbinfmt: {message}", file=sys.stderr)
         sys.stderr.flush()

@@ -12,8 +12,8 @@ Pure: this module only builds the program; the tracer installs it.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
+from ..record import record
 from .arch import Arch
 
 # <linux/filter.h>, <linux/seccomp.h>
@@ -27,7 +27,8 @@ NR_OFFSET = 0
 ARCH_OFFSET = 4
 
 
-class Insn(NamedTuple):
+@record
+class Insn:
     code: int
     k: int
     jt: int = 0

@@ -19,13 +19,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import signal
+import _signal as signal  # the C module: signal.py adds enums, and enum costs ~4 ms a start
 from array import array
-from typing import Callable, NamedTuple, TextIO
+from collections.abc import Callable
+from io import TextIOBase
 
 from ..execlog import ExecLog
 from ..files import Inspector
 from ..match import Matcher
+from ..record import record
 from ..rewrite import AT_FDCWD, Fail, Rewrite, exec_filename, resolve_exec
 from ..rules import Rule
 from ..sources import interpreter_problem
@@ -54,7 +56,8 @@ OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK
            | kernel.PTRACE_O_TRACESECCOMP | kernel.PTRACE_O_EXITKILL)
 
 
-class NewExec(NamedTuple):
+@record
+class NewExec:
     """What a rewritten exec needs in the tracee's memory, placed once an address is known."""
 
     syscall: int
@@ -107,7 +110,7 @@ class Pending:
 
 
 class Tracer:
-    def __init__(self, rules: list[Rule], arch: Arch, root: int, log: TextIO | None = None,
+    def __init__(self, rules: list[Rule], arch: Arch, root: int, log: TextIOBase | None = None,
                  verbose: bool = False, log_is_stderr: bool = True,
                  exec_log: ExecLog | None = None):
         self.matcher = Matcher(rules)
