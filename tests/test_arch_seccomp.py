@@ -112,7 +112,7 @@ import errno, os, sys
 from wasmbinfmt.trace.arch import host_arch
 from wasmbinfmt.trace.kernel import install_seccomp_filter
 from wasmbinfmt.trace.seccomp import exec_filter
-install_seccomp_filter(exec_filter(host_arch()))
+install_seccomp_filter(exec_filter(host_arch()), host_arch().seccomp)
 with open("/proc/self/status") as f:
     status = dict(line.split(":", 1) for line in f)
 print("seccomp", status["Seccomp"].strip(), "nnp", status["NoNewPrivs"].strip())

@@ -15,9 +15,10 @@ import os
 from .seccomp import Insn, pack
 
 PR_SET_NO_NEW_PRIVS = 38
-PR_SET_SECCOMP = 22
 PR_SET_PTRACER = 0x59616D61  # Yama: let this process (not an ancestor) trace us
-SECCOMP_MODE_FILTER = 2
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
+EINVAL = 22
 
 # <linux/ptrace.h>
 PTRACE_CONT = 7
@@ -47,6 +48,7 @@ for _name in ("process_vm_readv", "process_vm_writev"):
     getattr(_libc, _name).argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong,
                                       ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
     getattr(_libc, _name).restype = ctypes.c_ssize_t
+_libc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_void_p]
 _libc.execvp.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)]
 
 
@@ -68,18 +70,28 @@ def _check(result: int, what: str) -> None:
         raise _error(what)
 
 
-def install_seccomp_filter(program: list[Insn], no_new_privs: bool = True) -> None:
+def install_seccomp_filter(program: list[Insn], seccomp_syscall: int,
+                           no_new_privs: bool = True) -> None:
     """Install `program` on the calling thread.
 
     Without CAP_SYS_ADMIN the kernel requires NO_NEW_PRIVS first (setuid
     programs then run without their privileges); root may go without it.
+    SPEC_ALLOW: on kernels whose speculative-store-bypass mitigation is
+    "seccomp" (the default before 5.16), a filter would otherwise turn the
+    mitigation on for the whole tree, slowing every program in it; the filter
+    is for stopping at exec, not a sandbox, so the tree keeps the machine's
+    setting. (Kernels before 4.17 lack the flag and get the filter without it.)
     """
     if no_new_privs:
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     code = ctypes.create_string_buffer(pack(program))
     fprog = _SockFprog(len(program), ctypes.cast(code, ctypes.c_void_p))
-    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0),
-           "prctl(PR_SET_SECCOMP)")
+    for flags in (SECCOMP_FILTER_FLAG_SPEC_ALLOW, 0):
+        result = _libc.syscall(seccomp_syscall, SECCOMP_SET_MODE_FILTER, flags,
+                               ctypes.addressof(fprog))
+        if result == 0 or ctypes.get_errno() != EINVAL:
+            break
+    _check(result, "seccomp(SECCOMP_SET_MODE_FILTER)")
 
 
 def allow_tracer(pid: int) -> None:

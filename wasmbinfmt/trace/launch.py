@@ -61,7 +61,8 @@ def run_traced(command: list[bytes], start_tracer: Callable[[int], None]) -> Non
             _die("cannot start the tracer", EXIT_CANNOT_TRACE)
         kernel.allow_tracer(int(line))
         try:
-            kernel.install_seccomp_filter(exec_filter(host_arch()),
+            arch = host_arch()
+            kernel.install_seccomp_filter(exec_filter(arch), arch.seccomp,
                                           no_new_privs=os.geteuid() != 0)
         except OSError as e:
             _die(f"cannot install the seccomp filter: {e.strerror}", EXIT_CANNOT_TRACE)
