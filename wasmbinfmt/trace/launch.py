@@ -118,7 +118,7 @@ def _stay_on_one_cpu() -> None:
     free to move sleeps on another CPU, which each stop must wake (an IPI,
     and on a VM an exit from idle); kept on one CPU, the scheduler tends to
     wake the tracee it resumes next to it. Measured on the exec loop of
-    scripts/bench_exec_loop.py, 2 vCPUs: 1.44x native -> 1.28-1.34x.
+    scripts/bench.py, 2 vCPUs: 1.44x native -> 1.28-1.34x.
     The tree itself stays free to use every CPU.
     """
     try:
