@@ -13,6 +13,7 @@ Everything here is pure: no file system, no environment.
 from __future__ import annotations
 
 import os
+
 from .record import record
 
 # The kernel reads this many bytes of a file before choosing a format (BINPRM_BUF_SIZE).

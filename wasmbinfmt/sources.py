@@ -148,7 +148,7 @@ def load_system(root: str = "/") -> Loaded:
     return order, errors + s_errors
 
 
-def resolve_interpreter(rule: Rule, path_env: str | None) -> Rule:
+def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
     """Fix the interpreter's path where the rule says it is fixed when rules are loaded.
 
     - rules.yaml (both forms): an interpreter without a '/' is a command,

@@ -10,6 +10,7 @@ on the hot path are allocated once by the callers (see tracee.py).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 from .seccomp import Insn, pack
@@ -18,7 +19,6 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_PTRACER = 0x59616D61  # Yama: let this process (not an ancestor) trace us
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
-EINVAL = 22
 
 # <linux/ptrace.h>
 PTRACE_CONT = 7
@@ -89,7 +89,7 @@ def install_seccomp_filter(program: list[Insn], seccomp_syscall: int,
     for flags in (SECCOMP_FILTER_FLAG_SPEC_ALLOW, 0):
         result = _libc.syscall(seccomp_syscall, SECCOMP_SET_MODE_FILTER, flags,
                                ctypes.addressof(fprog))
-        if result == 0 or ctypes.get_errno() != EINVAL:
+        if result == 0 or ctypes.get_errno() != errno.EINVAL:
             break
     _check(result, "seccomp(SECCOMP_SET_MODE_FILTER)")
 

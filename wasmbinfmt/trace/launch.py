@@ -38,7 +38,8 @@ EXIT_NOT_FOUND = 127
 
 
 def run_traced(command: list[bytes], start_tracer: Callable[[int], None]) -> None:
-    """(Never returns.) Exec `command` here, traced by `start_tracer(command_pid)` in a grandchild."""
+    """Exec `command` here, traced by `start_tracer(command_pid)` in a grandchild.
+    Never returns."""
     command_pid = os.getpid()
     closed = stdio.hold_closed()  # else our pipes would become the command's stdio
     to_tracer_r, to_tracer_w = os.pipe()
