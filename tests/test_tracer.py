@@ -1,11 +1,10 @@
 """`wasmbinfmt -- COMMAND` with real processes: every test runs as the current user and as an
 unprivileged one (`nobody`, when the tests run as root as in CI).
 
-Execs are compared with the real kernel's binfmt_misc (a private instance in a
-user namespace, see kernel_oracle.py): the same driver program, the same rule,
-the same target, once under the kernel and once under wasmbinfmt; the
-emulator (a shell script) prints the argv it got, the driver prints errno
-when its exec fails.
+The corpus of exec situations compared with native runs and with the real
+kernel's binfmt_misc is in test_transparency.py; here: rule chains and loops
+against the kernel, status and signals, streams, load, huge argvs, real
+emulators.
 """
 
 from __future__ import annotations
@@ -40,69 +39,11 @@ def traced(user, rule: str, argv: list[str], **kwargs):
 
 
 # ---------------------------------------------------------------------------
-# The same exec under the kernel's binfmt_misc and under wasmbinfmt
-
-DIFFERENTIAL = {
-    # name: (driver mode, target, argv..., setup)
-    "relative path": ("execve", "./probe.wasm", "a0", "a1", "x y"),
-    "absolute path": ("execve", "{box}/probe.wasm", "a0", "--help"),
-    "PATH lookup": ("execvp", "probe.wasm", "p", "1"),
-    "execveat dirfd": ("execveat-dir", "{box}/probe.wasm", "a0", "b"),
-    "execveat nofollow on a file": ("execveat-nofollow", "./probe.wasm", "a0"),
-    "execveat nofollow on a symlink": ("execveat-nofollow", "./link.wasm", "a0"),
-    "fexecve": ("fexecve", "probe.wasm", "a0", "b"),
-    "fexecve close-on-exec": ("fexecve-cloexec", "probe.wasm", "a0"),
-    "fexecve O_PATH": ("fexecve-opath", "probe.wasm", "a0"),
-    "posix_spawn": ("posix_spawn", "./probe.wasm", "a0", "s"),
-    "posix_spawnp": ("posix_spawnp", "probe.wasm", "a0", "s"),
-    "vfork": ("vfork", "./probe.wasm", "a0", "v"),
-    "exec from a thread": ("thread", "./probe.wasm", "a0", "t"),
-    "empty argv": ("execve", "./probe.wasm"),
-    "NULL argv": ("null-argv", "./probe.wasm"),
-    "no exec bit": ("execve", "./noexec.wasm", "a0"),
-    "missing file": ("execve", "./missing.wasm", "a0"),
-    "a directory": ("execve", "./dir.wasm", "a0"),
-    "ENOTDIR in the path": ("execve", "./probe.wasm/x", "a0"),
-    "bad path pointer": ("efault-path", "-", "a0"),
-    "bad argv pointer": ("efault-argv", "./probe.wasm"),
-    "via /proc/self/cwd": ("execve", "/proc/self/cwd/probe.wasm", "a0"),
-    "script whose interpreter is wasm": ("execve", "./script", "s0", "arg"),
-    "script with no newline": ("execve", "./script-nonl", "s0"),
-    "native program": ("execve", "./probe.native", "n0", "x"),
-    "registers after a failed rewrite": ("execve-regs", "./probe.wasm", "a0"),
-}
-
-
-def prepare(box: Path) -> None:
-    shutil.copy(box / "probe.wasm", box / "noexec.wasm")
-    os.chmod(box / "noexec.wasm", 0o644)
-    (box / "dir.wasm").mkdir(exist_ok=True)
-    if not (box / "link.wasm").is_symlink():
-        (box / "link.wasm").symlink_to("probe.wasm")
-    (box / "script").write_bytes(b"#!" + bytes(box / "probe.wasm") + b" -x\n")
-    (box / "script-nonl").write_bytes(b"#! " + bytes(box / "probe.wasm"))
-    for name in ("script", "script-nonl"):
-        os.chmod(box / name, 0o755)
-
+# Rule chains and loops under the kernel's binfmt_misc and under wasmbinfmt
 
 def driver_argv(box: Path, case: tuple) -> list[str]:
     mode, target, *args = case
     return [str(box / "execer"), mode, target.format(box=box), *args]
-
-
-@pytest.mark.parametrize("case", DIFFERENTIAL, ids=list(DIFFERENTIAL))
-@pytest.mark.parametrize("flags", ["", "P"])
-def test_exec_matches_the_kernels_binfmt_misc(box, user, case, flags):
-    prepare(box)
-    rule = wasm_rule(box, flags)
-    argv = driver_argv(box, DIFFERENTIAL[case])
-    env = {**os.environ, "PATH": f"{box}:/usr/bin:/bin"}
-    kernel = run_with_binfmt([rule], argv, as_user=user, cwd=box, env=env, timeout=TIMEOUT)
-    if kernel.returncode != 0 and b"mount" in kernel.stderr and not kernel.stdout:
-        pytest.skip(f"no private binfmt_misc here: {kernel.stderr.decode()[-200:]}")
-    ours = traced(user, rule, argv, cwd=box, env=env)
-    assert (ours.stdout.decode(), ours.returncode) == (kernel.stdout.decode(), kernel.returncode)
-    assert b"wasmbinfmt" not in ours.stderr, ours.stderr
 
 
 def test_a_rule_loop_gives_ELOOP_like_the_kernel(box, user):

@@ -261,7 +261,8 @@ class Tracer:
             return None  # EBADF
         name = self.exec_name = exec_filename(dirfd, path)
         self.resolving = tid
-        self.inspector.nofollow_first = bool(flags & AT_SYMLINK_NOFOLLOW)
+        # With an empty name the descriptor itself runs: there is no link to not follow.
+        self.inspector.nofollow_first = bool(flags & AT_SYMLINK_NOFOLLOW and path)
         inaccessible = dirfd != AT_FDCWD and relative and fd_is_cloexec(tid, dirfd)
         return resolve_exec(name, self.inspector, inaccessible)
 
