@@ -62,9 +62,10 @@ def test_host_arch_is_known_here():
     assert host_arch().name in ("x86_64", "aarch64")
 
 
-def run_bpf(program, nr: int, audit_arch: int) -> int:
+def run_bpf(program, nr: int, audit_arch: int, arg0: int = 0) -> int:
     """A classic-BPF interpreter for the instructions the filter uses."""
-    data = struct.pack("=iI", nr, audit_arch) + bytes(56)  # struct seccomp_data
+    # struct seccomp_data: nr, arch, instruction_pointer, args[6]
+    data = struct.pack("=iIQ6Q", nr, audit_arch, 0, arg0, 0, 0, 0, 0, 0)
     acc, pc = 0, 0
     while True:
         insn = program[pc]
@@ -86,11 +87,22 @@ def test_filter_traces_only_native_execs(arch, foreign, foreign_execve):
     assert run_bpf(program, arch.execve, arch.audit_arch) == SECCOMP_RET_TRACE
     assert run_bpf(program, arch.execveat, arch.audit_arch) == SECCOMP_RET_TRACE
     for other in range(0, 460):
-        if other not in (arch.execve, arch.execveat):
-            assert run_bpf(program, other, arch.audit_arch) == SECCOMP_RET_ALLOW, other
+        if other not in (arch.execve, arch.execveat, arch.ptrace):
+            for arg0 in (0, 16, 0x4206, 2):
+                assert run_bpf(program, other, arch.audit_arch, arg0) == SECCOMP_RET_ALLOW, other
     # The other ABI's execs (and its syscalls with the native execs' numbers) run natively.
-    for nr in (foreign_execve, arch.execve, arch.execveat, 0):
+    for nr in (foreign_execve, arch.execve, arch.execveat, arch.ptrace, 0):
         assert run_bpf(program, nr, foreign) == SECCOMP_RET_ALLOW
+
+
+@pytest.mark.parametrize("arch", [X86_64, AARCH64])
+def test_filter_traces_only_the_ptrace_requests_that_make_a_tracer(arch):
+    """PTRACE_TRACEME, PTRACE_ATTACH and PTRACE_SEIZE stop, so the tracer can say why they
+    fail; a debugger's other requests (PEEKDATA, CONT, GETREGSET...) run at native speed."""
+    program = exec_filter(arch)
+    stopping = {request for request in range(0, 0x4300)
+                if run_bpf(program, arch.ptrace, arch.audit_arch, request) == SECCOMP_RET_TRACE}
+    assert stopping == {0, 16, 0x4206}
 
 
 def test_filter_lets_x32_execs_through_on_x86_64():
@@ -103,7 +115,7 @@ def test_pack_is_struct_sock_filter():
     program = exec_filter(X86_64)
     packed = pack(program)
     assert len(packed) == 8 * len(program)
-    assert struct.unpack_from("=HBBI", packed, 8) == (BPF_JEQ_K, 0, 4, AUDIT_ARCH_X86_64)
+    assert struct.unpack_from("=HBBI", packed, 8) == (BPF_JEQ_K, 0, 8, AUDIT_ARCH_X86_64)
     assert AUDIT_ARCH_AARCH64 in [i.k for i in exec_filter(AARCH64)]
 
 

@@ -53,6 +53,7 @@ class Arch:
     audit_arch: int  # the native ABI, as seccomp names it
     execve: int
     execveat: int
+    ptrace: int
     regs: type[ctypes.Structure]
     syscall_register: str  # where the tracer reads the syscall number at a seccomp stop
     arg_registers: tuple[str, ...]  # arguments 1..6
@@ -127,14 +128,16 @@ class Arch:
 
 
 X86_64 = Arch(
-    name="x86_64", audit_arch=AUDIT_ARCH_X86_64, execve=59, execveat=322, regs=X86_64Regs,
+    name="x86_64", audit_arch=AUDIT_ARCH_X86_64, execve=59, execveat=322, ptrace=101,
+    regs=X86_64Regs,
     syscall_register="orig_rax", arg_registers=("rdi", "rsi", "rdx", "r10", "r8", "r9"),
     result_register="rax", stack_pointer="rsp", red_zone=128, stack_alignment=16,
     instruction_pointer="rip", syscall_insn_size=2, restart_register="rax", mmap=9, munmap=11,
     seccomp=317)
 
 AARCH64 = Arch(
-    name="aarch64", audit_arch=AUDIT_ARCH_AARCH64, execve=221, execveat=281, regs=Aarch64Regs,
+    name="aarch64", audit_arch=AUDIT_ARCH_AARCH64, execve=221, execveat=281, ptrace=117,
+    regs=Aarch64Regs,
     syscall_register="regs[8]",
     arg_registers=tuple(f"regs[{i}]" for i in range(6)),
     result_register="regs[0]", stack_pointer="sp", red_zone=0, stack_alignment=16,

@@ -29,18 +29,20 @@ from .. import stdio
 from . import kernel
 from .arch import host_arch
 from .seccomp import exec_filter
-from .tracee import stat_field
+from .tracee import command_name, stat_field, tracer_of
 from .tracer import OPTIONS
 
 EXIT_CANNOT_TRACE = 125  # our own failure, as env(1) and timeout(1) use it
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
+TRACER_NAME = "wasmbinfmt"
 
 
 def run_traced(command: list[bytes], start_tracer: Callable[[int], None]) -> None:
     """Exec `command` here, traced by `start_tracer(command_pid)` in a grandchild.
     Never returns."""
     command_pid = os.getpid()
+    _refuse_if_traced()
     closed = stdio.hold_closed()  # else our pipes would become the command's stdio
     to_tracer_r, to_tracer_w = os.pipe()
     to_command_r, to_command_w = os.pipe()
@@ -78,11 +80,30 @@ def run_traced(command: list[bytes], start_tracer: Callable[[int], None]) -> Non
          EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_RUN)
 
 
+def _refuse_if_traced() -> None:
+    """A process has one tracer: under a debugger, or inside another wasmbinfmt (which
+    traces every descendant), ours could not attach. Say so before trying."""
+    try:
+        tracer = tracer_of("self")
+    except OSError:
+        return  # no /proc to ask: PTRACE_SEIZE will tell
+    if not tracer:
+        return
+    if command_name(tracer) == TRACER_NAME:
+        _die(f"cannot trace: this process is already traced by another wasmbinfmt (pid "
+             f"{tracer}), and a process has only one tracer. wasmbinfmt inside wasmbinfmt "
+             f"does not work: the outer one already reroutes every exec of the tree; give it "
+             f"the rules you meant for this one", EXIT_CANNOT_TRACE)
+    _die(f"cannot trace: this process is already traced by pid {tracer} "
+         f"({command_name(tracer)}), and a process has only one tracer", EXIT_CANNOT_TRACE)
+
+
 def _be_tracer(command_pid: int, from_command: int, to_command: int,
                start_tracer: Callable[[int], None]) -> None:
     status = 1
     try:
         os.setsid()  # no terminal signals (Ctrl-C, Ctrl-Z, hangup) for the tracer
+        _name_tracer()
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGPIPE,
                     signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_IGN)
@@ -110,6 +131,16 @@ def _be_tracer(command_pid: int, from_command: int, to_command: int,
         print(f"wasmbinfmt: tracer failed: {type(e).__name__}: {e}", file=sys.stderr)
     finally:
         os._exit(status)
+
+
+def _name_tracer() -> None:
+    """The tracer's comm is "wasmbinfmt" (what ps shows, and how a nested wasmbinfmt and the
+    tests recognise it); it would otherwise be the Python that runs us."""
+    try:
+        with open("/proc/self/comm", "wb") as comm:
+            comm.write(TRACER_NAME.encode())
+    except OSError:
+        pass  # a name only
 
 
 def _stay_on_one_cpu() -> None:

@@ -1,8 +1,10 @@
-"""The seccomp-bpf program that stops a tracee only at exec.
+"""The seccomp-bpf program that stops a tracee only at exec (and at attempts to trace).
 
 For the host's native ABI, execve and execveat return SECCOMP_RET_TRACE (a
-PTRACE_EVENT_SECCOMP stop for the tracer); every other syscall is allowed in
-the kernel, at native speed. Syscalls of another ABI the CPU also runs (i386
+PTRACE_EVENT_SECCOMP stop for the tracer); so do the three ptrace requests
+that make a tracer (PTRACE_TRACEME, PTRACE_ATTACH, PTRACE_SEIZE), which fail
+inside the tree, so that the tracer can say why. Every other syscall is
+allowed in the kernel, at native speed. Syscalls of another ABI the CPU also runs (i386
 or x32 on x86_64, arm32 on aarch64) are allowed too: their execs pass through
 natively rather than being misread with the wrong syscall table.
 
@@ -25,6 +27,11 @@ SECCOMP_RET_TRACE = 0x7FF00000
 # Offsets in struct seccomp_data.
 NR_OFFSET = 0
 ARCH_OFFSET = 4
+ARG0_LOW_OFFSET = 16  # args[0]'s low 32 bits on the little-endian CPUs we support
+# <linux/ptrace.h>: the requests by which a process becomes a tracer.
+PTRACE_TRACEME = 0
+PTRACE_ATTACH = 16
+PTRACE_SEIZE = 0x4206
 
 
 @record
@@ -41,12 +48,16 @@ def exec_filter(arch: Arch) -> list[Insn]:
     # they are written out, and the tests run the program through a BPF interpreter.
     program = [
         Insn(BPF_LD_W_ABS, ARCH_OFFSET),
-        Insn(BPF_JEQ_K, arch.audit_arch, jt=0, jf=4),  # another ABI -> allow
+        Insn(BPF_JEQ_K, arch.audit_arch, jt=0, jf=8),  # another ABI -> allow
         Insn(BPF_LD_W_ABS, NR_OFFSET),
-        Insn(BPF_JEQ_K, arch.execve, jt=3, jf=0),  # -> trace
-        Insn(BPF_JEQ_K, arch.execveat, jt=2, jf=0),  # -> trace
+        Insn(BPF_JEQ_K, arch.execve, jt=7, jf=0),  # -> trace
+        Insn(BPF_JEQ_K, arch.execveat, jt=6, jf=0),  # -> trace
+        Insn(BPF_JEQ_K, arch.ptrace, jt=0, jf=4),  # not ptrace -> allow
+        Insn(BPF_LD_W_ABS, ARG0_LOW_OFFSET),  # the request
+        Insn(BPF_JEQ_K, PTRACE_TRACEME, jt=3, jf=0),  # -> trace
+        Insn(BPF_JEQ_K, PTRACE_ATTACH, jt=2, jf=0),  # -> trace
+        Insn(BPF_JEQ_K, PTRACE_SEIZE, jt=1, jf=0),  # -> trace, else allow
         Insn(BPF_RET_K, SECCOMP_RET_ALLOW),
-        Insn(BPF_RET_K, SECCOMP_RET_ALLOW),  # target of "another ABI"
         Insn(BPF_RET_K, SECCOMP_RET_TRACE),
     ]
     # x32 syscalls carry a marker bit (0x40000000), so their numbers never equal the

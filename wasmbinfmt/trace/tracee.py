@@ -155,3 +155,21 @@ def fs_credentials(tid: int) -> tuple[int, int, list[int]]:
                 groups = [int(g) for g in line.split()[1:]]
                 break
     return uid, gid, groups
+
+
+def tracer_of(pid: int | str) -> int:
+    """The pid tracing `pid` (0 for none), from TracerPid in /proc/PID/status."""
+    with open(f"/proc/{pid}/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"TracerPid:"):
+                return int(line.split()[1])
+    return 0
+
+
+def command_name(pid: int | str) -> str:
+    """The process's name (comm), for messages; "?" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as comm:
+            return comm.read().strip().decode("utf-8", "replace")
+    except OSError:
+        return "?"

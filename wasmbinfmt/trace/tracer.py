@@ -39,7 +39,10 @@ from .kernel import (
     PTRACE_SYSCALL, WALL, IoVec,
 )
 from .paths import host_path
-from .tracee import Memory, fd_is_cloexec, fs_credentials, stack_room, stat_field
+from .seccomp import PTRACE_TRACEME
+from .tracee import (
+    Memory, command_name, fd_is_cloexec, fs_credentials, stack_room, stat_field, tracer_of,
+)
 
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
@@ -185,6 +188,10 @@ class Tracer:
         """Run a handler; if it fails, the tracee goes on natively rather than hang or die."""
         try:
             handler(tid)
+        except ProcessLookupError:
+            # ESRCH: killed while we served its stop (SIGKILL, or a sibling thread's exec);
+            # its exit comes through waitpid like any other.
+            self.pending.pop(tid, None)
         except Exception as e:  # noqa: BLE001 - the tree must never pay for our bug
             self._say(f"internal error at pid {tid} ({type(e).__name__}: {e}); "
                       f"its exec runs natively")
@@ -235,6 +242,8 @@ class Tracer:
             dirfd = ctypes.c_int(a1 & 0xFFFFFFFF).value
             path_at, argv_at, envp_at, flags = a2, a3, a4, a5 & 0xFFFFFFFF
         else:
+            if number == arch.ptrace:
+                self._explain_ptrace(tid, a1, a2)
             resume(PTRACE_CONT, tid)
             return
         verdict = self._verdict(tid, dirfd, path_at, flags)
@@ -248,6 +257,25 @@ class Tracer:
             self._fail(tid, verdict.errno)
         else:
             self._rewrite(tid, number, verdict, argv_at, envp_at)
+
+    def _explain_ptrace(self, tid: int, request: int, target: int) -> None:
+        """A process of the tree wants to become a tracer (the filter stops only those
+        requests); the kernel refuses it with EPERM where the target is ours: say why."""
+        ours = os.getpid()
+        if request == PTRACE_TRACEME:
+            what = "cannot be traced by its parent (PTRACE_TRACEME)"
+        else:
+            target = ctypes.c_int(target & 0xFFFFFFFF).value
+            try:
+                if tracer_of(target) != ours:
+                    return  # outside the tree: the kernel decides, we have nothing to add
+            except (OSError, ValueError):
+                return
+            what = f"cannot trace pid {target} ({command_name(target)})"
+        self._say(f"{command_name(tid)} (pid {tid}) {what}: every process under wasmbinfmt "
+                  f"is traced by wasmbinfmt (pid {ours}) and a process has only one tracer, "
+                  f"so ptrace fails with EPERM. Run debuggers and tracers (gdb, strace) "
+                  f"outside wasmbinfmt")
 
     def _verdict(self, tid: int, dirfd: int, path_at: int, flags: int):
         """What to do with this exec; None (run it natively) wherever the kernel will refuse it."""
