@@ -17,6 +17,9 @@ def test_cache_dir_follows_the_environment():
     assert cache.cache_dir({"XDG_CACHE_HOME": "/x", "WASMBINFMT_CACHE_DIR": "/c"}) == "/c"
     assert cache.cache_dir({"WASMBINFMT_CACHE_DIR": "/c", "WASMBINFMT_CACHE": "off"}) is None
     assert cache.cache_dir({"HOME": "relative"}) is None
+    # A relative XDG_CACHE_HOME is invalid (XDG spec): never a cache in the current directory.
+    assert cache.cache_dir({"HOME": "/home/u", "XDG_CACHE_HOME": "x"}) == "/home/u/.cache/wasmbinfmt"
+    assert cache.cache_dir({"HOME": ".", "XDG_CACHE_HOME": "."}) is None
 
 
 def test_an_entry_is_used_only_under_its_own_key(tmp_path):

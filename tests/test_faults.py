@@ -240,6 +240,43 @@ def test_random_kills_during_rerouted_execs(box, user):
     assert gone({tracer})
 
 
+
+def test_a_file_replaced_while_it_is_exec_ed_runs_as_one_or_the_other(box, user):
+    """A file swapped (rename) between wasm and native 300 times while the tree execs it:
+    each exec runs as the tracer saw it, or, when the tracer saw native and the kernel then
+    opened the wasm, fails with ENOEXEC as an unknown format does (docs/security.md).
+    Never a hang, never anything else."""
+    wasm, native = (box / "probe.wasm").read_bytes(), (box / "probe.native").read_bytes()
+    stop = threading.Event()
+
+    def swap():
+        for turn in range(10 ** 9):
+            if stop.is_set():
+                return
+            (box / "next").write_bytes(wasm if turn % 2 else native)
+            os.chmod(box / "next", 0o755)
+            os.rename(box / "next", box / "flip")
+
+    swapper = threading.Thread(target=swap)
+    (box / "flip").write_bytes(native)
+    os.chmod(box / "flip", 0o755)
+    swapper.start()
+    try:
+        rule = f":probe:M::\\x00asm::{box / 'emu.sh'}:"
+        done = subprocess.run(
+            user([sys.executable, "-m", "wasmbinfmt", "--no-default-rules", "--rule", rule,
+                  "--", "sh", "-c", "for i in $(seq 300); do ./execer execve ./flip a0 x; "
+                  "echo --; done"]), cwd=box, capture_output=True, timeout=TIMEOUT)
+    finally:
+        stop.set()
+        swapper.join()
+    runs = done.stdout.decode().split("--\n")[:-1]
+    outcomes = {"native": "argc=2\nargv[0]=a0\nargv[1]=x\n",
+                "emulator": f"[{box}/emu.sh]\n[./flip]\n[x]\n", "ENOEXEC": "errno=8\n"}
+    assert (done.returncode, done.stderr, len(runs)) == (0, b"", 300)
+    assert set(runs) <= set(outcomes.values()), set(runs) - set(outcomes.values())
+    assert outcomes["native"] in runs and outcomes["emulator"] in runs  # it did swap
+
 # ---------------------------------------------------------------------------
 # Load (as nobody only: the heaviest tests, for the user that matters)
 

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wasmbinfmt.loaders import (
-    load_file, parse_binfmt_lines, parse_binfmt_support, parse_proc_entry, sniff_format,
+    load_file, parse_binfmt_lines, parse_binfmt_support, parse_proc_entry, read_text,
+    sniff_format, untrusted_writers,
 )
 from wasmbinfmt.rules import RuleError
 from wasmbinfmt.rules_yaml import parse_rules_yaml
@@ -308,3 +309,74 @@ def test_loaders_never_raise(text):
         rules, errors = loaded
         assert all(isinstance(e, RuleError) and e.source == "f" for e in errors)
         assert all(r.origin is not None for r in rules)
+
+
+file_bytes = st.one_of(st.binary(max_size=300), yaml_like.map(os.fsencode),
+                       st.lists(st.sampled_from([
+                           b":a:M::\\x00asm::/x:", b":b:E::e::/y:PF", b"package x",
+                           b"interpreter /x", b"magic \\x7fELF", b"enabled", b"flags: PO",
+                           b"offset 3", b"\xff\xfe", b"#", b";"]), max_size=10).map(b"\n".join))
+
+
+@settings(max_examples=200, deadline=None)
+@given(file_bytes)
+def test_files_of_any_bytes_in_every_place_give_located_errors_only(data):
+    """Whatever bytes a rules file holds, wherever it is found (--rules, binfmt.d,
+    binfmt-support), loading gives rules and errors that name the file and a line in it."""
+    import tempfile
+
+    from wasmbinfmt.sources import load_binfmt_d, load_binfmt_support, load_source_file
+
+    with tempfile.TemporaryDirectory() as root:
+        for directory in ("etc/binfmt.d", "usr/share/binfmts"):
+            os.makedirs(os.path.join(root, directory))
+        paths = [os.path.join(root, "etc/binfmt.d/x.conf"),
+                 os.path.join(root, "usr/share/binfmts/x"), os.path.join(root, "rules")]
+        for path in paths:
+            with open(path, "wb") as f:
+                f.write(data)
+        lines = data.count(b"\n") + 1
+        for (rules, errors), path in zip((load_binfmt_d(root), load_binfmt_support(root),
+                                          load_source_file(paths[2])), paths):
+            for e in errors:
+                assert isinstance(e, RuleError) and e.source == path
+                assert e.line is None or 1 <= e.line <= lines, (e, lines)
+                assert str(e).startswith(path)
+            assert all(r.origin.source == path for r in rules)
+
+
+# ---------------------------------------------------------------------------
+# Rules files that others could change are refused.
+
+def stat_of(uid: int, gid: int, mode: int) -> os.stat_result:
+    return os.stat_result((0o100000 | mode, 1, 1, 1, uid, gid, 10, 0, 0, 0))
+
+
+ME = os.geteuid()
+
+
+@pytest.mark.parametrize("uid,gid,mode,who", [
+    (ME, 0, 0o644, None),
+    (0, 0, 0o644, None),
+    (0, 0, 0o664, None),  # group root: root's personal group
+    (ME, 0, 0o666, "every user may write it (mode 0666; chmod o-w)"),
+    (0, 0, 0o602, "every user may write it (mode 0602; chmod o-w)"),
+    (0, 65534, 0o664, "group 65534 may write it (mode 0664; chmod g-w)"),  # nogroup
+    (0, 0, 0o1646, "every user may write it (mode 1646; chmod o-w)"),
+    (4242, 0, 0o644, "it belongs to another user (uid 4242)"),
+])
+def test_untrusted_writers(uid, gid, mode, who):
+    if ME == 4242:
+        pytest.skip("the test's other user is us")
+    assert untrusted_writers(stat_of(uid, gid, mode)) == who
+
+
+def test_read_text_refuses_a_world_writable_file_and_says_how_to_fix_it(tmp_path):
+    path = tmp_path / "rules.yaml"
+    write(path, "rules: []\n")
+    os.chmod(path, 0o646)
+    with pytest.raises(RuleError) as refused:
+        read_text(str(path))
+    assert str(refused.value).startswith(f"{path}: refused: every user may write it (mode 0646")
+    os.chmod(path, 0o644)
+    assert read_text(str(path)) == "rules: []\n"

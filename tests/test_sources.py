@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -99,6 +100,31 @@ def test_no_default_rules_and_nothing_from_the_current_directory(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     assert names(collect(env=isolated_env(tmp_path))) == ["wali", "wasm", "wasm-component"]
     assert names(collect(defaults=False, env=isolated_env(tmp_path))) == []
+    # Relative XDG_CONFIG_HOME or HOME would point into the current directory: ignored.
+    write(tmp_path / ".config" / "wasmbinfmt" / "rules.yaml", "rules:\n  - binfmt: ':cwd3:E::x::/c:'\n")
+    for relative in ({"XDG_CONFIG_HOME": "."}, {"XDG_CONFIG_HOME": "", "HOME": "."},
+                     {"XDG_CONFIG_HOME": ".config", "HOME": "."}):
+        env = isolated_env(tmp_path, **relative)
+        assert names(collect(env=env)) == ["wali", "wasm", "wasm-component"], relative
+
+
+def test_the_user_rules_file_is_found_only_through_absolute_paths():
+    assert user_rules_file({"XDG_CONFIG_HOME": "/x", "HOME": "/h"}) == "/x/wasmbinfmt/rules.yaml"
+    assert user_rules_file({"XDG_CONFIG_HOME": "x", "HOME": "/h"}) == \
+        "/h/.config/wasmbinfmt/rules.yaml"
+    assert user_rules_file({"HOME": "h"}) is None
+
+
+def test_a_rules_file_others_can_change_is_refused_naming_it(tmp_path):
+    """As sudo refuses a sudoers file others can write: the run stops before the command."""
+    rules = tmp_path / "rules.conf"
+    write(rules, ":x:E::xx::/bin/echo:\n")
+    os.chmod(rules, 0o666)
+    done = subprocess.run([sys.executable, "-m", "wasmbinfmt", "--rules", str(rules), "--",
+                           "echo", "ran"], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(f"wasmbinfmt: {rules}: refused: every user may write it "
+                                  "(mode 0666; chmod o-w).")
 
 
 def test_yaml_interpreter_looked_up_in_path_binfmt_line_kept_as_path(tmp_path):

@@ -161,6 +161,7 @@ CORPUS = {
     "character device": execer("execve", "/dev/null", "a0"),
     "file open for writing (ETXTBSY)": execer("write-open", "./busy", "a0"),
     "truncated program": execer("execve", "./truncated", "a0"),
+    "64 GiB sparse program": execer("execve", "./huge", "a0", "h"),
     "setuid program": Situation("{box}/suid-id", native_only=True),
 }
 
@@ -198,6 +199,8 @@ def stage(box: Path, program: Path) -> None:
     put("noexec", program.read_bytes(), 0o644)
     put("unreadable", program.read_bytes(), 0o711)
     put("truncated", program.read_bytes()[:64])
+    put("huge", program.read_bytes())
+    os.truncate(box / "huge", 64 << 30)
     put("text", 'echo plain "$0" "$@"\n')
     put("empty", b"")
     for name in ("dir", "path-a", "path-b", "locked"):

@@ -9,7 +9,7 @@ import wasmtime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wasmbinfmt import wasm
+from wasmbinfmt import files, wasm
 from wasmbinfmt.runners import wasi_cwd
 from wasmbinfmt.runners.wasi_cwd import LibcCwd
 
@@ -275,3 +275,32 @@ def test_import_modules_on_damaged_modules_never_raises(draw):
         data[at] = draw.draw(st.integers(0, 255))
     names, complete = wasm.import_modules(bytes(data[:draw.draw(st.integers(0, len(data)))]))
     assert isinstance(names, frozenset) and isinstance(complete, bool)
+
+
+def _import_modules_peak_memory(data: bytes) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        wasm.import_modules(data)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# deadline: a guard against hangs (a second for at most 8 KiB), not a speed measurement.
+@settings(max_examples=500, deadline=1000)
+@given(st.one_of(
+    st.binary(max_size=files.IMPORTS_READ_LIMIT),
+    st.binary(max_size=files.IMPORTS_READ_LIMIT).map(lambda tail: wasm.MAGIC + tail),
+    st.lists(st.sampled_from([bytes([wasm.TYPE_SECTION]), b"\x02", wasm.uleb(3 << 30),
+                              wasm.uleb(127), b"\xff\xff\xff\xff\x0f", b"\x60\x00\x00",
+                              b"\x04wali", b"\x00"]), max_size=40)
+    .map(lambda parts: wasm.MAGIC + b"".join(parts))))
+def test_import_modules_on_any_bytes_is_bounded(data):
+    """Any file start a wasm-imports rule can read (IMPORTS_READ_LIMIT bytes): an answer,
+    never an exception, and memory bounded by the input, whatever sizes it claims."""
+    names, complete = wasm.import_modules(data)
+    assert isinstance(names, frozenset) and isinstance(complete, bool)
+    assert all(isinstance(name, str) for name in names)
+    assert _import_modules_peak_memory(data) < 64 * 1024 + 4 * len(data)

@@ -24,6 +24,8 @@ import time
 import zlib
 from collections.abc import Mapping  # not typing: ~15 ms, on the WASI runner's path
 
+from .userdirs import user_dir
+
 
 def cache_dir(env: Mapping[str, str] = os.environ) -> str | None:
     """The cache directory, or None when caching is off."""
@@ -31,13 +33,8 @@ def cache_dir(env: Mapping[str, str] = os.environ) -> str | None:
         return None
     if env.get("WASMBINFMT_CACHE_DIR"):
         return env["WASMBINFMT_CACHE_DIR"]
-    base = env.get("XDG_CACHE_HOME")
-    if not base:
-        home = env.get("HOME") or os.path.expanduser("~")
-        if not home.startswith("/"):
-            return None
-        base = os.path.join(home, ".cache")
-    return os.path.join(base, "wasmbinfmt")
+    base = user_dir(env, "XDG_CACHE_HOME", ".cache")
+    return None if base is None else os.path.join(base, "wasmbinfmt")
 
 
 def entry_path(directory: str, kind: str, name: str) -> str:

@@ -14,6 +14,7 @@ Formats:
 from __future__ import annotations
 
 import os
+import stat
 
 from . import __version__
 from .rules import (
@@ -25,12 +26,47 @@ Loaded = tuple[list[Rule], list[RuleError]]
 
 
 def read_text(path: str) -> str:
-    """A rules file as text; bytes that are not UTF-8 survive (paths are bytes to the kernel)."""
+    """A rules file as text; bytes that are not UTF-8 survive (paths are bytes to the kernel).
+    Refused (RuleError) when another user could change it: see untrusted_writers."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        # newline="": a line ends at \n only, as for systemd and binfmt-support; a \r stays.
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            writers = untrusted_writers(os.fstat(f.fileno()))
+            if writers:
+                raise RuleError(f"refused: {writers}. A rules file chooses the programs that run "
+                                f"your executables, so only you or root may be able to change it",
+                                source=path)
             return f.read()
     except OSError as e:
         raise RuleError(f"cannot read: {e.strerror}", source=path) from None
+
+
+def untrusted_writers(st: os.stat_result) -> str | None:
+    """Who, besides us and root, could change a file (as sudo asks of sudoers): its owner if
+    it is someone else, every user if it is world-writable, its group if group-writable
+    (unless that group is its owner's personal group). None when nobody else can."""
+    mode = st.st_mode & 0o7777
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"it belongs to another user (uid {st.st_uid})"
+    if mode & stat.S_IWOTH:
+        return f"every user may write it (mode {mode:04o}; chmod o-w)"
+    if mode & stat.S_IWGRP and not _personal_group(st.st_uid, st.st_gid):
+        return f"group {st.st_gid} may write it (mode {mode:04o}; chmod g-w)"
+    return None
+
+
+def _personal_group(uid: int, gid: int) -> bool:
+    """Whether `gid` is the user private group of `uid` (Debian's default: same name, the
+    user's primary group, no other members), whose write bit lets nobody else in."""
+    import grp  # only for group-writable files
+    import pwd
+
+    try:
+        owner, group = pwd.getpwuid(uid), grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return (owner.pw_gid == gid and group.gr_name == owner.pw_name
+            and set(group.gr_mem) <= {owner.pw_name})
 
 
 # ---------------------------------------------------------------------------
@@ -44,7 +80,7 @@ def parse_binfmt_lines(text: str, source: str) -> Loaded:
     space; empty lines and lines starting with ``#`` or ``;`` are comments.
     """
     rules, errors = [], []
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
@@ -66,7 +102,7 @@ _SUPPORT_FLAGS = {"preserve": "P", "credentials": "C", "fix_binary": "F"}
 def parse_binfmt_support(text: str, name: str, source: str) -> Loaded:
     """One rule from a binfmt-support format file; its name is the file's name."""
     values: dict[str, tuple[str, int]] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -118,7 +154,7 @@ def parse_binfmt_support(text: str, name: str, source: str) -> Loaded:
 
 def parse_proc_entry(text: str, name: str, source: str) -> Loaded:
     """One rule from a kernel entry as /proc prints it (enabled|disabled, interpreter, flags, ...)."""
-    lines = text.splitlines()
+    lines = text.removesuffix("\n").split("\n")
     fields: dict[str, tuple[str, int]] = {}
     try:
         if not lines or lines[0] not in ("enabled", "disabled"):
@@ -163,7 +199,7 @@ def parse_proc_entry(text: str, name: str, source: str) -> Loaded:
 
 def sniff_format(text: str) -> str:
     """'yaml', 'proc', 'binfmt-support' or 'binfmt', from the first meaningful line."""
-    for raw in text.splitlines():
+    for raw in text.split("\n"):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 
 from .loaders import Loaded, load_file, parse_binfmt_lines, parse_binfmt_support, read_text
 from .rules import Origin, Rule, RuleError, parse_registration
+from .userdirs import user_dir
 
 SYSTEMD_BINFMT_DIRS = ("/etc/binfmt.d", "/run/binfmt.d", "/usr/local/lib/binfmt.d",
                        "/usr/lib/binfmt.d")
@@ -50,10 +51,10 @@ def default_rules_file() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "rules.yaml")
 
 
-def user_rules_file(env: Mapping[str, str]) -> str:
-    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"),
-                                                      ".config")
-    return os.path.join(base, "wasmbinfmt", "rules.yaml")
+def user_rules_file(env: Mapping[str, str]) -> str | None:
+    """The user's own rules.yaml; None when neither XDG_CONFIG_HOME nor HOME is absolute."""
+    base = user_dir(env, "XDG_CONFIG_HOME", ".config")
+    return None if base is None else os.path.join(base, "wasmbinfmt", "rules.yaml")
 
 
 def _kernel_order(rules: list[Rule], duplicates: list[RuleError]) -> list[Rule]:
@@ -238,7 +239,7 @@ def profile_choices(name: str, files: list[str] = (), env: Mapping[str, str] | N
     env = os.environ if env is None else env
     paths = list(files) + [p for p in env.get("WASMBINFMT_RULES", "").split(os.pathsep) if p]
     if defaults:
-        paths += [user_rules_file(env), default_rules_file()]
+        paths += [p for p in (user_rules_file(env), default_rules_file()) if p]
     known: list[str] = []
     for path in paths:
         try:
@@ -272,7 +273,7 @@ def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, 
         sources.append((load_source_file(path), True))
     if defaults:
         user_file = user_rules_file(env)
-        if os.path.exists(user_file):
+        if user_file and os.path.exists(user_file):
             sources.append((load_source_file(user_file), True))
         sources.append((load_source_file(default_rules_file()), True))
     if system:
