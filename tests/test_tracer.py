@@ -69,6 +69,17 @@ def test_chains_of_rules_match_the_kernel(box, user):
         f"[{box / 'emu.sh'}]", f"[{box / 'hello.wasm'}]", "[./x.xw]", "[b]"]
 
 
+def test_a_tracee_in_a_mount_namespace_of_its_own_has_its_own_files_matched(box, user):
+    """`unshare -rm` needs no privilege: inside, an absolute path may name another file than
+    it does for the tracer, and the tree's view is the one that counts (as for the kernel)."""
+    (box / "prog").write_bytes((box / "probe.native").read_bytes())
+    os.chmod(box / "prog", 0o755)
+    script = f'mount --bind {box}/probe.wasm {box}/prog && exec ./execer execve {box}/prog a0 b'
+    ours = traced(user, wasm_rule(box), ["unshare", "-rm", "sh", "-c", script], cwd=box)
+    assert (ours.returncode, ours.stderr) == (0, b"")
+    assert ours.stdout.decode().splitlines() == [f"[{box}/emu.sh]", f"[{box}/prog]", "[b]"]
+
+
 def test_missing_emulator_fails_with_ENOENT_and_is_reported_once(box, user):
     rule = wasm_rule(box, interpreter="/nonexistent/emulator")
     script = "./execer execve ./probe.wasm a; ./execer execve ./probe.wasm b; true"

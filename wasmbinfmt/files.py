@@ -48,6 +48,8 @@ def _read_start(path: str | bytes, size: int, follow_symlinks: bool = True) -> b
     flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
     fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since it was looked at
+            raise OSError(0, "not a regular file")
         return os.pread(fd, size, 0)
     finally:
         os.close(fd)

@@ -15,19 +15,19 @@ def host_path(tid: int, name: bytes) -> bytes:
 
     Relative names resolve in the tracee's cwd; ``/dev/fd/N[/...]`` (which is
     also how execveat's dirfd and AT_EMPTY_PATH reach the handlers),
-    ``/dev/std*``, ``/proc/self`` and ``/proc/thread-self`` name the tracee's.
-    Other absolute names are the same for both (a tracee that chroots or
-    enters another mount namespace is not followed there).
+    ``/dev/std*``, ``/proc/self`` and ``/proc/thread-self`` name the tracee's;
+    other absolute names resolve in the tracee's root, so that a tracee in a
+    chroot or in a mount namespace of its own (``unshare -rm``, which needs
+    no privilege) has its files looked at, not ours.
     """
-    if not name.startswith(b"/"):
-        return b"/proc/%d/cwd/%s" % (tid, name)
-    if not name.startswith((b"/dev/", b"/proc/")):
-        return name  # the common case, answered first: the tracer sees it every exec
     proc = b"/proc/%d" % tid
-    for prefix, replacement in ((b"/dev/fd", b"/fd"), (b"/proc/self", b""),
-                                (b"/proc/thread-self", b"")):
-        if name == prefix or name.startswith(prefix + b"/"):
-            return proc + replacement + name[len(prefix):]
-    if name in _DEV_STDIO:
-        return proc + b"/fd/" + _DEV_STDIO[name]
-    return name
+    if not name.startswith(b"/"):
+        return proc + b"/cwd/" + name
+    if name.startswith((b"/dev/", b"/proc/")):
+        for prefix, replacement in ((b"/dev/fd", b"/fd"), (b"/proc/self", b""),
+                                    (b"/proc/thread-self", b"")):
+            if name == prefix or name.startswith(prefix + b"/"):
+                return proc + replacement + name[len(prefix):]
+        if name in _DEV_STDIO:
+            return proc + b"/fd/" + _DEV_STDIO[name]
+    return proc + b"/root" + name
