@@ -89,13 +89,14 @@ def _refuse_if_traced() -> None:
         return  # no /proc to ask: PTRACE_SEIZE will tell
     if not tracer:
         return
-    if command_name(tracer) == TRACER_NAME:
+    name = command_name(tracer)
+    if name == TRACER_NAME:
         _die(f"cannot trace: this process is already traced by another wasmbinfmt (pid "
              f"{tracer}), and a process has only one tracer. wasmbinfmt inside wasmbinfmt "
              f"does not work: the outer one already reroutes every exec of the tree; give it "
              f"the rules you meant for this one", EXIT_CANNOT_TRACE)
-    _die(f"cannot trace: this process is already traced by pid {tracer} "
-         f"({command_name(tracer)}), and a process has only one tracer", EXIT_CANNOT_TRACE)
+    _die(f"cannot trace: this process is already traced by pid {tracer} ({name}), and a "
+         f"process has only one tracer", EXIT_CANNOT_TRACE)
 
 
 def _be_tracer(command_pid: int, from_command: int, to_command: int,

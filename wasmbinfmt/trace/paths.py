@@ -1,8 +1,8 @@
 """Paths as a tracee sees them, turned into paths the tracer can open (pure).
 
-The tracer runs in another process, so a tracee's relative path, its
-``/dev/fd/N`` and its ``/proc/self`` must be read through ``/proc/<tid>``:
-the tracee's working directory, descriptors and identity, not ours.
+The tracer runs in another process, so a tracee's paths must be read
+through ``/proc/<tid>``: its working directory, root, descriptors and
+identity, not ours.
 """
 
 from __future__ import annotations
