@@ -135,6 +135,11 @@ CORPUS = {
     "execveat bad dirfd, relative name": execer("execveat:bad:-", "./prog", "a0"),
     "execveat bad dirfd, absolute name": execer("execveat:bad:-", "{box}/prog", "a0"),
     "execveat dirfd not a directory": execer("execveat:file:-", "./prog", "a0"),
+    "execveat AT_FDCWD, empty name, empty-path flag": execer("execveat:cwd:e", "", "a0"),
+    "execveat AT_FDCWD, empty name, both flags": execer("execveat:cwd:en", "", "a0"),
+    "execveat AT_FDCWD, a name, both flags": execer("execveat:cwd:en", "./prog", "a0"),
+    "fexecve O_PATH, nofollow too": execer("execveat:fd-opath:en", "./prog", "a0"),
+    "fexecve O_PATH of a symlink's target": execer("execveat:fd-opath:e", "./link", "a0"),
     "execveat undefined flag": execer("execveat:cwd:x", "./prog", "a0"),
     "execveat all flags on a bad dirfd": execer("execveat:bad:enx", "./prog", "a0"),
     # -- scripts
