@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,27 @@ def test_the_runner_imports_neither_the_tracer_nor_yaml_nor_the_wasmtime_package
     done = subprocess.run([sys.executable, "-c", code, str(fixtures / "hello.wasm")],
                           capture_output=True, timeout=60)
     assert done.stdout.decode().splitlines()[-1] == "[]", done.stderr
+
+
+def test_programs_recurse_as_deep_as_natively(fixtures, cache_dir):
+    """wasmtime's default wasm stack (512 KiB) traps where a native program's 8 MiB
+    stack does not (pcre2's own test suite recurses that deep): the runner sizes it from the
+    process's stack limit, as the kernel sizes a native program's."""
+    native = subprocess.run([fixtures / "probe.native", "recurse", "100000"], capture_output=True)
+    assert native.stdout == b"depth 100000\n"
+    assert run([fixtures / "probe.wasm", "recurse", "100000"]).stdout == native.stdout
+    small = run([fixtures / "probe.wasm", "recurse", "100000"],
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_STACK, (1 << 20, -1)))
+    assert small.returncode == 134 and b"call stack exhausted" in small.stderr
+
+
+@pytest.mark.parametrize("limit,size", [
+    (8 << 20, 7 << 20), (-1, 63 << 20), (1 << 40, 63 << 20), (1 << 20, 512 << 10),
+    (16 << 20, 15 << 20)])
+def test_the_wasm_stack_follows_the_stack_limit(limit, size):
+    from wasmbinfmt.runners.wasi import max_wasm_stack
+
+    assert max_wasm_stack(limit) == size
 
 
 def test_a_trap_exits_134_with_one_line_naming_module_and_reason(tmp_path, cache_dir):

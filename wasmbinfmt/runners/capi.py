@@ -87,6 +87,8 @@ _SIGNATURES = {
     "wasmtime_config_wasm_bulk_memory_set": (None, [c_void_p, c_bool]),
     "wasmtime_config_wasm_multi_value_set": (None, [c_void_p, c_bool]),
     "wasmtime_config_wasm_reference_types_set": (None, [c_void_p, c_bool]),
+    "wasmtime_config_max_wasm_stack_set": (None, [c_void_p, c_size_t]),
+    "wasmtime_config_async_stack_size_set": (None, [c_void_p, c_size_t]),
     "wasm_engine_new_with_config": (c_void_p, [c_void_p]),
     "wasmtime_module_new": (c_void_p, [c_void_p, c_char_p, c_size_t, POINTER(c_void_p)]),
     "wasmtime_module_deserialize_file": (c_void_p, [c_void_p, c_char_p, POINTER(c_void_p)]),
@@ -196,11 +198,17 @@ def _names(vector: _PointerVec, *getters) -> list[tuple[str, ...]]:
 
 
 class Engine:
-    def __init__(self, features: tuple[str, ...]) -> None:
+    def __init__(self, features: tuple[str, ...], max_wasm_stack: int | None = None) -> None:
+        """An engine with these wasm features on; `max_wasm_stack` bytes of native stack for
+        wasm code (None: wasmtime's default, 512 KiB)."""
         lib = load()
         config = lib.wasm_config_new()
         for feature in features:
             getattr(lib, f"wasmtime_config_wasm_{feature}_set")(config, True)
+        if max_wasm_stack is not None:
+            # wasmtime refuses a wasm stack larger than its async stacks (unused here).
+            lib.wasmtime_config_async_stack_size_set(config, max_wasm_stack + (1 << 20))
+            lib.wasmtime_config_max_wasm_stack_set(config, max_wasm_stack)
         self.pointer = lib.wasm_engine_new_with_config(config)
 
 

@@ -129,6 +129,18 @@ def _wasmtime_build() -> str:
 ENGINE_FEATURES = ("exceptions", "tail_call", "simd", "bulk_memory", "multi_value",
                    "reference_types")
 ENGINE_SETTINGS = "+".join(ENGINE_FEATURES)  # in the names of cache entries
+STACK_CAP = 64 << 20
+STACK_MARGIN = 1 << 20  # for Python and wasmtime below the module's frames
+WASMTIME_DEFAULT_STACK = 512 << 10
+
+
+def max_wasm_stack(soft_limit: int) -> int:
+    """How deep wasm code may recurse: as deep as a native program could, i.e. the process's
+    stack limit (8 MiB by default, where wasmtime's own default is 512 KiB) less a margin
+    for what runs below the module; an unlimited stack is capped."""
+    if soft_limit < 0 or soft_limit > STACK_CAP:  # RLIM_INFINITY is -1 to Python
+        soft_limit = STACK_CAP
+    return max(WASMTIME_DEFAULT_STACK, soft_limit - STACK_MARGIN)
 
 
 def run(options: Options) -> int:
@@ -143,7 +155,10 @@ def run(options: Options) -> int:
     if cwd is not None:
         wasm, libc_cwd = wasi_cwd.prepare(wasm)
     try:
-        engine = capi.Engine(ENGINE_FEATURES)
+        import resource  # the stack limit: a C module, nothing to pay for
+
+        engine = capi.Engine(ENGINE_FEATURES,
+                             max_wasm_stack(resource.getrlimit(resource.RLIMIT_STACK)[0]))
     except capi.WasmtimeError as e:
         return _fail(options.module, str(e), EXIT_CANNOT_RUN)
     try:
