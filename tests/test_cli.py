@@ -176,7 +176,8 @@ def test_which_with_a_profile_and_an_emulator_on_top(fixtures, env):
     assert done.returncode == 0, done.stderr
     assert "--profile wasmtime-cli: wasm=" in done.stdout
     assert done.stdout.splitlines()[1].split()[1:] == [
-        "run", "-S", "inherit-env", "--dir=/::/", "--dir=.::.", "--", module]
+        "run", "-S", "inherit-env", "-W", "max-wasm-stack=7340032", "--dir=/::/", "--dir=.::.",
+        "--", module]
     done = wasmbinfmt("which", "--profile", "wasmtime-cli", "--emulator", "wasm=/bin/echo hi",
                       module, env=env)
     assert done.stdout.splitlines()[1].split() == ["/bin/echo", "hi", module]
