@@ -1,0 +1,42 @@
+#!/bin/sh
+# PCRE2 (Debian's upstream tarball of 10.42), autoconf + automake: `./configure` and
+# `make check` run under wasmbinfmt with a wasm32-wasi compiler, unmodified.
+#   examples/pcre2/run.sh [WORKDIR]   (default: a new temporary directory)
+# Environment: PROFILE (builtin, wasmtime-cli, ...: `wasmbinfmt --profile`), WASMBINFMT.
+# Checks that configure saw a native toolchain ("cross compiling... no": it ran its test
+# programs), and that `make check` fails exactly as expected-failures.txt says.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+work=${1:-$(mktemp -d)}
+wasmbinfmt=${WASMBINFMT:-wasmbinfmt}
+src=$("$here/../fetch-debian-source.sh" pcre2 "$work")
+cd "$src"
+# Build settings only (README.md says why each is needed).
+export CC="clang --target=wasm32-wasi --sysroot=/usr" AR=llvm-ar RANLIB=llvm-ranlib
+export CFLAGS="-O2 -D_WASI_EMULATED_PROCESS_CLOCKS -D__HAIKU__"
+export LIBS=-lwasi-emulated-process-clocks LDFLAGS="-Wl,-z,stack-size=8388608"
+$wasmbinfmt -- ./configure --disable-shared --disable-pcre2grep-callout > configure.out
+grep "checking whether we are cross compiling" configure.out
+grep -q "checking whether we are cross compiling... no" configure.out
+make -j2 > build.out 2>&1
+$wasmbinfmt --profile "${PROFILE:-builtin}" -- make check > check.out 2>&1 || true
+grep -E "^(PASS|FAIL|XFAIL|SKIP|ERROR): " check.out | sort > results.txt
+# RunTest's own numbered tests, and the numbered tests whose output differs in RunGrepTest.
+grep -c "^  OK$" RunTest.log | sed 's/^/RunTest numbered tests OK: /'
+# (Each changed line of the diff RunGrepTest prints is given the test whose section of
+# testdata/grepoutput holds it, by the hunks' line numbers.)
+awk 'NR == FNR { if ($0 ~ /^-+ Test [0-9]+ -+$/) t = $3; test[FNR] = t; next }
+     /^@@ / { split($2, at, ","); line = -at[1]; diff = 1; next }
+     diff && /^-/ { print "RunGrepTest test " test[line++]; next }
+     diff && /^\+/ { print "RunGrepTest test " test[line - 1]; next }
+     diff && /^ / { line++; next }
+     { diff = 0 }' testdata/grepoutput RunGrepTest.log | sort -u > grep-differences.txt
+cat results.txt grep-differences.txt
+sort "$here/expected-results.txt" > expected.txt
+cat results.txt grep-differences.txt | sort > actual.txt
+if diff -u expected.txt actual.txt; then
+    echo "pcre2: make check failed exactly as expected (profile ${PROFILE:-builtin})"
+else
+    echo "pcre2: make check differs from expected-results.txt (profile ${PROFILE:-builtin})"
+    exit 1
+fi
