@@ -2,13 +2,14 @@
 # PCRE2 (Debian's upstream tarball of 10.42), autoconf + automake: `./configure` and
 # `make check` run under wasmbinfmt with a wasm32-wasi compiler, unmodified.
 #   examples/pcre2/run.sh [WORKDIR]   (default: a new temporary directory)
-# Environment: PROFILE (builtin, wasmtime-cli, ...: `wasmbinfmt --profile`), WASMBINFMT.
+# Environment: PROFILE (builtin, wasmtime-cli, ...: `wasmbinfmt --profile`), RUNNER=proot
+# (the proot -q baseline), WASMBINFMT: see ../runner.sh.
 # Checks that configure saw a native toolchain ("cross compiling... no": it ran its test
 # programs), and that `make check` fails exactly as expected-failures.txt says.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 work=${1:-$(mktemp -d)}
-wasmbinfmt=${WASMBINFMT:-wasmbinfmt}
+. "$here/../runner.sh"
 src=$("$here/../fetch-debian-source.sh" pcre2 "$work")
 cd "$src"
 # Build settings only (README.md says why each is needed).
@@ -19,7 +20,7 @@ $wasmbinfmt -- ./configure --disable-shared --disable-pcre2grep-callout > config
 grep "checking whether we are cross compiling" configure.out
 grep -q "checking whether we are cross compiling... no" configure.out
 make -j2 > build.out 2>&1
-$wasmbinfmt --profile "${PROFILE:-builtin}" -- make check > check.out 2>&1 || true
+under_test make check > check.out 2>&1 || true
 grep -E "^(PASS|FAIL|XFAIL|SKIP|ERROR): " check.out | sort > results.txt
 # RunTest's own numbered tests, and the numbered tests whose output differs in RunGrepTest.
 grep -c "^  OK$" RunTest.log | sed 's/^/RunTest numbered tests OK: /'
@@ -35,8 +36,8 @@ cat results.txt grep-differences.txt
 sort "$here/expected-results.txt" > expected.txt
 cat results.txt grep-differences.txt | sort > actual.txt
 if diff -u expected.txt actual.txt; then
-    echo "pcre2: make check failed exactly as expected (profile ${PROFILE:-builtin})"
+    echo "pcre2: make check failed exactly as expected ($(runner_name))"
 else
-    echo "pcre2: make check differs from expected-results.txt (profile ${PROFILE:-builtin})"
+    echo "pcre2: make check differs from expected-results.txt ($(runner_name))"
     exit 1
 fi
