@@ -24,10 +24,16 @@ if ! apt-get source --print-uris "$package" >/dev/null 2>&1; then
 fi
 download=$(mktemp -d)
 trap 'rm -rf "$download"' EXIT
-# Only the .orig tarball is needed: a mirror that lacks Debian's own files of a security
-# update (seen here) still serves it, so apt-get's failure alone is not fatal.
-(cd "$download" && apt-get source -qq --download-only "$package" 2>/dev/null) || true
-tarball=$(ls "$download"/*.orig.tar.* 2>/dev/null) || {
+# Only the .orig tarball is needed. A mirror may lack some of a security update's files,
+# or all of them (both seen here), so apt-get's failure alone is not fatal, and every
+# version apt knows of is tried, newest first, until one gives the tarball.
+tarball=
+for version in "" $(apt-cache showsrc "$package" | sed -n 's/^Version: //p' | sort -ruV); do
+    (cd "$download" && apt-get source -qq --download-only "$package${version:+=$version}" \
+        >/dev/null 2>&1) || true
+    tarball=$(ls "$download"/*.orig.tar.* 2>/dev/null) && break
+done
+[ -n "$tarball" ] || {
     echo "fetch-debian-source: no upstream tarball of $package could be downloaded" >&2
     exit 1
 }
