@@ -5,8 +5,8 @@
 #                                ELF emulator and gives it QEMU options; the wrapper,
 #                                scripts/bench/proot-wasm-wrapper.c, drops them and runs
 #                                wasmbinfmt-wasi)
-# and `runner_name` says which, for the scripts' summaries. Needs $here: the sourcing
-# script's directory.
+# and leaves the command's time in seconds in $test_seconds; `runner_name` says which
+# runner, for the scripts' summaries. Needs $here: the sourcing script's directory.
 wasmbinfmt=${WASMBINFMT:-wasmbinfmt}
 
 runner_name() {
@@ -18,8 +18,13 @@ under_test() {
         wrapper=$(mktemp -d)/proot-wasm-wrapper
         cc -O2 -DEMULATOR="\"$(command -v wasmbinfmt-wasi)\"" -o "$wrapper" \
             "$here/../../scripts/bench/proot-wasm-wrapper.c"
-        proot -q "$wrapper" "$@"
+        set -- proot -q "$wrapper" "$@"
     else
-        $wasmbinfmt --profile "${PROFILE:-builtin}" -- "$@"
+        set -- $wasmbinfmt --profile "${PROFILE:-builtin}" -- "$@"
     fi
+    start=$(date +%s.%N)
+    status=0
+    "$@" || status=$?
+    test_seconds=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }")
+    return $status
 }

@@ -35,9 +35,11 @@ awk 'NR == FNR { if ($0 ~ /^-+ Test [0-9]+ -+$/) t = $3; test[FNR] = t; next }
 cat results.txt grep-differences.txt
 sort "$here/expected-results.txt" > expected.txt
 cat results.txt grep-differences.txt | sort > actual.txt
+summary="$(sed 's/: /=/' results.txt | tr '\n' ' ')RunGrepTest tests differing: \
+$(sed 's/RunGrepTest test //' grep-differences.txt | tr '\n' ' '); make check ${test_seconds} s, $(runner_name)"
 if diff -u expected.txt actual.txt; then
-    echo "pcre2: make check failed exactly as expected ($(runner_name))"
+    echo "pcre2: as expected: $summary"
 else
-    echo "pcre2: make check differs from expected-results.txt ($(runner_name))"
+    echo "pcre2: NOT as expected-results.txt says: $summary"
     exit 1
 fi

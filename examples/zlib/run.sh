@@ -18,5 +18,5 @@ make -j2 > build.out
 under_test make test > test.out 2>&1 || true
 cat test.out
 passed=$(grep -c "^	*\*\*\* zlib .*test OK \*\*\*" test.out || true)
-echo "zlib: $passed of 2 test groups passed (static, 64-bit), $(runner_name)"
+echo "zlib: $passed of 2 test groups passed (static, 64-bit); make test ${test_seconds} s, $(runner_name)"
 [ "$passed" = 2 ]
