@@ -5,12 +5,16 @@
 #                                ELF emulator and gives it QEMU options; the wrapper,
 #                                scripts/bench/proot-wasm-wrapper.c, drops them and runs
 #                                wasmbinfmt-wasi)
-# and leaves the command's time in seconds in $test_seconds; `runner_name` says which
-# runner, for the scripts' summaries. Needs $here: the sourcing script's directory.
+# and leaves the command's time in seconds in $test_seconds. `runner_label` names the
+# runner (builtin, wasmtime-cli, ... or proot); `report_row PROJECT PASSED FAILED EXPECTED`
+# writes the results table's row to $work/result.md (examples/table.sh collects them).
+# Needs $here (the sourcing script's directory) and $work.
 wasmbinfmt=${WASMBINFMT:-wasmbinfmt}
+mkdir -p "$work"
+rm -f "$work/result.md"  # a row left by an earlier run in the same WORKDIR
 
-runner_name() {
-    if [ "${RUNNER:-wasmbinfmt}" = proot ]; then echo "proot -q"; else echo "profile ${PROFILE:-builtin}"; fi
+runner_label() {
+    if [ "${RUNNER:-wasmbinfmt}" = proot ]; then echo proot; else echo "${PROFILE:-builtin}"; fi
 }
 
 under_test() {
@@ -27,4 +31,8 @@ under_test() {
     "$@" || status=$?
     test_seconds=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }")
     return $status
+}
+
+report_row() {
+    echo "| $1 | $(runner_label) | $2 | $3 | $4 | $test_seconds s |" > "$work/result.md"
 }
