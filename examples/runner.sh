@@ -19,7 +19,7 @@ runner_label() {
 
 under_test() {
     if [ "${RUNNER:-wasmbinfmt}" = proot ]; then
-        wrapper=$(mktemp -d)/proot-wasm-wrapper
+        wrapper=$work/proot-wasm-wrapper
         cc -O2 -DEMULATOR="\"$(command -v wasmbinfmt-wasi)\"" -o "$wrapper" \
             "$here/../../scripts/bench/proot-wasm-wrapper.c"
         set -- proot -q "$wrapper" "$@"

