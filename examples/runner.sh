@@ -5,31 +5,45 @@
 #                                ELF emulator and gives it QEMU options; the wrapper,
 #                                scripts/bench/proot-wasm-wrapper.c, drops them and runs
 #                                wasmbinfmt-wasi)
+#   RUNNER=native                CMD... as it is, the project built for the host instead
+#                                (the reference for time: `building_for_wasm` is false)
 # and leaves the command's time in seconds in $test_seconds. `runner_label` names the
-# runner (builtin, wasmtime-cli, ... or proot); `report_row PROJECT PASSED FAILED EXPECTED`
-# writes the results table's row to $work/result.md (examples/table.sh collects them).
+# runner (builtin, wasmtime-cli, ..., proot or native); $configure_under is what runs
+# the project's configure (wasmbinfmt, for wasm builds: it runs their test programs);
+# `report_row PROJECT PASSED FAILED EXPECTED` writes the results table's row to
+# $work/result.md (examples/table.sh collects them).
 # Needs $here (the sourcing script's directory) and $work.
 wasmbinfmt=${WASMBINFMT:-wasmbinfmt}
 mkdir -p "$work"
 rm -f "$work/result.md"  # a row left by an earlier run in the same WORKDIR
 
 runner_label() {
-    if [ "${RUNNER:-wasmbinfmt}" = proot ]; then echo proot; else echo "${PROFILE:-builtin}"; fi
+    case ${RUNNER:-wasmbinfmt} in
+        proot|native) echo "$RUNNER" ;;
+        *) echo "${PROFILE:-builtin}" ;;
+    esac
 }
 
+building_for_wasm() {
+    [ "${RUNNER:-wasmbinfmt}" != native ]
+}
+
+if building_for_wasm; then configure_under="$wasmbinfmt --"; else configure_under=; fi
+
 under_test() {
-    if [ "${RUNNER:-wasmbinfmt}" = proot ]; then
-        wrapper=$work/proot-wasm-wrapper
-        cc -O2 -DEMULATOR="\"$(command -v wasmbinfmt-wasi)\"" -o "$wrapper" \
-            "$here/../../scripts/bench/proot-wasm-wrapper.c"
-        set -- proot -q "$wrapper" "$@"
-    else
-        set -- $wasmbinfmt --profile "${PROFILE:-builtin}" -- "$@"
-    fi
+    case ${RUNNER:-wasmbinfmt} in
+        proot)
+            wrapper=$work/proot-wasm-wrapper
+            cc -O2 -DEMULATOR="\"$(command -v wasmbinfmt-wasi)\"" -o "$wrapper" \
+                "$here/../../scripts/bench/proot-wasm-wrapper.c"
+            set -- proot -q "$wrapper" "$@" ;;
+        native) ;;
+        *) set -- $wasmbinfmt --profile "${PROFILE:-builtin}" -- "$@" ;;
+    esac
     start=$(date +%s.%N)
     status=0
     "$@" || status=$?
-    test_seconds=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }")
+    test_seconds=$(awk "BEGIN { printf \"%.2f\", $(date +%s.%N) - $start }")
     return $status
 }
 

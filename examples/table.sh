@@ -1,8 +1,9 @@
 #!/bin/sh
-# The results table of examples/README.md: each project's own tests under the built-in
-# runner, the wasmtime CLI and the proot -q baseline, one after the other, each in a fresh
-# tree (fetch and build included; the time is the test command's alone). Exit 1 if any
-# run is not as its script expects.
+# The results table of examples/README.md: each project's own tests built natively (the
+# reference), then built for wasm32-wasi under the built-in runner, the wasmtime CLI and
+# the proot -q baseline, one after the other, each in a fresh tree (fetch and build
+# included; the time is the test command's alone). Exit 1 if any run is not as its
+# script expects.
 #   examples/table.sh [WORKDIR]   (default: a new temporary directory; each run's log is
 #                                  WORKDIR/PROJECT-RUNNER.log)
 set -u
@@ -12,10 +13,10 @@ mkdir -p "$work"
 status=0
 rows=
 for project in zlib pcre2; do
-    for runner in builtin wasmtime-cli proot; do
+    for runner in native builtin wasmtime-cli proot; do
         tree=$work/$project-$runner
         case $runner in
-            proot) RUNNER=proot sh "$here/$project/run.sh" "$tree" > "$tree.log" 2>&1 ;;
+            native|proot) RUNNER=$runner sh "$here/$project/run.sh" "$tree" > "$tree.log" 2>&1 ;;
             *) PROFILE=$runner sh "$here/$project/run.sh" "$tree" > "$tree.log" 2>&1 ;;
         esac || { status=1; echo "table: $project under $runner: not as expected," \
                                  "see $tree.log" >&2; }

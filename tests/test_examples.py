@@ -1,8 +1,9 @@
 """The real third-party suites of examples/ (zlib, PCRE2), end to end: upstream sources
 downloaded from Debian, built for wasm32-wasi, their own test commands run unmodified
 under wasmbinfmt with the built-in runner and with the wasmtime CLI, and under the
-proot -q baseline. Needs apt's network access and deb-src entries (the fetch script adds
-them when run as root, as in CI)."""
+proot -q baseline; and the same projects built natively, the reference. Needs apt's
+network access and deb-src entries (the fetch script adds them when run as root, as in
+CI)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNERS = {"builtin": {"PROFILE": "builtin"}, "wasmtime-cli": {"PROFILE": "wasmtime-cli"},
-           "proot": {"RUNNER": "proot"}}
+           "proot": {"RUNNER": "proot"}, "native": {"RUNNER": "native"}}
 
 
 def run_example(name: str, runner: str, tmp_path: Path) -> subprocess.CompletedProcess:
     bin_dir = Path(sys.executable).parent  # wasmbinfmt and wasmbinfmt-wasi, beside our Python
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **RUNNERS[runner]}
-    env.pop("PROFILE" if runner == "proot" else "RUNNER", None)
+    env.pop("RUNNER" if "PROFILE" in RUNNERS[runner] else "PROFILE", None)
     return subprocess.run(["sh", str(ROOT / "examples" / name / "run.sh"), str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=1200)
 
@@ -44,6 +45,7 @@ PCRE2_SUMMARY = {
     "proot": ("expected-results.txt", "RunGrepTest 148 of 151 (differing: 132 133 150)"),
     "wasmtime-cli": ("expected-results-wasmtime-cli.txt",
                      "RunGrepTest 142 of 151 (differing: 13 84 97 98 99 107 132 133 150)"),
+    "native": ("expected-results-native.txt", "RunGrepTest 151 of 151 (differing: none)"),
 }
 
 

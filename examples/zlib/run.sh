@@ -3,7 +3,7 @@
 # (plain Makefile: example and minigzip run through shell pipelines) under wasmbinfmt.
 #   examples/zlib/run.sh [WORKDIR]   (default: a new temporary directory)
 # Environment: PROFILE (builtin, wasmtime-cli, ...: `wasmbinfmt --profile`), RUNNER=proot
-# (the proot -q baseline), WASMBINFMT: see ../runner.sh.
+# (the proot -q baseline) or RUNNER=native (a native build), WASMBINFMT: see ../runner.sh.
 # Only build settings are given: CC, AR, RANLIB for wasm32-wasi, and --static (wasm has
 # no shared libraries); the test logic is zlib's. Exit 0 when both test groups pass.
 set -eu
@@ -12,8 +12,11 @@ work=${1:-$(mktemp -d)}
 . "$here/../runner.sh"
 src=$("$here/../fetch-debian-source.sh" zlib "$work")
 cd "$src"
-export CC="clang --target=wasm32-wasi --sysroot=/usr" AR=llvm-ar RANLIB=llvm-ranlib CFLAGS=-O2
-$wasmbinfmt -- ./configure --static > configure.out
+if building_for_wasm; then
+    export CC="clang --target=wasm32-wasi --sysroot=/usr" AR=llvm-ar RANLIB=llvm-ranlib
+fi
+export CFLAGS=-O2
+$configure_under ./configure --static > configure.out
 make -j2 > build.out
 under_test make test > test.out 2>&1 || true
 cat test.out
