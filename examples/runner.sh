@@ -16,6 +16,9 @@
 wasmbinfmt=${WASMBINFMT:-wasmbinfmt}
 mkdir -p "$work"
 rm -f "$work/result.md"  # a row left by an earlier run in the same WORKDIR
+# The runner's compiled modules are kept in the work directory: a run starts with none,
+# as on a fresh machine, and takes nothing from, or leaves nothing to, the next.
+export WASMBINFMT_CACHE_DIR="$work/module-cache"
 
 runner_label() {
     case ${RUNNER:-wasmbinfmt} in
