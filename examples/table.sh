@@ -15,11 +15,10 @@ rows=
 for project in zlib pcre2; do
     for runner in native builtin wasmtime-cli proot; do
         tree=$work/$project-$runner
-        case $runner in
-            native|proot) RUNNER=$runner sh "$here/$project/run.sh" "$tree" > "$tree.log" 2>&1 ;;
-            *) PROFILE=$runner sh "$here/$project/run.sh" "$tree" > "$tree.log" 2>&1 ;;
-        esac || { status=1; echo "table: $project under $runner: not as expected," \
-                                 "see $tree.log" >&2; }
+        # native and proot are RUNNERs (../runner.sh); the others wasmbinfmt profiles
+        case $runner in native|proot) chooses=RUNNER ;; *) chooses=PROFILE ;; esac
+        env "$chooses=$runner" sh "$here/$project/run.sh" "$tree" > "$tree.log" 2>&1 ||
+            { status=1; echo "table: $project under $runner: not as expected, see $tree.log" >&2; }
         rows="$rows$(cat "$tree/result.md" 2>/dev/null || echo "| $project | $runner | no result | | | |")
 "
     done
