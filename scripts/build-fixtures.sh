@@ -5,6 +5,7 @@
 #                 cross gcc) and riscv64 (NAME.riscv64, zig's, static musl);
 #                 probe.c also without chdir (probe-nochdir.wasm, probe-nochdir.zig.wasm)
 #   native/*.c    for the host only (NAME)
+#   musl/*.c      for the host with zig's static musl (NAME.musl): musl's own posix_spawn
 # Needs (Debian): clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc gcc-aarch64-linux-gnu
 # libc6-dev-arm64-cross, and PyPI's ziglang in $PYTHON (default python3).
 # Rebuilds only what is older than its source.
@@ -49,6 +50,14 @@ for c in "$src"/native/*.c; do
     name=$(basename "$c" .c)
     if stale "$out/$name" "$c"; then
         cc -O2 -Wall -Werror -pthread -o "$out/$name" "$c"
+    fi
+done
+host=$(uname -m)
+for c in "$src"/musl/*.c; do
+    name=$(basename "$c" .c)
+    if stale "$out/$name.musl" "$c"; then
+        "${PYTHON:-python3}" -m ziglang cc -target "$host-linux-musl" -static -O2 \
+            -o "$out/$name.musl" "$c"
     fi
 done
 # Readable by the unprivileged user the tests also run as.

@@ -12,7 +12,7 @@ from wasmbinfmt.trace.arch import (
     X32_SYSCALL_BIT, host_arch,
 )
 from wasmbinfmt.trace.seccomp import (
-    BPF_JEQ_K, BPF_LD_W_ABS, BPF_RET_K, SECCOMP_RET_ALLOW, SECCOMP_RET_TRACE,
+    BPF_JEQ_K, BPF_LD_W_ABS, BPF_RET_K, SECCOMP_RET_ALLOW, TRACE_OURS,
     exec_filter, pack,
 )
 
@@ -84,8 +84,8 @@ def run_bpf(program, nr: int, audit_arch: int, arg0: int = 0) -> int:
     (X86_64, AUDIT_ARCH_I386, 11), (AARCH64, AUDIT_ARCH_ARM, 11)])
 def test_filter_traces_only_native_execs(arch, foreign, foreign_execve):
     program = exec_filter(arch)
-    assert run_bpf(program, arch.execve, arch.audit_arch) == SECCOMP_RET_TRACE
-    assert run_bpf(program, arch.execveat, arch.audit_arch) == SECCOMP_RET_TRACE
+    assert run_bpf(program, arch.execve, arch.audit_arch) == TRACE_OURS
+    assert run_bpf(program, arch.execveat, arch.audit_arch) == TRACE_OURS
     for other in range(0, 460):
         if other not in (arch.execve, arch.execveat, arch.ptrace):
             for arg0 in (0, 16, 0x4206, 2):
@@ -101,7 +101,7 @@ def test_filter_traces_only_the_ptrace_requests_that_make_a_tracer(arch):
     fail; a debugger's other requests (PEEKDATA, CONT, GETREGSET...) run at native speed."""
     program = exec_filter(arch)
     stopping = {request for request in range(0, 0x4300)
-                if run_bpf(program, arch.ptrace, arch.audit_arch, request) == SECCOMP_RET_TRACE}
+                if run_bpf(program, arch.ptrace, arch.audit_arch, request) == TRACE_OURS}
     assert stopping == {0, 16, 0x4206}
 
 

@@ -192,7 +192,7 @@ def test_a_thousand_rerouted_execs_from_a_shell_loop(box, user):
 
 
 # ---------------------------------------------------------------------------
-# Huge argvs: the new argv goes into an mmap when the stack has no room
+# Huge argvs: the new argv goes into a scratch area when the stack has no room
 
 def test_a_100k_argument_exec_works_as_natively(box, user):
     rule = wasm_rule(box, interpreter=box / "runtime.sh")

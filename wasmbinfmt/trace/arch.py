@@ -65,8 +65,10 @@ class Arch:
     syscall_insn_size: int  # to step back and make the tracee run its syscall again
     restart_register: str  # where the syscall number goes for that second run
     mmap: int
-    munmap: int
     seccomp: int
+    kcmp: int
+    clone: int  # clone(flags, ...): the flags are argument 1
+    clone3: int  # clone3(struct clone_args *): the flags are its first word
     # aarch64 changes the syscall number through NT_ARM_SYSTEM_CALL, not the registers.
     syscall_number_regset: int | None = None
 
@@ -132,8 +134,8 @@ X86_64 = Arch(
     regs=X86_64Regs,
     syscall_register="orig_rax", arg_registers=("rdi", "rsi", "rdx", "r10", "r8", "r9"),
     result_register="rax", stack_pointer="rsp", red_zone=128, stack_alignment=16,
-    instruction_pointer="rip", syscall_insn_size=2, restart_register="rax", mmap=9, munmap=11,
-    seccomp=317)
+    instruction_pointer="rip", syscall_insn_size=2, restart_register="rax", mmap=9,
+    seccomp=317, kcmp=312, clone=56, clone3=435)
 
 AARCH64 = Arch(
     name="aarch64", audit_arch=AUDIT_ARCH_AARCH64, execve=221, execveat=281, ptrace=117,
@@ -142,7 +144,8 @@ AARCH64 = Arch(
     arg_registers=tuple(f"regs[{i}]" for i in range(6)),
     result_register="regs[0]", stack_pointer="sp", red_zone=0, stack_alignment=16,
     instruction_pointer="pc", syscall_insn_size=4, restart_register="regs[8]", mmap=222,
-    munmap=215, seccomp=277, syscall_number_regset=0x404)  # NT_ARM_SYSTEM_CALL
+    seccomp=277, kcmp=272, clone=220, clone3=435,
+    syscall_number_regset=0x404)  # NT_ARM_SYSTEM_CALL
 
 ARCHES = {"x86_64": X86_64, "aarch64": AARCH64}
 

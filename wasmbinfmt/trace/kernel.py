@@ -23,6 +23,7 @@ SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
 # <linux/ptrace.h>
 PTRACE_CONT = 7
 PTRACE_SYSCALL = 24
+PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETREGSET = 0x4204
 PTRACE_SETREGSET = 0x4205
 PTRACE_SEIZE = 0x4206
@@ -33,10 +34,14 @@ PTRACE_O_TRACEVFORK = 0x4
 PTRACE_O_TRACECLONE = 0x8
 PTRACE_O_TRACESECCOMP = 0x80
 PTRACE_O_EXITKILL = 0x100000
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_VFORK = 2
+PTRACE_EVENT_CLONE = 3
 PTRACE_EVENT_SECCOMP = 7
 PTRACE_EVENT_STOP = 128
 NT_PRSTATUS = 1
 WALL = 0x40000000  # __WALL: wait for threads and clone children too
+KCMP_VM = 1
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
@@ -121,6 +126,27 @@ def resume(request: int, pid: int, signal: int = 0) -> bool:
     if ctypes.get_errno() == 3:  # ESRCH: killed (SIGKILL) between its stop and our request
         return False
     raise _error(f"ptrace({request:#x}, {pid})")
+
+
+_event_message = ctypes.c_ulong()
+_event_message_address = ctypes.addressof(_event_message)
+
+
+def event_message(pid: int) -> int:
+    """PTRACE_GETEVENTMSG: the new tid at a clone event, the filter's data at a seccomp stop."""
+    ptrace(PTRACE_GETEVENTMSG, pid, 0, _event_message_address)
+    return _event_message.value
+
+
+def same_memory(kcmp_syscall: int, pid: int, other: int) -> bool:
+    """Whether two processes share one address space (kcmp KCMP_VM). When the kernel cannot
+    tell (no kcmp, no permission), True: the caller then takes the careful way."""
+    result = _libc.syscall(kcmp_syscall, pid, other, ctypes.c_void_p(KCMP_VM))
+    if result == 0:
+        return True
+    if result > 0:
+        return False
+    return ctypes.get_errno() != errno.ESRCH  # gone: it shares nothing any more
 
 
 def get_regset(pid: int, regset: int, iov_address: int) -> None:

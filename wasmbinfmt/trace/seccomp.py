@@ -1,7 +1,7 @@
 """The seccomp-bpf program that stops a tracee only at exec (and at attempts to trace).
 
-For the host's native ABI, execve and execveat return SECCOMP_RET_TRACE (a
-PTRACE_EVENT_SECCOMP stop for the tracer); so do the three ptrace requests
+For the host's native ABI, execve and execveat return SECCOMP_RET_TRACE with
+FILTER_DATA (a PTRACE_EVENT_SECCOMP stop for the tracer); so do the three ptrace requests
 that make a tracer (PTRACE_TRACEME, PTRACE_ATTACH, PTRACE_SEIZE), which fail
 inside the tree, so that the tracer can say why. Every other syscall is
 allowed in the kernel, at native speed. Syscalls of another ABI the CPU also runs (i386
@@ -24,6 +24,10 @@ BPF_JEQ_K = 0x15
 BPF_RET_K = 0x06
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_TRACE = 0x7FF00000
+# The data our filter's RET_TRACE carries (its low 16 bits reach the tracer): a traced
+# program's own filter may return RET_TRACE too, and those stops are not ours.
+FILTER_DATA = 0x7762
+TRACE_OURS = SECCOMP_RET_TRACE | FILTER_DATA
 # Offsets in struct seccomp_data.
 NR_OFFSET = 0
 ARCH_OFFSET = 4
@@ -58,7 +62,7 @@ def exec_filter(arch: Arch) -> list[Insn]:
         Insn(BPF_JEQ_K, PTRACE_ATTACH, jt=2, jf=0),  # -> trace
         Insn(BPF_JEQ_K, PTRACE_SEIZE, jt=1, jf=0),  # -> trace, else allow
         Insn(BPF_RET_K, SECCOMP_RET_ALLOW),
-        Insn(BPF_RET_K, SECCOMP_RET_TRACE),
+        Insn(BPF_RET_K, TRACE_OURS),
     ]
     # x32 syscalls carry a marker bit (0x40000000), so their numbers never equal the
     # native execve's and they fall through to "allow" without an instruction of their own.

@@ -111,16 +111,16 @@ class Memory:
         return None
 
 
-def stack_room(tid: int, stack_pointer: int) -> int:
-    """Bytes mapped below `stack_pointer` in its mapping (posix_spawn stacks are small)."""
+def stack_mapping(tid: int, stack_pointer: int) -> tuple[int, int, bool] | None:
+    """(low, high, whether it is the main stack) of the mapping `stack_pointer` is in."""
     with open(f"/proc/{tid}/maps", "rb") as maps:
         for line in maps:
             start, _, rest = line.partition(b"-")
             end = rest.split(b" ", 1)[0]
             low, high = int(start, 16), int(end, 16)
             if low < stack_pointer <= high:
-                return stack_pointer - low
-    return 0
+                return low, high, line.rstrip().endswith(b" [stack]")
+    return None
 
 
 def fd_is_cloexec(tid: int, fd: int) -> bool:

@@ -7,11 +7,15 @@ asked for (a seized tracee gets no SIGTRAP after exec, and one stop per exec
 is what makes exec-heavy trees fast); a rewritten exec alone is resumed with
 PTRACE_SYSCALL, to see its result and undo the rewrite if it failed.
 
-A rewrite writes the new argv (and envp, when the rule adds variables) below
-the tracee's stack pointer, past the red zone, reusing the caller's own
-strings. When the stack mapping is too small for that (posix_spawn's child
-stack, a huge argv) the tracee is made to mmap a scratch area first: its
-exec is turned into an mmap, then stepped back to run the exec again.
+A rewrite writes the new argv (and envp, when the rule adds variables),
+reusing the caller's own strings, where spaces.py says the tracee may write:
+below its stack pointer, past the red zone, when that memory is its own;
+otherwise in a scratch area of its address space, which the tracee is made
+to mmap first (its exec is turned into an mmap, then stepped back to run the
+exec again) and which later execs of that address space reuse.
+
+Stops that are not ours are given what the kernel gives without a tracer: a
+traced program's own seccomp filter returning RET_TRACE gets ENOSYS.
 """
 
 from __future__ import annotations
@@ -35,13 +39,15 @@ from . import kernel
 from .arch import Arch
 from .kernel import resume
 from .kernel import (
-    NT_PRSTATUS, PTRACE_CONT, PTRACE_EVENT_SECCOMP, PTRACE_EVENT_STOP, PTRACE_LISTEN,
-    PTRACE_SYSCALL, WALL, IoVec,
+    NT_PRSTATUS, PTRACE_CONT, PTRACE_EVENT_CLONE, PTRACE_EVENT_FORK, PTRACE_EVENT_SECCOMP,
+    PTRACE_EVENT_STOP, PTRACE_EVENT_VFORK, PTRACE_LISTEN, PTRACE_SYSCALL, WALL, IoVec,
 )
 from .paths import host_path
-from .seccomp import PTRACE_TRACEME
+from .seccomp import FILTER_DATA, PTRACE_TRACEME
+from .spaces import COOKIE_SIZE, STACK_MARGIN, Area, Spaces, area_size
 from .tracee import (
-    Memory, command_name, fd_is_cloexec, fs_credentials, stack_room, stat_field, tracer_of,
+    PAGE, Memory, command_name, fd_is_cloexec, fs_credentials, stack_mapping, stat_field,
+    tracer_of,
 )
 
 AT_SYMLINK_NOFOLLOW = 0x100
@@ -50,9 +56,10 @@ SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD marks syscall stops
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argv string
 LOGGED_ARGS, LOGGED_STRING = 4096, 4096  # --log keeps this much of a caller's argv
-STACK_MARGIN = 256  # bytes kept free at the low end of a stack mapping
 PROT_READ_WRITE = 0x3
 MAP_PRIVATE_ANONYMOUS = 0x22
+CLONE_VM = 0x100
+CLONE_EVENTS = frozenset({PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE})
 
 OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK
            | kernel.PTRACE_O_TRACEVFORK | kernel.PTRACE_O_TRACECLONE
@@ -104,12 +111,12 @@ class Pending:
     """A tracee between our rewrite of its exec and the exec's result."""
 
     def __init__(self, saved: bytes, phase: str, new_exec: NewExec | None = None,
-                 mapping: tuple[int, int] | None = None):
+                 area: Area | None = None, length: int = 0):
         self.saved = saved  # its registers at the exec stop, to put back if the exec fails
-        self.phase = phase  # "exec", "mmap", "reenter", "munmap-entry", "munmap-exit"
+        self.phase = phase  # "exec", "mmap" (making a scratch area), "reenter"
         self.new_exec = new_exec
-        self.mapping = mapping  # (address, size) we made it mmap
-        self.result = 0  # the failed exec's -errno, kept across the munmap
+        self.area = area  # the scratch area holding the new argv
+        self.length = length  # of the area being mapped
 
 
 class Tracer:
@@ -123,6 +130,8 @@ class Tracer:
         self.verbose = verbose
         self.log_is_stderr = log_is_stderr
         self.pending: dict[int, Pending] = {}
+        self.spaces = Spaces(root)
+        self.parked: set[int] = set()  # new tracees held until their clone event is seen
         self.memory = Memory()
         self.regs = arch.new_regs()
         self.regs_iov = IoVec(ctypes.addressof(self.regs), ctypes.sizeof(self.regs))
@@ -146,6 +155,7 @@ class Tracer:
         """
         waitpid, resume = os.waitpid, kernel.resume
         on_exec, on_syscall, guarded = self._on_exec_stop, self._on_syscall_stop, self._guarded
+        on_clone, known = self._on_clone, self.spaces.of.__contains__
         while True:
             try:
                 tid, status = waitpid(-1, WALL)
@@ -165,15 +175,30 @@ class Tracer:
                     guarded(on_syscall, tid)
                 else:
                     resume(PTRACE_CONT, tid, sig)  # deliver the signal it stopped for
+            elif event in CLONE_EVENTS:
+                guarded(on_clone, tid, event)
             elif event == PTRACE_EVENT_STOP and sig in STOP_SIGNALS:
                 # A group-stop (job control): stay stopped until SIGCONT, as natively.
                 resume(PTRACE_LISTEN, tid, 0)
+            elif not known(tid):
+                # A new tracee's first stop, before its parent's clone event: it waits for
+                # that event, which says whether it shares the parent's memory.
+                self.parked.add(tid)
             else:
-                resume(PTRACE_CONT, tid, 0)  # fork, vfork, clone; a new tracee's first stop
+                resume(PTRACE_CONT, tid, 0)
 
     def _on_exit(self, tid: int, status: int) -> None:
         if self.pending:
             self.pending.pop(tid, None)
+        self.spaces.left(tid)
+        if self.parked:
+            # A parent killed before its clone event was reported never reports it: its
+            # children go on, taken as sharing memory with anyone.
+            self.parked.discard(tid)
+            for child in self.parked:
+                self.spaces.unknown(child)
+                resume(PTRACE_CONT, child)
+            self.parked.clear()
         if self.exec_log is not None:
             self.exec_log.exited(tid, status)
         if tid == self.root and self.log_is_stderr:
@@ -184,10 +209,10 @@ class Tracer:
             os.close(devnull)
             self.log = None
 
-    def _guarded(self, handler: Callable[[int], None], tid: int) -> None:
+    def _guarded(self, handler: Callable[..., None], tid: int, *args) -> None:
         """Run a handler; if it fails, the tracee goes on natively rather than hang or die."""
         try:
-            handler(tid)
+            handler(tid, *args)
         except ProcessLookupError:
             # ESRCH: killed while we served its stop (SIGKILL, or a sibling thread's exec);
             # its exit comes through waitpid like any other.
@@ -225,6 +250,28 @@ class Tracer:
         ctypes.memmove(ctypes.addressof(self.regs), saved, len(saved))
         self.arch.set(self.regs, self.arch.result_register, result)
 
+    # -- clone events -----------------------------------------------------------------------
+
+    def _on_clone(self, tid: int, event: int) -> None:
+        """`tid` made a new tracee: note whether the child shares its memory."""
+        child = kernel.event_message(tid)
+        self._get_regs(tid)
+        arch = self.arch
+        number, flags = arch.syscall_args(self.regs)[:2]
+        if number == arch.clone3:
+            flags = int.from_bytes(self.memory.read(tid, flags, 8).ljust(8, b"\0"), "little")
+        elif number != arch.clone:  # fork, vfork
+            flags = CLONE_VM if event == PTRACE_EVENT_VFORK else 0
+        vfork_stack = arch.stack(self.regs) if event == PTRACE_EVENT_VFORK else None
+        self.spaces.cloned(tid, child, bool(flags & CLONE_VM), vfork_stack)
+        if child in self.parked:
+            self.parked.discard(child)
+            resume(PTRACE_CONT, child)
+        resume(PTRACE_CONT, tid)
+
+    def _same_memory(self, tid: int, other: int) -> bool:
+        return kernel.same_memory(self.arch.kcmp, tid, other)
+
     # -- exec stops -------------------------------------------------------------------------
 
     def _on_exec_stop(self, tid: int) -> None:
@@ -234,6 +281,9 @@ class Tracer:
             resume(PTRACE_SYSCALL, tid)
             return
         self._get_regs(tid)
+        if kernel.event_message(tid) != FILTER_DATA:
+            self._fail(tid, errno.ENOSYS)  # the program's own filter: no tracer for it
+            return
         arch = self.arch
         number, a1, a2, a3, a4, a5, _ = arch.syscall_args(self.regs)
         if number == arch.execve:
@@ -348,24 +398,46 @@ class Tracer:
         self._report(tid, rewrite, caller_argv)
         saved = bytes(self.regs)
         size = new_exec.size()
-        stack = self.arch.stack(self.regs)
-        base = self.arch.scratch_below_stack(self.regs, size)
-        if stack - base + STACK_MARGIN <= stack_room(tid, stack):
-            blob, path, argv, envp_new = new_exec.layout(base)
-            if self.memory.write(tid, base, blob):
-                self._point_exec_at(syscall, path, argv, envp_new)
+        spaces, arch = self.spaces, self.arch
+        stack = arch.stack(self.regs)
+        base = arch.scratch_below_stack(self.regs, size)
+        mapping = stack_mapping(tid, stack)
+        if (spaces.below_stack_allowed(tid, spaces.sharers(tid, self._same_memory), stack,
+                                       mapping)
+                and base - STACK_MARGIN >= mapping[0]
+                and self._place(tid, new_exec, base)):
+            self._set_regs(tid)
+            self.pending[tid] = Pending(saved, "exec")
+            resume(PTRACE_SYSCALL, tid)
+            return
+        area = spaces.free_area(tid, size)
+        while area is not None:
+            if (self.memory.read(tid, area.address, COOKIE_SIZE) == area.cookie
+                    and self._place(tid, new_exec, area.address + COOKIE_SIZE)):
                 self._set_regs(tid)
-                self.pending[tid] = Pending(saved, "exec")
+                area.user = tid
+                self.pending[tid] = Pending(saved, "exec", area=area)
                 resume(PTRACE_SYSCALL, tid)
                 return
-        # No room on this stack: have the tracee map some memory first (mmap), then exec.
-        length = (size + 4095) & ~4095
+            spaces.forget(tid, area)  # replaced since (an exec we did not see)
+            area = spaces.free_area(tid, size)
+        # No area yet: have the tracee map one first (mmap), then exec.
+        length = area_size(size, PAGE)
         for n, value in enumerate((0, length, PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS,
                                    (1 << 64) - 1, 0), 1):
-            self.arch.set_arg(self.regs, n, value)
-        self._set_regs(tid, syscall=self.arch.mmap)
-        self.pending[tid] = Pending(saved, "mmap", new_exec, (0, length))
+            arch.set_arg(self.regs, n, value)
+        self._set_regs(tid, syscall=arch.mmap)
+        self.pending[tid] = Pending(saved, "mmap", new_exec, length=length)
         resume(PTRACE_SYSCALL, tid)
+
+    def _place(self, tid: int, new_exec: NewExec, base: int, prefix: bytes = b"") -> bool:
+        """Write the new argv at `base` (after `prefix`, written just before it) and point
+        the exec's arguments in self.regs at it."""
+        blob, path, argv, envp = new_exec.layout(base)
+        if not self.memory.write(tid, base - len(prefix), prefix + blob):
+            return False
+        self._point_exec_at(new_exec.syscall, path, argv, envp)
+        return True
 
     def _point_exec_at(self, syscall: int, path: int, argv: int, envp: int) -> None:
         arch, regs = self.arch, self.regs
@@ -375,10 +447,6 @@ class Tracer:
             values = (AT_FDCWD, path, argv, envp, 0)
         for n, value in enumerate(values, 1):
             arch.set_arg(regs, n, value)
-
-    def _exec_failed(self, tid: int, result: int) -> None:
-        if self.exec_log is not None:
-            self.exec_log.exec_failed(tid, -result)
 
     def _caller_string(self, tid: int, caller_argv: array, index: int) -> bytes | None:
         """The caller's argv[index], moved by an argv0-option rule ("" past the end)."""
@@ -431,54 +499,50 @@ class Tracer:
             # A successful exec from a non-leader thread stops under the leader's id; the
             # thread's own entry is left behind with its old id.
             for stale in [t for t in self.pending if not os.path.exists(f"/proc/{t}")]:
-                del self.pending[stale]
+                area = self.pending.pop(stale).area
+                if area is not None:
+                    area.user = 0
+                self.spaces.left(stale)
+            self.spaces.exec_succeeded(tid)
             resume(PTRACE_CONT, tid)
             return
         self._get_regs(tid)
         arch, regs = self.arch, self.regs
         result = arch.result(regs)
         if pending.phase == "exec":
-            if result >= 0 or pending.mapping is None:
-                del self.pending[tid]
-                if result < 0:
-                    self._exec_failed(tid, result)
-                    self._restore(pending.saved, result)
-                    self._set_regs(tid)
-                resume(PTRACE_CONT, tid)
-                return
-            # Failed after we made it mmap: unmap first (stepping back to a munmap).
-            pending.result, pending.phase = result, "munmap-entry"
-            address, length = pending.mapping
-            arch.rerun_syscall(regs, arch.munmap)
-            arch.set_arg(regs, 1, address)
-            arch.set_arg(regs, 2, length)
-            self._set_regs(tid)
-            resume(PTRACE_SYSCALL, tid)
-        elif pending.phase == "mmap":
+            del self.pending[tid]
+            self._exec_done(tid, pending, result)
             if result < 0:
+                self._restore(pending.saved, result)
+                self._set_regs(tid)
+            resume(PTRACE_CONT, tid)
+        else:  # mmap: the scratch area is there; write the argv and run the exec again
+            area = Area(result, pending.length) if result >= 0 else None
+            ctypes.memmove(ctypes.addressof(regs), pending.saved, len(pending.saved))
+            if area is not None:
+                self.spaces.add_area(tid, area)
+            # The write fails where a sibling thread's exec has just replaced the memory
+            # (this thread is being killed): its exec fails, for no one to see.
+            if area is None or not self._place(tid, pending.new_exec, result + COOKIE_SIZE,
+                                               area.cookie):
                 del self.pending[tid]
-                self._exec_failed(tid, -errno.ENOMEM)
+                self._exec_done(tid, pending, -errno.ENOMEM)
                 self._restore(pending.saved, -errno.ENOMEM)
                 self._set_regs(tid)
                 resume(PTRACE_CONT, tid)
                 return
-            length = pending.mapping[1]
-            pending.mapping = (result, length)
-            blob, path, argv, envp = pending.new_exec.layout(result)
-            if not self.memory.write(tid, result, blob):
-                raise OSError(errno.EFAULT, "cannot write the new argv into the tracee")
-            ctypes.memmove(ctypes.addressof(regs), pending.saved, len(pending.saved))
-            self._point_exec_at(pending.new_exec.syscall, path, argv, envp)
+            area.user = tid
+            pending.area = area
             arch.rerun_syscall(regs, pending.new_exec.syscall)
             self._set_regs(tid)
             pending.phase = "reenter"
             resume(PTRACE_CONT, tid)
-        elif pending.phase == "munmap-entry":
-            pending.phase = "munmap-exit"
-            resume(PTRACE_SYSCALL, tid)
-        else:  # munmap-exit: now the caller sees its exec fail, with its own registers
-            del self.pending[tid]
-            self._exec_failed(tid, pending.result)
-            self._restore(pending.saved, pending.result)
-            self._set_regs(tid)
-            resume(PTRACE_CONT, tid)
+
+    def _exec_done(self, tid: int, pending: Pending, result: int) -> None:
+        """A rewritten exec's result: `tid` runs its new program, or goes on in the old one."""
+        if pending.area is not None:
+            pending.area.user = 0
+        if result >= 0:
+            self.spaces.exec_succeeded(tid)
+        elif self.exec_log is not None:
+            self.exec_log.exec_failed(tid, -result)
