@@ -31,7 +31,7 @@ def test_errors_traps_and_host_exceptions_come_out_as_exceptions():
         (func (export "trap") unreachable)
         (func (export "host") (call $f (i32.const 42))))"""))
     assert module.imports() == [("env", "f")] and module.exports() == ["trap", "host"]
-    process = capi.WasiProcess(engine, ["x"])
+    process = capi.WasiProcess(engine, [b"x"], [])
 
     class Raised(Exception):
         pass

@@ -39,9 +39,11 @@ def test_which_wasm_shows_the_runners_argv(fixtures, env):
     first, argv_line = done.stdout.splitlines()[:2]
     assert first.startswith(f"{module}: wasm (") and "rules.yaml:" in first
     argv = argv_line.split()
-    assert os.path.basename(argv[0]) == "wasmbinfmt-wasi" and os.path.isabs(argv[0])
+    # our Python, isolated, on the runner's start script
+    assert argv[0] == sys.executable and argv[1:4] == ["-I", "-S", "-B"]
+    assert argv[4] == os.path.join(ROOT, "wasmbinfmt", "runners", "wasi_start.py")
     # P: the path, then the caller's argv[0] (for `which`, the path again)
-    assert argv[1:] == ["--preserve-argv0", "--", module, module]
+    assert argv[5:] == ["--preserve-argv0", "--", module, module]
 
 
 def test_which_runs_the_shown_argv_for_real(fixtures, env, tmp_path):

@@ -35,9 +35,10 @@ def test_each_rerouted_exec_its_end_and_a_summary_are_logged(box, user, tmp_path
     first, first_end, second, second_end, summary = got
     assert (first["path"], first["argv"], first["rules"], first["cwd"]) == (
         "./probe.wasm", ["./probe.wasm", "exit", "3"], ["wasm"], str(box))
-    assert first["emulator"][1:] == ["--preserve-argv0", "--", "./probe.wasm", "./probe.wasm",
+    assert first["emulator"][5:] == ["--preserve-argv0", "--", "./probe.wasm", "./probe.wasm",
                                      "exit", "3"]
-    assert os.path.basename(first["emulator"][0]) == "wasmbinfmt-wasi"
+    assert first["emulator"][0] == sys.executable
+    assert os.path.basename(first["emulator"][4]) == "wasi_start.py"
     assert (first_end["pid"], first_end["status"]) == (first["pid"], 3)
     assert second["argv"] == ["./probe.wasm", "a", "b c"] and second_end["status"] == 0
     assert first["ppid"] == second["ppid"] != first["pid"]

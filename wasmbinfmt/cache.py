@@ -31,8 +31,8 @@ def cache_dir(env: Mapping[str, str] = os.environ) -> str | None:
     """The cache directory, or None when caching is off."""
     if env.get("WASMBINFMT_CACHE", "").lower() in ("off", "0", "no"):
         return None
-    if env.get("WASMBINFMT_CACHE_DIR"):
-        return env["WASMBINFMT_CACHE_DIR"]
+    if env.get("WASMBINFMT_CACHE_DIR", "").startswith("/"):
+        return env["WASMBINFMT_CACHE_DIR"]  # a relative one is ignored, as XDG's are
     base = user_dir(env, "XDG_CACHE_HOME", ".cache")
     return None if base is None else os.path.join(base, "wasmbinfmt")
 
@@ -74,7 +74,14 @@ def store(path: str, key: object, value: object) -> None:
 
 
 def store_bytes(path: str, data: bytes) -> None:
-    """Write `data` at `path` atomically; silently skipped when impossible."""
+    """Write `data` at `path` atomically; silently skipped when impossible, or when the
+    process may not write a file that large (RLIMIT_FSIZE: the program's limit, which
+    would end the runner with SIGXFSZ)."""
+    import resource  # a C module, nothing to pay for
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if 0 <= limit < len(data):
+        return
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)

@@ -154,7 +154,9 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
 
     - rules.yaml (both forms): an interpreter without a '/' is a command,
       looked up in PATH, then beside wasmbinfmt's own Python (a venv's bin,
-      where the commands of the packages we depend on are, activated or not).
+      where the commands of the packages we depend on are, activated or not);
+      ``wasmbinfmt-wasi``, the built-in runner, is our Python started isolated
+      on runners/wasi_start.py.
     - flag F: the kernel opens the interpreter at registration, relative to the
       registering process; we resolve it to an absolute real path at load time.
     Elsewhere (binfmt.d, --rule, binfmt-support) the kernel's meaning stays: a
@@ -163,11 +165,24 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
     """
     interp = rule.interpreter
     if rule.origin is not None and rule.origin.format == "yaml" and "/" not in interp:
+        if interp == BUILTIN_RUNNER:
+            return rule._replace(interpreter=sys.executable,
+                                 args=(*builtin_runner_args(), *rule.args))
         found = find_command(interp, path_env)
         interp = os.path.abspath(found) if found else interp
     if "F" in rule.flags and "/" in interp:
         interp = os.path.realpath(interp)
     return rule if interp == rule.interpreter else rule._replace(interpreter=interp)
+
+
+BUILTIN_RUNNER = "wasmbinfmt-wasi"
+
+
+def builtin_runner_args() -> tuple[str, str, str, str]:
+    """What follows our Python to start the built-in runner: -I -S (runners/wasi_start.py
+    says why) and -B (runners/bytecode.py)."""
+    return ("-I", "-S", "-B", os.path.join(os.path.dirname(os.path.abspath(__file__)), "runners",
+                                     "wasi_start.py"))
 
 
 def find_command(name: str, search_path: str) -> str | None:
@@ -237,7 +252,7 @@ def profile_choices(name: str, files: list[str] = (), env: Mapping[str, str] | N
     from .rules_yaml import parse_profiles
 
     env = os.environ if env is None else env
-    paths = list(files) + [p for p in env.get("WASMBINFMT_RULES", "").split(os.pathsep) if p]
+    paths = list(files) + [p for p in _rules_variable(env) if p.startswith("/")]
     if defaults:
         paths += [p for p in (user_rules_file(env), default_rules_file()) if p]
     known: list[str] = []
@@ -254,6 +269,10 @@ def profile_choices(name: str, files: list[str] = (), env: Mapping[str, str] | N
                     "--profile", None, "NAME")
 
 
+def _rules_variable(env: Mapping[str, str]) -> list[str]:
+    return [p for p in env.get("WASMBINFMT_RULES", "").split(os.pathsep) if p]
+
+
 def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, str] | None = None,
             system: bool = False, defaults: bool = True, root: str = "/") -> RuleSet:
     """Every source, merged into one ordered RuleSet (see the module docstring)."""
@@ -268,9 +287,16 @@ def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, 
             inline_errors.append(e.located(f"--rule #{i}", None))
     sources.append(((inline_rules, inline_errors), True))
 
-    listed = list(files) + [p for p in env.get("WASMBINFMT_RULES", "").split(os.pathsep) if p]
-    for path in listed:
+    for path in files:
         sources.append((load_source_file(path), True))
+    for path in _rules_variable(env):
+        if path.startswith("/"):
+            sources.append((load_source_file(path), True))
+        else:
+            sources.append((([], [RuleError(
+                f"{path!r} is a relative path: WASMBINFMT_RULES names files by absolute paths "
+                f"(a relative one would be read from whatever directory a run starts in)",
+                "WASMBINFMT_RULES", None)]), True))
     if defaults:
         user_file = user_rules_file(env)
         if user_file and os.path.exists(user_file):

@@ -103,7 +103,8 @@ _SIGNATURES = {
     "wasmtime_store_context": (c_void_p, [c_void_p]),
     "wasi_config_new": (c_void_p, []),
     "wasi_config_set_argv": (c_bool, [c_void_p, c_size_t, POINTER(c_char_p)]),
-    "wasi_config_inherit_env": (None, [c_void_p]),
+    "wasi_config_set_env": (c_bool, [c_void_p, c_size_t, POINTER(c_char_p),
+                                     POINTER(c_char_p)]),
     "wasi_config_inherit_stdin": (None, [c_void_p]),
     "wasi_config_inherit_stdout": (None, [c_void_p]),
     "wasi_config_inherit_stderr": (None, [c_void_p]),
@@ -255,15 +256,20 @@ class Module:
 class WasiProcess:
     """A store with WASI set up, a linker with WASI defined, an instance once started."""
 
-    def __init__(self, engine: Engine, argv: list[str]) -> None:
+    def __init__(self, engine: Engine, argv: list[bytes],
+                 env: list[tuple[bytes, bytes]]) -> None:
+        """argv and env: UTF-8 (wasmtime refuses anything else: WasmtimeError)."""
         lib = load()
         self.engine = engine
         self.store = lib.wasmtime_store_new(engine.pointer, None, None)
         self.context = lib.wasmtime_store_context(self.store)
         self.wasi = lib.wasi_config_new()
-        encoded = [os.fsencode(arg) for arg in argv]
-        lib.wasi_config_set_argv(self.wasi, len(encoded), (c_char_p * len(encoded))(*encoded))
-        lib.wasi_config_inherit_env(self.wasi)
+        if not lib.wasi_config_set_argv(self.wasi, len(argv), (c_char_p * len(argv))(*argv)):
+            raise WasmtimeError("wasmtime refused the argv (not UTF-8)")
+        names = (c_char_p * len(env))(*(name for name, _ in env))
+        values = (c_char_p * len(env))(*(value for _, value in env))
+        if not lib.wasi_config_set_env(self.wasi, len(env), names, values):
+            raise WasmtimeError("wasmtime refused the environment (not UTF-8)")
         self.linker = lib.wasmtime_linker_new(engine.pointer)
         _check(lib.wasmtime_linker_define_wasi(self.linker))
         lib.wasmtime_linker_allow_shadowing(self.linker, True)  # define_func_i32 may replace

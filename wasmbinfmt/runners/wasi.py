@@ -1,6 +1,7 @@
 """wasmbinfmt-wasi: run a WASI command module like a native program (docs/wasi.md).
 
-    wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache] [--] MODULE [ARGS...]
+    wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache]
+                    [--ignored-signals=MASK] [--] MODULE [ARGS...]
 
 The program's argv is ``MODULE ARGS...``; with ``--preserve-argv0`` (what a
 rule with the P flag passes) it is ``ARGS...``: the kernel puts the caller's
@@ -8,7 +9,11 @@ argv[0] right after the module's path. Everything after MODULE belongs to the
 program, options included. The environment and stdin/stdout/stderr are
 inherited. Unless ``--dir`` names what to map, absolute paths see the host's
 ``/`` and relative ones the current directory, as far as the module's libc
-allows: see wasi_cwd.py.
+allows: see wasi_cwd.py. Signal dispositions are the caller's, as after a
+native exec (procstate.py; ``--ignored-signals`` is the caller's SigIgn mask,
+which the tracer passes when it ignored SIGPIPE or SIGXFSZ: Python's start
+hides those). A WASI program's strings are UTF-8: an argument or environment
+variable that is not is refused (126, naming it), never dropped or cut.
 
 Exit status: the program's ``proc_exit`` code, & 0xff as natively; 134 after a trap (as the
 wasmtime CLI), with one line naming the module and the trap; 126 for a file
@@ -33,13 +38,14 @@ except ImportError:  # pragma: no cover - CPython always has it
     from hashlib import blake2b as _blake2b
 
 from .. import cache, stdio
+from ..procstate import restore_signals
 from . import capi, wasi_cwd
 
 EXIT_TRAP = 134  # what the wasmtime CLI exits with after a trap
 EXIT_CANNOT_RUN = 126
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
-USAGE = "usage: wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache] [--] " \
-        "MODULE [ARGS...]"
+USAGE = "usage: wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache] " \
+        "[--ignored-signals=MASK] [--] MODULE [ARGS...]"
 
 
 class Options:
@@ -47,6 +53,7 @@ class Options:
         self.preserve_argv0 = False
         self.dirs: list[tuple[str, str]] = []
         self.cache = True
+        self.ignored_signals = 0
         self.module = ""
         self.argv: list[str] = []
 
@@ -64,6 +71,12 @@ def parse_args(args: list[str]) -> Options:
             options.preserve_argv0 = True
         elif arg == "--no-cache":
             options.cache = False
+        elif arg.startswith("--ignored-signals="):
+            try:
+                options.ignored_signals = int(arg[len("--ignored-signals="):], 16)
+            except ValueError:
+                raise ValueError(f"--ignored-signals takes a hexadecimal mask, not "
+                                 f"{arg!r}") from None
         elif arg == "--dir" or arg.startswith("--dir="):
             if arg == "--dir":
                 if i == len(args):
@@ -143,7 +156,28 @@ def max_wasm_stack(soft_limit: int) -> int:
     return max(WASMTIME_DEFAULT_STACK, soft_limit - STACK_MARGIN)
 
 
+def not_utf8(argv: list[bytes], env: list[tuple[bytes, bytes]]) -> str | None:
+    """What a WASI program could not be given faithfully, or None."""
+    for i, arg in enumerate(argv):
+        try:
+            arg.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"argument {i} ({_shown(arg)}) is not UTF-8"
+    for name, value in env:
+        try:
+            name.decode("utf-8")
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"environment variable {_shown(name)} is not UTF-8"
+    return None
+
+
+def _shown(data: bytes) -> str:
+    return "'" + data.decode("utf-8", "backslashreplace") + "'"
+
+
 def run(options: Options) -> int:
+    restore_signals(options.ignored_signals)
     closed = stdio.hold_closed()
     try:
         with open(options.module, "rb") as f:
@@ -174,7 +208,13 @@ def run(options: Options) -> int:
     if "_start" not in module.exports():
         return _fail(options.module, "not a WASI command (it exports no _start)",
                      EXIT_CANNOT_RUN)
-    process = capi.WasiProcess(engine, options.argv)
+    argv = [os.fsencode(arg) for arg in options.argv]
+    env = list(os.environb.items())
+    problem = not_utf8(argv, env)
+    if problem:
+        return _fail(options.module, f"{problem}, and a WASI program's strings are UTF-8: "
+                     f"not run", EXIT_CANNOT_RUN)
+    process = capi.WasiProcess(engine, argv, env)
     # A stream closed for us stays closed for the program (reads and writes fail).
     for fd, stream in enumerate(("stdin", "stdout", "stderr")):
         if fd not in closed:

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable
 
 from .. import stdio
+from ..procstate import restore_signals
 from . import kernel
 from .arch import host_arch
 from .seccomp import exec_filter
@@ -73,7 +74,7 @@ def run_traced(command: list[bytes], start_tracer: Callable[[int], None]) -> Non
         os.close(to_tracer_w)
         if from_tracer.read(1) != b"g":
             _die("the tracer could not attach (see above)", EXIT_CANNOT_TRACE)
-    _restore_signals()
+    restore_signals()  # Python's own dispositions must not reach the command
     stdio.release(closed)
     error = kernel.execvp(command)
     _die(f"{os.fsdecode(command[0])}: {error.strerror}",
@@ -181,14 +182,6 @@ def _read_line(stream) -> bytes:
             break
         line += byte
     return line.strip()
-
-
-def _restore_signals() -> None:
-    """Python's own dispositions must not leak into the command (ignored ones survive exec)."""
-    for name in ("SIGPIPE", "SIGXFSZ"):
-        signal.signal(getattr(signal, name), signal.SIG_DFL)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _die(message: str, status: int) -> None:

@@ -157,6 +157,15 @@ def fs_credentials(tid: int) -> tuple[int, int, list[int]]:
     return uid, gid, groups
 
 
+def ignored_signals(tid: int) -> int:
+    """The signals `tid` ignores (SigIgn of /proc/TID/status), as a mask: bit N-1 for N."""
+    with open(f"/proc/{tid}/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"SigIgn:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
 def tracer_of(pid: int | str) -> int:
     """The pid tracing `pid` (0 for none), from TracerPid in /proc/PID/status."""
     with open(f"/proc/{pid}/status", "rb") as status:

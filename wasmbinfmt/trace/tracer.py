@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import sys
 import _signal as signal  # the C module: signal.py adds enums, and enum costs ~4 ms a start
 from array import array
 from collections.abc import Callable
@@ -33,8 +34,9 @@ from ..files import Inspector
 from ..match import Matcher
 from ..record import record
 from ..rewrite import AT_FDCWD, Fail, Rewrite, exec_filename, resolve_exec
+from ..procstate import PYTHON_IGNORES_MASK
 from ..rules import Rule
-from ..sources import interpreter_problem
+from ..sources import builtin_runner_args, interpreter_problem
 from . import kernel
 from .arch import Arch
 from .kernel import resume
@@ -46,8 +48,8 @@ from .paths import host_path
 from .seccomp import FILTER_DATA, PTRACE_TRACEME
 from .spaces import COOKIE_SIZE, STACK_MARGIN, Area, Spaces, area_size
 from .tracee import (
-    PAGE, Memory, command_name, fd_is_cloexec, fs_credentials, stack_mapping, stat_field,
-    tracer_of,
+    PAGE, Memory, command_name, fd_is_cloexec, fs_credentials, ignored_signals, stack_mapping,
+    stat_field, tracer_of,
 )
 
 AT_SYMLINK_NOFOLLOW = 0x100
@@ -143,6 +145,9 @@ class Tracer:
         self.own_groups = os.getgroups()
         self.exec_log = exec_log  # --log: JSON lines of the rerouted execs (execlog.py)
         self.exec_name = b""  # the name the exec at hand runs, as exec handlers see it
+        # How the built-in runner starts: it is told what its Python's start hides.
+        self.builtin_runner = [os.fsencode(sys.executable),
+                               *map(os.fsencode, builtin_runner_args())]
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -380,6 +385,11 @@ class Tracer:
         if None in strings:
             resume(PTRACE_CONT, tid)  # an unreadable argv string: EFAULT, the kernel's to say
             return
+        runner = len(self.builtin_runner)
+        if strings[:runner] == self.builtin_runner:
+            ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
+            if ignored:
+                strings.insert(runner, b"--ignored-signals=%x" % ignored)
         tail = caller_argv[rewrite.argv.skip:]
         if not caller_argv and rewrite.argv.skip == 0:
             strings.append(b"")  # the "" argv[0] Linux gives an empty argv
