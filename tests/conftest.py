@@ -89,7 +89,7 @@ exec "${0%/*}/probe.native" "$@"
 
 
 FIXTURES = ("probe.wasm", "probe.native", "probe.aarch64", "probe.riscv64", "execer",
-            "hello.wasm", "vmspawn", "spawn.musl", "ownfilter")
+            "hello.wasm", "vmspawn", "spawn.musl", "ownfilter", "probe-nochdir.wasm")
 
 
 @pytest.fixture

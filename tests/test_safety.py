@@ -257,3 +257,100 @@ def test_a_relative_rules_file_in_the_variable_is_refused(box, user):
                       env={**__import__("os").environ, "WASMBINFMT_RULES": "rules.yaml"})
     assert done.returncode == 2
     assert b"WASMBINFMT_RULES: 'rules.yaml' is a relative path" in done.stderr
+
+
+# ---------------------------------------------------------------------------
+# 7. Descriptors: a module can open (nearly) as many files as a native program
+
+def opened(done: subprocess.CompletedProcess) -> list[int]:
+    return [int(line.split()[1]) for line in done.stdout.decode().splitlines()]
+
+
+@pytest.mark.parametrize("limit", ["-Sn 16", "-Sn 32", "-Sn 64"])
+def test_a_soft_descriptor_limit_leaves_a_module_what_a_native_program_has(box, user, limit):
+    script = (f"ulimit {limit}; ./probe.native openmany /dev/null; "
+              f"./probe.wasm openmany /dev/null; ./probe-nochdir.wasm openmany /dev/null")
+    done = wasmbinfmt(user, ["--", "bash", "-c", script], cwd=box)
+    native, chdir, nochdir = opened(done)
+    assert native > 0 and chdir == nochdir == native, done.stderr
+
+
+@pytest.mark.parametrize("limit, spared", [(16, 7), (32, 8), (64, 12)])
+def test_a_hard_descriptor_limit_costs_a_module_few_descriptors(box, user, limit, spared):
+    """With no room above the limit, the runner holds its own few and the most useful
+    preopens: never a panic, and the program keeps most of what it has natively."""
+    script = (f"ulimit -n {limit}; ./probe.native openmany /dev/null; "
+              f"./probe.wasm openmany /dev/null; ./probe-nochdir.wasm openmany /dev/null")
+    done = wasmbinfmt(user, ["--", "bash", "-c", script], cwd=box)
+    assert done.returncode == 0 and b"panicked" not in done.stderr, done.stderr
+    native, chdir, nochdir = opened(done)
+    assert native - spared <= nochdir <= chdir <= native
+
+
+def test_too_few_descriptors_for_the_runner_is_said_once_not_a_panic(box, user):
+    done = wasmbinfmt(user, ["--", "bash", "-c", "ulimit -n 8; ./probe.wasm count"], cwd=box)
+    assert done.returncode == 126 and done.stdout == b""
+    assert done.stderr == (b"wasmbinfmt-wasi: ./probe.wasm: too few file descriptors for the "
+                           b"runner (RLIMIT_NOFILE 8, hard limit 8): not run\n")
+
+
+# ---------------------------------------------------------------------------
+# 8. A current directory longer than PATH_MAX
+
+def test_relative_paths_work_in_a_directory_longer_than_path_max(box, user):
+    name = "d" * 100
+    script = (f"for i in $(seq 50); do mkdir {name} && cd {name} || exit 9; done; "
+              "echo hello > f && mkdir sub && echo sub > sub/g && "
+              "for p in probe.native probe.wasm probe-nochdir.wasm; do "
+              f"{box}/$p read f; {box}/$p read sub/g; {box}/$p read ../{name}/f; "
+              f"{box}/$p read {box}/runtime.sh; done")
+    done = wasmbinfmt(user, ["--", "bash", "-c", script], cwd=box)
+    assert done.stdout.decode().splitlines() == ["hello", "sub", "hello", "#!/bin/sh"] * 3
+
+
+# ---------------------------------------------------------------------------
+# 5, 6. Arbitrary bytes: what the runner accepts runs exactly, what it refuses it says
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from wasmbinfmt.runners import capi, wasi  # noqa: E402
+
+ARGS = st.lists(st.binary(min_size=0, max_size=12).filter(lambda b: b"\0" not in b),
+                min_size=1, max_size=6)
+ENV = st.lists(st.tuples(st.binary(min_size=1, max_size=8).filter(
+    lambda b: b"\0" not in b and b"=" not in b), st.binary(max_size=12).filter(
+    lambda b: b"\0" not in b)), max_size=5)
+
+
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(ARGS, ENV)
+def test_the_runner_refuses_exactly_what_wasmtime_cannot_carry(argv, env):
+    problem = wasi.not_utf8(argv, env)
+    faithful = all(map(is_utf8, argv)) and all(is_utf8(k) and is_utf8(v) for k, v in env)
+    assert (problem is None) == faithful
+    if faithful:  # and then wasmtime takes every byte of it
+        capi.WasiProcess(ENGINE, argv, env)
+
+
+ENGINE = capi.Engine(wasi.ENGINE_FEATURES)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+                        max_size=10), max_size=4))
+def test_utf8_arguments_reach_a_module_byte_for_byte(fixtures, argv):
+    native = subprocess.run([str(fixtures / "probe.native"), *argv], capture_output=True)
+    ours = subprocess.run([sys.executable, "-m", "wasmbinfmt", "--",
+                           str(fixtures / "probe.wasm"), *argv], capture_output=True,
+                          timeout=TIMEOUT)
+    assert ours.stdout.splitlines()[2:] == native.stdout.splitlines()[2:]  # past argv[0]
+    assert ours.stdout.splitlines()[0] == native.stdout.splitlines()[0]  # argc

@@ -204,3 +204,34 @@ def test_usage_errors(cache_dir):
     done = run(["--bogus", "x.wasm"])
     assert done.returncode == 2 and b"unknown option '--bogus'" in done.stderr
     assert run([]).returncode == 2
+
+
+def test_the_most_useful_preopens_are_kept_in_their_order():
+    from wasmbinfmt.runners.wasi_cwd import most_useful
+
+    mapped = [("/a/b", "."), ("/a", ".."), ("/", "../.."), ("/bin", "/bin"), ("/dev", "/dev"),
+              ("/tmp", "/tmp"), ("/usr", "/usr")]
+    assert most_useful(mapped, 3) == [("/a/b", "."), ("/a", ".."), ("/dev", "/dev")]
+    assert most_useful(mapped, 2) == [("/a/b", "."), ("/dev", "/dev")]
+    assert most_useful(mapped, 0) == []
+    assert most_useful(mapped, 99) == mapped
+
+
+def test_a_directory_without_a_usable_path_is_mapped_by_descriptor(tmp_path, monkeypatch):
+    from wasmbinfmt.runners.wasi_cwd import preopens_by_descriptor
+
+    (tmp_path / "a" / "tmp").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a")
+    mapped, held = preopens_by_descriptor(listdir=lambda _: ["tmp", "usr"],
+                                          isdir=lambda _: True)
+    try:
+        depth = len(tmp_path.parts)  # "a" and every ancestor up to "/", at most 9
+        guests = [guest for _, guest in mapped]
+        assert guests[0] == "." and guests[1] == ".."
+        assert guests[-1] == "/usr" and "/tmp" not in guests  # shadowed by ./tmp
+        assert len(held) == min(depth + 1, 9) == len(guests) - 1
+        assert os.path.samefile(mapped[0][0], tmp_path / "a")
+        assert os.path.samefile(mapped[1][0], tmp_path)
+    finally:
+        for fd in held:
+            os.close(fd)

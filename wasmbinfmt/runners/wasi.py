@@ -219,16 +219,30 @@ def run(options: Options) -> int:
     for fd, stream in enumerate(("stdin", "stdout", "stderr")):
         if fd not in closed:
             process.inherit(stream)
-    for host, guest in options.dirs or wasi_cwd.preopens(cwd or "/", libc_cwd):
-        # The default layout skips what it cannot open; --dir asked for it by name.
-        if not process.preopen(host, guest) and options.dirs:
-            return _fail(options.module, f"cannot map directory {host}", EXIT_CANNOT_RUN)
+    held: list[int] = []  # naming directories for wasmtime, which opens its own when started
+    if options.dirs:
+        mapped = options.dirs
+    elif cwd is None:
+        mapped, held = wasi_cwd.preopens_by_descriptor()
+    else:
+        mapped = wasi_cwd.preopens(cwd, libc_cwd)
+    try:
+        if not options.dirs:
+            mapped = fit_descriptors(mapped)
+        for host, guest in mapped:
+            # The default layout skips what it cannot open; --dir asked for it by name.
+            if not process.preopen(host, guest) and options.dirs:
+                return _fail(options.module, f"cannot map directory {host}", EXIT_CANNOT_RUN)
+    except ShortOfDescriptors as e:
+        return _fail(options.module, str(e), EXIT_CANNOT_RUN)
     # wasmtime refuses proc_exit(N) for N >= 126 (an error, exit 1); a native exit(N)
     # gives the caller N & 0xff, so exits are taken over.
     for name in WASI_MODULES:
         process.define_func_i32(name, "proc_exit", _proc_exit)
     try:
         process.instantiate(module)
+        for fd in held:  # wasmtime has opened its own by now
+            os.close(fd)
         if libc_cwd is not None:
             wasi_cwd.seed(process, libc_cwd, cwd)
         process.call("_start")
@@ -239,6 +253,41 @@ def run(options: Options) -> int:
     except capi.WasmtimeError as e:
         return _fail(options.module, _first_line(e), EXIT_CANNOT_RUN)
     return 0
+
+
+RUNTIME_DESCRIPTORS = 4  # wasmtime's own: the compiled module, its async runtime's three
+TIGHT_LIMIT = 256  # below this many descriptors, the free ones are counted first
+
+
+class ShortOfDescriptors(Exception):
+    pass
+
+
+def fit_descriptors(mapped: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The preopens to make. Each is a descriptor the program would have natively, so the
+    soft RLIMIT_NOFILE is raised by what the runner holds, where the hard limit allows:
+    the program can then open as many files as natively. Past that, the preopens may cost
+    the program an eighth of its descriptors (at least 3 preopens are kept)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return mapped
+    wanted = soft + len(mapped) + RUNTIME_DESCRIPTORS
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if raised > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        except (OSError, ValueError):
+            raised = soft
+    room = raised - soft - RUNTIME_DESCRIPTORS
+    kept = mapped if room >= len(mapped) else wasi_cwd.most_useful(
+        mapped, max(max(room, 0) + soft // 8, 3))
+    if raised < TIGHT_LIMIT and raised - len(os.listdir("/proc/self/fd")) < (
+            len(kept) + RUNTIME_DESCRIPTORS):
+        raise ShortOfDescriptors(f"too few file descriptors for the runner (RLIMIT_NOFILE "
+                                 f"{soft}, hard limit {hard}): not run")
+    return kept
 
 
 class _ProcExit(Exception):
@@ -252,10 +301,13 @@ def _proc_exit(code: int) -> None:
 
 
 def _current_directory() -> str | None:
+    """The current directory's path, or None where no path to it can be used: removed,
+    unreadable above, or longer than the kernel takes in one path (PATH_MAX)."""
     try:
-        return os.getcwd()
-    except OSError:  # removed, or unreadable above: leave paths to the root
+        cwd = os.getcwd()
+    except OSError:
         return None
+    return cwd if len(os.fsencode(cwd)) < wasi_cwd.LONGEST_SEEDED_CWD else None
 
 
 def _first_line(error: Exception) -> str:

@@ -20,7 +20,10 @@ in the one zig 0.17 ships; see docs/wasi.md):
   current directory also has (there the relative reading wins). ``f``,
   ``../f``, ``sub/f``, ``/usr/...`` and ``/tmp/...`` work; ``/`` itself,
   files directly in ``/`` and absolute paths under a shadowed top-level
-  name do not. If it links ``getcwd``, that is seeded too.
+  name do not. If it links ``getcwd``, that is seeded too. Each preopen is a
+  descriptor the runner holds; when the process may not have that many more
+  (RLIMIT_NOFILE, whose soft limit is raised for them where the hard one
+  allows), the most useful few are kept (most_useful).
 
 Finding ``__wasilibc_cwd`` in a linked module, which has no symbols: it is
 the only aligned word of the data image that points at a ``"/"`` string and
@@ -99,6 +102,56 @@ def preopens(cwd: str, libc_cwd: LibcCwd | None,
         if isdir("/" + name) and not lexists(os.path.join(cwd, name)):
             mapped.append(("/" + name, "/" + name))
     return mapped
+
+
+ANCESTORS_BY_DESCRIPTOR = 8
+
+
+def preopens_by_descriptor(listdir: Callable[[str], list[str]] = os.listdir,
+                           isdir: Callable[[str], bool] = os.path.isdir,
+                           lexists: Callable[[str], bool] = os.path.lexists,
+                           ) -> tuple[list[tuple[str, str]], list[int]]:
+    """The layout of `preopens` for a current directory whose path cannot be had (longer
+    than PATH_MAX, or removed): it and up to ANCESTORS_BY_DESCRIPTOR of its ancestors are
+    named by /proc/self/fd/N (a short path to any directory). Also the descriptors, to
+    close once the runtime has opened its own."""
+    held: list[int] = []
+    mapped: list[tuple[str, str]] = []
+    try:
+        fd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return [("/", "/")], held
+    root = os.stat("/")
+    for up in range(ANCESTORS_BY_DESCRIPTOR + 1):
+        held.append(fd)
+        mapped.append((f"/proc/self/fd/{fd}", "/".join([".."] * up) or "."))
+        st = os.stat(fd)
+        if (st.st_dev, st.st_ino) == (root.st_dev, root.st_ino):
+            break
+        try:
+            fd = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            break
+    try:
+        top_level = sorted(listdir("/"))
+    except OSError:
+        top_level = []
+    mapped += [("/" + name, "/" + name) for name in top_level
+               if isdir("/" + name) and not lexists(name)]
+    return mapped, held
+
+
+# When descriptors are short, the preopens kept first: relative paths, then the top-level
+# directories programs use most, then the rest in layout order.
+USEFUL_FIRST = (".", "/dev", "..", "/tmp", "/usr", "/etc", "/home", "/proc", "/var")
+
+
+def most_useful(mapped: list[tuple[str, str]], count: int) -> list[tuple[str, str]]:
+    """`count` of the preopens, by USEFUL_FIRST, in their registration order."""
+    rank = {guest: i for i, guest in enumerate(USEFUL_FIRST)}
+    kept = sorted(range(len(mapped)),
+                  key=lambda i: (rank.get(mapped[i][1], len(rank)), i))[:max(0, count)]
+    return [mapped[i] for i in sorted(kept)]
 
 
 def seed(process, libc_cwd: LibcCwd, cwd: str) -> bool:
