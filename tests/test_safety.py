@@ -200,6 +200,21 @@ def test_a_module_writing_to_a_closed_pipe_gets_sigpipe_as_natively(box, user, i
     assert done.stdout.decode().splitlines() == [f"native {status}", f"wasm {status}"]
 
 
+def test_the_umask_reaches_the_files_a_module_creates(box, user):
+    script = ("umask 027; ./probe.native write native.out x; ./probe.wasm write wasm.out x; "
+              "./probe-nochdir.wasm write nochdir.out x; stat -c %a native.out wasm.out "
+              "nochdir.out")
+    done = wasmbinfmt(user, ["--", "sh", "-c", script], cwd=box)
+    assert done.stdout.decode().split() == ["640"] * 3
+
+
+def test_a_traced_command_holds_no_descriptor_of_ours(box, user):
+    listing = ["sh", "-c", "ls /proc/self/fd"]
+    native = subprocess.run(user(listing), capture_output=True, timeout=TIMEOUT)
+    ours = wasmbinfmt(user, ["--", *listing])
+    assert ours.stdout == native.stdout and ours.returncode == 0
+
+
 # ---------------------------------------------------------------------------
 # 4. The program's environment is the program's: the runner's Python reads none of it
 
