@@ -233,3 +233,61 @@ def test_a_traced_start_imports_no_argparse_re_typing_or_yaml(env, tmp_path):
     assert first.returncode == 0, first.stderr
     assert "'yaml'" in first.stdout  # the packaged rules.yaml, parsed once...
     assert second.stdout.strip() == "[]", second.stderr  # ...then read from the cache
+
+
+def test_a_misspelt_top_level_key_is_named_as_such(tmp_path, env):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rule:\n  - name: x\n    magic: '\\x00asm'\n    interpreter: /bin/cat\n")
+    done = wasmbinfmt("check", "--no-default-rules", "--rules", str(rules), env=env)
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[0] == (f"error: {rules}:1: field 'rule': unknown key; the "
+                                           f"file takes: profiles, rules")
+
+
+def test_help_and_the_no_command_error_list_every_subcommand(env):
+    from wasmbinfmt.cli import SUBCOMMANDS
+
+    assert set(SUBCOMMANDS) == {"list", "which", "check", "log", "compare"}
+    helped = wasmbinfmt("--help", env=env)
+    assert "{list,which,check,log,compare}" in helped.stdout
+    assert all(f"'{name}" in helped.stdout for name in SUBCOMMANDS)
+    bare = wasmbinfmt(env=env)
+    assert bare.returncode == 2
+    assert "(or a subcommand: list, which, check, log, compare)" in bare.stderr
+
+
+def test_a_mistyped_subcommand_gets_a_hint(env):
+    done = wasmbinfmt("lsit", env=env)
+    assert (done.returncode, done.stdout) == (127, "")
+    assert done.stderr == ("wasmbinfmt: lsit: no such command; did you mean 'wasmbinfmt list'? "
+                           "('wasmbinfmt -- lsit' runs a program of that name)\n")
+    separated = wasmbinfmt("--", "lsit", env=env)  # asked for a program: the shell's answer
+    assert separated.returncode == 127 and "did you mean" not in separated.stderr
+
+
+def test_options_before_a_subcommand_name_mean_the_subcommand(env, tmp_path):
+    listed = wasmbinfmt("--no-default-rules", "--rule", ":x:E::xx::/bin/cat:", "list", env=env)
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].startswith("x ")
+    (tmp_path / "a.xx").write_text("")
+    found = wasmbinfmt("--no-default-rules", "--rule", ":x:E::xx::/bin/cat:", "which", "a.xx",
+                       env=env, cwd=tmp_path)
+    assert found.returncode == 0 and found.stdout.splitlines()[1].split() == ["/bin/cat", "a.xx"]
+    refused = wasmbinfmt("-v", "list", env=env)
+    assert refused.returncode == 2 and refused.stderr == (
+        "wasmbinfmt: 'list' is a subcommand, which does not take -v: write 'wasmbinfmt list "
+        "[OPTIONS]', or 'wasmbinfmt -v -- list ...' to run a program named list\n")
+
+
+def test_wasmbinfmt_profile_picks_the_emulators_and_profile_wins(fixtures, env):
+    module = str(fixtures / "hello.wasm")
+    chosen = wasmbinfmt("which", module, env={**env, "WASMBINFMT_PROFILE": "wasmtime-cli"})
+    assert chosen.returncode == 0
+    assert chosen.stdout.splitlines()[1].split()[1:3] == ["run", "-S"]
+    assert "(WASMBINFMT_PROFILE wasmtime-cli: wasm=" in chosen.stdout.splitlines()[0]
+    overridden = wasmbinfmt("which", "--profile", "builtin", module,
+                            env={**env, "WASMBINFMT_PROFILE": "wasmtime-cli"})
+    assert overridden.stdout.splitlines()[1].split()[0] == sys.executable
+    wrong = wasmbinfmt("which", module, env={**env, "WASMBINFMT_PROFILE": "nope"})
+    assert wrong.returncode == 2 and wrong.stderr == (
+        "wasmbinfmt: WASMBINFMT_PROFILE: field 'NAME': no profile is named 'nope' (profiles: "
+        "builtin, wasmtime-cli)\n")

@@ -139,6 +139,10 @@ def test_proc_entry_errors(text, field):
     ("package foo\ninterpreter /x\n", "binfmt-support"),
     ("# c\n:a:E::x::/x:\n", "binfmt"),
     ("", "binfmt"),
+    ("rule:\n  - name: x\n", "yaml"),  # misspelt: reported as an unknown key, below
+    ("profile: {}\n", "yaml"),
+    ("xnamexExxoutxx/bin/emux\n", "binfmt"),  # a letter as the delimiter
+    ("a:b:c\n", "binfmt"),
 ])
 def test_sniff_format(text, kind):
     assert sniff_format(text) == kind

@@ -146,12 +146,14 @@ def build_run_parser():
     parser = argparse.ArgumentParser(
         prog="wasmbinfmt", parents=[_rule_options()],
         usage="wasmbinfmt [OPTIONS] [--] COMMAND [ARGS...]\n"
-              "       wasmbinfmt {list,which,check} [OPTIONS] ...",
+              f"       wasmbinfmt {{{','.join(SUBCOMMANDS)}}} [OPTIONS] ...",
         description="Run COMMAND and its whole process tree with every exec of a file that "
                     "a rule matches (WebAssembly, other-architecture ELF, ...) rerouted to the "
                     "rule's emulator, as binfmt_misc would, without root.",
         epilog="subcommands: 'list' shows the rules, 'which FILE...' what would run each FILE, "
-               "'check' validates the rule sources (wasmbinfmt SUBCOMMAND --help). Exit "
+               "'check' validates the rule sources, 'log FILE' summarises a --log file, "
+               "'compare --profile A --profile B -- COMMAND' runs COMMAND under each profile "
+               "and reports what differs (wasmbinfmt SUBCOMMAND --help). Exit "
                "status: COMMAND's own; 125 if it could not be traced, 126 not executable, "
                "127 not found, 2 invalid rules.")
     parser.add_argument("--version", action="version", version=f"wasmbinfmt {__version__}")
@@ -168,7 +170,8 @@ def _parse_run(argv: list[str]) -> Namespace:
     if args.command[:1] == ["--"]:
         args.command = args.command[1:]
     if not args.command:
-        parser.error("a COMMAND to run is required (or a subcommand: list, which, check)")
+        parser.error(f"a COMMAND to run is required (or a subcommand: "
+                     f"{', '.join(SUBCOMMANDS)})")
     return args
 
 
@@ -232,13 +235,18 @@ def build_parser():
 def _load(args: Namespace) -> RuleSet:
     ruleset = collect(inline=args.rule, files=args.rules, system=args.system,
                       defaults=not args.no_default_rules)
-    if args.profile:
+    # WASMBINFMT_PROFILE: one variable picks the emulators of a whole job (like cargo's
+    # and CMake's runner variables); --profile wins over it.
+    profile, where = args.profile, "--profile"
+    if not profile and os.environ.get("WASMBINFMT_PROFILE"):
+        profile, where = os.environ["WASMBINFMT_PROFILE"], "WASMBINFMT_PROFILE"
+    if profile:
         try:
-            choose_emulators(ruleset, profile_choices(args.profile, args.rules,
+            choose_emulators(ruleset, profile_choices(profile, args.rules,
                                                       defaults=not args.no_default_rules),
-                             source=f"--profile {args.profile}:")
+                             source=f"{where} {profile}:")
         except RuleError as e:
-            ruleset.errors.append(e)
+            ruleset.errors.append(RuleError(e.reason, where, None, "NAME"))
     choose_emulators(ruleset, args.emulator)
     return ruleset
 
@@ -356,6 +364,22 @@ def cmd_check(args: Namespace) -> int:
     return 1 if ruleset.errors else 0
 
 
+def _mistyped_subcommand(name: str) -> bool:
+    """A COMMAND that is no program but looks like a subcommand: say so (and True)."""
+    from .sources import find_command
+
+    if "/" in name or find_command(name, os.environ.get("PATH", os.defpath)):
+        return False
+    import difflib
+
+    close = difflib.get_close_matches(name, SUBCOMMANDS, n=1)
+    if not close:
+        return False
+    print(f"wasmbinfmt: {name}: no such command; did you mean 'wasmbinfmt {close[0]}'? "
+          f"('wasmbinfmt -- {name}' runs a program of that name)", file=sys.stderr)
+    return True
+
+
 def cmd_run(args: Namespace) -> int:
     from .trace.arch import host_arch
     from .trace.launch import run_traced
@@ -364,6 +388,8 @@ def cmd_run(args: Namespace) -> int:
     ruleset = _load(args)
     if _fatal_errors(ruleset):
         return 2
+    if not args.separated and _mistyped_subcommand(args.command[0]):
+        return 127
     arch = host_arch()
     # Checked here, where errors can still stop the run; opened again by the tracer, which
     # keeps none of the descriptors of the process it leaves.
@@ -426,6 +452,20 @@ COMMANDS = {"compare": cmd_compare, "list": cmd_list, "which": cmd_which, "check
             "run": cmd_run}
 
 
+def _as_subcommand(argv: list[str], start: int) -> Namespace | None:
+    """`wasmbinfmt OPTIONS list ...`: the subcommand with those options, when they are its
+    own; else None, and the user is told how to say either."""
+    name, options = argv[start], argv[:start]
+    args, unknown = build_parser().parse_known_args([name, *options, *argv[start + 1:]])
+    if not unknown:
+        return args
+    print(f"wasmbinfmt: {name!r} is a subcommand, which does not take "
+          f"{' '.join(unknown)}: write 'wasmbinfmt {name} [OPTIONS]', or "
+          f"'wasmbinfmt {' '.join(options)} -- {name} ...' to run a program named {name}",
+          file=sys.stderr)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in SUBCOMMANDS:
@@ -434,6 +474,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = parse_run_quickly(argv) or _parse_run(argv)
         command = "run"
+        start = len(argv) - len(args.command)  # where COMMAND starts
+        args.separated = start > 0 and argv[start - 1] == "--"
+        if not args.separated and args.command[0] in SUBCOMMANDS:
+            args = _as_subcommand(argv, start)
+            if args is None:
+                return 2
+            command = args.command
     try:
         return COMMANDS[command](args)
     except RuleError as e:

@@ -206,13 +206,20 @@ def sniff_format(text: str) -> str:
         if line in ("enabled", "disabled"):
             return "proc"
         # (String tests, not regular expressions: `re` would add ~10 ms to every start.)
-        if line.startswith(("---", "%YAML")) or \
-                line.partition(":")[0].rstrip() in ("rules", "profiles") and ":" in line:
+        if line.startswith(("---", "%YAML")) or _is_mapping_key(line):
             return "yaml"
         if line.split(None, 1)[0] in _SUPPORT_KEYS:
             return "binfmt-support"
         return "binfmt"
     return "binfmt"  # empty or only comments: no rules in any format
+
+
+def _is_mapping_key(line: str) -> bool:
+    """`word:` alone or before a space: a YAML mapping (rules.yaml, maybe misspelt), never a
+    binfmt line, whose fields follow the delimiter without a space."""
+    key, colon, rest = line.partition(":")
+    return bool(colon) and (not rest or rest[0] in " \t") and key.replace("_", "a").replace(
+        "-", "a").isalnum() and key[0].isalpha()
 
 
 def load_file(path: str) -> tuple[str, list[Rule], list[RuleError]]:
