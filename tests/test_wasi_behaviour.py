@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from wasmbinfmt.runners.wasmtime_cli import runnable_binary
+
 TIMEOUT = 120
-WASMTIME_CLI = os.path.join(os.path.dirname(sys.executable), "wasmtime")
+WASMTIME_CLI = runnable_binary()  # the CLI itself, not pip's Python wrapper around it
 BUILDS = ["probe.wasm", "probe.zig.wasm", "probe-nochdir.wasm", "probe-nochdir.zig.wasm"]
 WITH_CHDIR = ["probe.wasm", "probe.zig.wasm"]
 

