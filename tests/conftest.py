@@ -33,6 +33,25 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped under WASMBINFMT_STRICT=1 (CI must run every test): {reason}"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Where nobody cannot run the tool at all, the unprivileged variants fail once, with the
+    reason, rather than each on its own."""
+    if os.geteuid() != 0:
+        return
+    unprivileged = [item for item in items
+                    if getattr(item, "callspec", None) and item.callspec.params.get("user")
+                    == "nobody"]
+    if not unprivileged:
+        return
+    from unprivileged import problem
+
+    if problem():
+        dropped = unprivileged[1:]
+        config.hook.pytest_deselected(items=dropped)
+        dropped_ids = {id(item) for item in dropped}
+        items[:] = [item for item in items if id(item) not in dropped_ids]
+
+
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     """tests/fixtures/build, built from tests/fixtures/src by scripts/build-fixtures.sh."""
@@ -71,9 +90,11 @@ def user(request, nobody_home):
         return lambda argv: argv
     if os.geteuid() != 0:
         pytest.skip("already unprivileged: the 'self' variant covers it")
-    from unprivileged import as_unprivileged
+    from unprivileged import as_unprivileged, problem
 
-    as_unprivileged([sys.executable])  # skips if nobody cannot run our Python
+    if problem():
+        pytest.fail(f"every other unprivileged variant was left out: {problem()}",
+                    pytrace=False)
     return lambda argv: as_unprivileged(["env", f"HOME={nobody_home}", *argv])
 
 
