@@ -140,3 +140,27 @@ def test_size_limit_from_the_environment():
     assert cache.size_limit({}) == 512 << 20
     assert cache.size_limit({"WASMBINFMT_CACHE_MAX_MB": "3"}) == 3 << 20
     assert cache.size_limit({"WASMBINFMT_CACHE_MAX_MB": "lots"}) == 512 << 20
+
+
+def test_without_a_writable_home_the_cache_is_private_and_temporary(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    env = {"HOME": "/nonexistent", "TMPDIR": str(tmp_path)}
+    private = str(tmp_path / f"wasmbinfmt-cache-{os.geteuid()}")
+    assert cache.usable_dir(env) == private
+    assert os.stat(private).st_mode & 0o777 == 0o700
+    assert cache.usable_dir({"TMPDIR": str(tmp_path), "HOME": "relative"}) == private
+    home = tmp_path / "home"
+    home.mkdir()
+    assert cache.usable_dir({"HOME": str(home)}) == str(home / ".cache" / "wasmbinfmt")
+    assert cache.usable_dir({**env, "WASMBINFMT_CACHE": "off"}) is None
+
+
+def test_a_temporary_cache_directory_others_can_enter_is_not_used(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    private = tmp_path / f"wasmbinfmt-cache-{os.geteuid()}"
+    private.mkdir(mode=0o755)
+    os.chmod(private, 0o755)
+    assert cache.usable_dir({"HOME": "/nonexistent", "TMPDIR": str(tmp_path)}) is None
+    private.rmdir()
+    private.symlink_to(tmp_path)
+    assert cache.usable_dir({"HOME": "/nonexistent", "TMPDIR": str(tmp_path)}) is None

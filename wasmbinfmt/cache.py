@@ -8,7 +8,9 @@ cheapest to load): it is used only when its key equals the one asked for (the
 caller puts everything the value depends on in the key), and only when it
 belongs to us and nobody else may write it. Anything unreadable or stale is
 rebuilt and replaced; writes go to a temporary name first, so a concurrent
-reader never sees half an entry. Failing to write (read-only home, no home) only costs speed.
+reader never sees half an entry. Where that directory cannot be written (no home, a
+read-only one), ``$TMPDIR/wasmbinfmt-cache-UID`` is used (a 0700 directory of ours, or
+nothing): a start without a cache costs ~20 ms more.
 
 Compiled modules are large: their folder is kept under a size limit
 (``$WASMBINFMT_CACHE_MAX_MB``, default 512) by removing the least recently
@@ -35,6 +37,44 @@ def cache_dir(env: Mapping[str, str] = os.environ) -> str | None:
         return env["WASMBINFMT_CACHE_DIR"]  # a relative one is ignored, as XDG's are
     base = user_dir(env, "XDG_CACHE_HOME", ".cache")
     return None if base is None else os.path.join(base, "wasmbinfmt")
+
+
+def usable_dir(env: Mapping[str, str] = os.environ) -> str | None:
+    """cache_dir() where we may write it; else (HOME unset, unwritable or relative) a private
+    directory of ours in the temporary directory; None when caching is off or neither works."""
+    if env.get("WASMBINFMT_CACHE", "").lower() in ("off", "0", "no"):
+        return None
+    wanted = cache_dir(env)
+    # The home (or the directory above XDG_CACHE_HOME) must exist: a missing HOME such as
+    # /nonexistent is not made, even where we could.
+    if wanted is not None and os.path.isdir(os.path.dirname(os.path.dirname(wanted))):
+        existing = wanted
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if os.access(existing, os.W_OK):
+            return wanted
+    return private_temporary_dir(env)
+
+
+def private_temporary_dir(env: Mapping[str, str] = os.environ) -> str | None:
+    """$TMPDIR/wasmbinfmt-cache-UID (or /tmp's), made 0700; None unless it is a directory of
+    ours that no one else may enter (another user could have made it first)."""
+    base = env.get("TMPDIR", "")
+    path = os.path.join(base if base.startswith("/") else "/tmp",
+                        f"wasmbinfmt-cache-{os.geteuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077:
+        return path
+    return None
 
 
 def entry_path(directory: str, kind: str, name: str) -> str:

@@ -244,7 +244,7 @@ def _parse_yaml_cached(text: str, path: str) -> Loaded:
     of a start of `wasmbinfmt -- CMD`, and rules files seldom change."""
     from . import cache
 
-    directory = cache.cache_dir()
+    directory = cache.usable_dir()
     if directory is None:
         return _parse_yaml(text, path)
     here = os.path.dirname(os.path.abspath(__file__))

@@ -110,7 +110,7 @@ def _complain(message: str) -> None:
 
 def load_module(engine: capi.Engine, wasm: bytes, use_cache: bool) -> capi.Module:
     """Compile `wasm`, or load it compiled from the cache."""
-    directory = cache.cache_dir() if use_cache else None
+    directory = cache.usable_dir() if use_cache else None
     if directory is None:
         return capi.Module.compile(engine, wasm)
     digest = _blake2b(wasm, digest_size=32).hexdigest()

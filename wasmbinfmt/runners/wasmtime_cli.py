@@ -54,7 +54,7 @@ def runnable_binary() -> str | None:
 
 
 def _private_copy(binary: str) -> str | None:
-    directory = cache.cache_dir()
+    directory = cache.usable_dir()
     if directory is None:
         return None
     st = os.stat(binary)
