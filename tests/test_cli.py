@@ -123,7 +123,7 @@ def test_list_shows_order_status_and_origin(env, tmp_path):
     rules = write(tmp_path / "r.yaml", "rules:\n  - binfmt: ':wasm:M::\\x00asm::/nowhere/emu:'\n"
                                        "  - {name: 'off', extension: x, interpreter: /bin/sh, "
                                        "enabled: false, env: {A: b c}, args: [-e]}\n")
-    done = wasmbinfmt("list", "--rules", rules, env=env)
+    done = wasmbinfmt("list", "--wide", "--rules", rules, env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["NAME", "TYPE", "MATCH", "EMULATOR", "FLAGS", "STATUS",
@@ -133,6 +133,21 @@ def test_list_shows_order_status_and_origin(env, tmp_path):
     assert "A='b c' /bin/sh -e" in lines[2] and "disabled" in lines[2]
     assert lines[3].startswith("wali ") and "wasm-component" in lines[4]
     assert "hidden by" in lines[5] and "rules.yaml:" in lines[5]
+
+
+def test_list_fits_80_columns_with_everything_on_its_lines(env, tmp_path):
+    long_path = "/nowhere/" + "x" * 100 + "/emu"
+    rules = write(tmp_path / "r.yaml", f"rules:\n  - binfmt: ':wasm:M::\\x00asm::{long_path}:P'\n")
+    done = wasmbinfmt("list", "--rules", rules, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert lines[0].split() == ["NAME", "MATCH", "FLAGS", "STATUS"]
+    assert lines[1].split() == ["wasm", "magic", "@0", "0061736d", "P", "MISSING"]
+    assert lines[2].startswith("    runs  /nowhere/xxx") and lines[2].endswith("…")
+    origin = f"    from  {rules}:2"
+    assert lines[3] == (origin if len(origin) <= 80 else origin[:79] + "…")
+    assert lines[4].startswith("    MISSING: /nowhere/xxx")
 
 
 def test_check_lists_every_error_and_fails(env, tmp_path):

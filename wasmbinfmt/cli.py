@@ -190,7 +190,7 @@ def build_parser():
                              description="Show every rule in match order, with where it was "
                                          "defined.")
     listing.add_argument("-w", "--wide", action="store_true",
-                         help="do not shorten long magics and emulator command lines")
+                         help="one line per rule, nothing shortened (wider than a terminal)")
     which = sub.add_parser("which", parents=[common],
                            help="show which rule and emulator argv would run FILE",
                            description="For each FILE, the rule that handles it and the exact "
@@ -278,31 +278,67 @@ def _shorten(text: str, width: int = 48) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+LIST_WIDTH = 80  # when stdout is not a terminal
+
+
 def cmd_list(args: Namespace) -> int:
     ruleset = _load(args)
     if _fatal_errors(ruleset):
         return 2
-    rows = [("NAME", "TYPE", "MATCH", "EMULATOR", "FLAGS", "STATUS", "DEFINED AT")]
     hidden_by = {id(r): by for r, by in ruleset.shadowed}
+    entries = []
     for rule in ruleset.rules + [r for r, _ in ruleset.shadowed]:
         if id(rule) in hidden_by:
-            status = f"hidden by {hidden_by[id(rule)].origin}"
+            status, why = "hidden", f"hidden by {hidden_by[id(rule)].origin}"
         elif not rule.enabled:
-            status = "disabled"
+            status, why = "disabled", ""
         else:
             problem = interpreter_problem(rule)
-            status = f"MISSING: {problem}" if problem else "enabled"
+            status, why = ("MISSING", f"MISSING: {problem}") if problem else ("enabled", "")
         env = " ".join(f"{k}={_shell_words([v])}" for k, v in rule.env)
         emulator = (env + " " if env else "") + _interpreter_text(rule)
-        shorten = (lambda text: text) if args.wide else _shorten
-        rows.append((rule.name, "magic" if rule.kind == "M" else "extension",
-                     shorten(rule.describe_match()), shorten(emulator),
-                     rule.flag_string() or "-", status, str(rule.origin)))
+        entries.append((rule, status, why, emulator))
+    if args.wide:
+        _print_table([("NAME", "TYPE", "MATCH", "EMULATOR", "FLAGS", "STATUS", "DEFINED AT")]
+                     + [(rule.name, "magic" if rule.kind == "M" else "extension",
+                         rule.describe_match(), emulator, rule.flag_string() or "-",
+                         why or status, str(rule.origin))
+                        for rule, status, why, emulator in entries])
+        return 0
+    # A block per rule, each line cut to the terminal's width: the emulator and where the
+    # rule comes from are long, and get lines of their own.
+    try:
+        width = os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        width = LIST_WIDTH
+    head = [("NAME", "MATCH", "FLAGS", "STATUS")] + [
+        (rule.name, ("magic " if rule.kind == "M" else "extension ") + rule.describe_match(),
+         rule.flag_string() or "-", status) for rule, status, _, _ in entries]
+    widths = [min(max(len(row[i]) for row in head), cap) for i, cap in enumerate((20, 40, 5))]
+    print(_cut(_row(head[0], widths), width))
+    for row, (rule, _, why, emulator) in zip(head[1:], entries):
+        print(_cut(_row(row, widths), width))
+        print(_cut(f"    runs  {emulator}", width))
+        print(_cut(f"    from  {rule.origin}", width))
+        if why:
+            print(_cut(f"    {why}", width))
+    return 0
+
+
+def _row(cells: tuple[str, ...], widths: list[int]) -> str:
+    return "  ".join([_shorten(c, w).ljust(w) for c, w in zip(cells, widths)]
+                     + [cells[-1]]).rstrip()
+
+
+def _cut(line: str, width: int) -> str:
+    return _shorten(line, width)
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
         print("  ".join(cells).rstrip())
-    return 0
 
 
 def cmd_which(args: Namespace) -> int:
