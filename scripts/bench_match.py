@@ -17,8 +17,8 @@ import timeit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from wasmbinfmt.match import Matcher  # noqa: E402
-from wasmbinfmt.rules import make_rule  # noqa: E402
+from wasmbinfmt.exec.match import Matcher  # noqa: E402
+from wasmbinfmt.rules.model import make_rule  # noqa: E402
 
 ELF_MASK = bytes.fromhex("ffffffffffffff00fffffffffffffffffeffffff")
 

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from wasmbinfmt import cache, loaders
+from wasmbinfmt.util import cache
+from wasmbinfmt.rules import loaders
 
 
 def test_cache_dir_follows_the_environment():
@@ -109,7 +110,7 @@ def test_a_cached_start_does_not_import_yaml(tmp_path):
     """What the cache is for: PyYAML's import is most of a start's cost."""
     path = tmp_path / "rules.yaml"
     path.write_text(RULES)
-    code = ("import sys; from wasmbinfmt.loaders import load_file; "
+    code = ("import sys; from wasmbinfmt.rules.loaders import load_file; "
             f"load_file({str(path)!r}); print('yaml' in sys.modules)")
     env = {**os.environ, "WASMBINFMT_CACHE_DIR": str(tmp_path / "cache")}
     runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from wasmbinfmt.execlog import ExecLog, summarize
+from wasmbinfmt.report.execlog import ExecLog, summarize
 from test_tracer import TIMEOUT, wasmbinfmt
 
 

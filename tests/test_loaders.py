@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wasmbinfmt.loaders import (
+from wasmbinfmt.rules.loaders import (
     load_file, parse_binfmt_lines, parse_binfmt_support, parse_proc_entry, read_text,
     sniff_format, untrusted_writers,
 )
-from wasmbinfmt.rules import RuleError
-from wasmbinfmt.rules_yaml import parse_rules_yaml
+from wasmbinfmt.rules.model import RuleError
+from wasmbinfmt.rules.rules_yaml import parse_rules_yaml
 
 
 def write(path, text):
@@ -329,7 +329,7 @@ def test_files_of_any_bytes_in_every_place_give_located_errors_only(data):
     binfmt-support), loading gives rules and errors that name the file and a line in it."""
     import tempfile
 
-    from wasmbinfmt.sources import load_binfmt_d, load_binfmt_support, load_source_file
+    from wasmbinfmt.rules.sources import load_binfmt_d, load_binfmt_support, load_source_file
 
     with tempfile.TemporaryDirectory() as root:
         for directory in ("etc/binfmt.d", "usr/share/binfmts"):

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wasmbinfmt.match import Matcher
-from wasmbinfmt.rewrite import AT_FDCWD, exec_filename
-from wasmbinfmt.rules import make_rule, parse_registration
+from wasmbinfmt.exec.match import Matcher
+from wasmbinfmt.exec.rewrite import AT_FDCWD, exec_filename
+from wasmbinfmt.rules.model import make_rule, parse_registration
 
 WASM = b"\0asm\x01\0\0\0" + bytes(100)
 AARCH64 = bytes.fromhex("7f454c4602010100000000000000000002 00b700".replace(" ", ""))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wasmbinfmt.record import record
+from wasmbinfmt.util.record import record
 
 
 @record

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wasmbinfmt.loaders import parse_proc_entry
-from wasmbinfmt.rules import (
+from wasmbinfmt.rules.loaders import parse_proc_entry
+from wasmbinfmt.rules.model import (
     MAX_LINE_BYTES, Rule, RuleError, format_registration, make_rule, parse_registration,
 )
 

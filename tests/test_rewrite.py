@@ -6,10 +6,10 @@ import errno
 
 import pytest
 
-from wasmbinfmt.rewrite import (
+from wasmbinfmt.exec.rewrite import (
     MAX_REWRITES, Argv, Fail, FileKind, Rewrite, parse_shebang, resolve_exec,
 )
-from wasmbinfmt.rules import parse_registration
+from wasmbinfmt.rules.model import parse_registration
 
 
 def rule(line, **changes):

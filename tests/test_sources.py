@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from wasmbinfmt.sources import (
+from wasmbinfmt.rules.sources import (
     binfmt_d_files, collect, default_rules_file, load_system, user_rules_file,
 )
-from wasmbinfmt.rules import RuleError
+from wasmbinfmt.rules.model import RuleError
 from test_loaders import QEMU_AARCH64, write
 
 
@@ -196,7 +196,7 @@ def test_inline_rule_errors_name_the_option(tmp_path):
 
 
 def test_an_emulator_chosen_for_the_run_replaces_the_rules_own(tmp_path):
-    from wasmbinfmt.sources import choose_emulators
+    from wasmbinfmt.rules.sources import choose_emulators
 
     env = isolated_env(tmp_path)
     ruleset = collect(env=env)
@@ -208,7 +208,7 @@ def test_an_emulator_chosen_for_the_run_replaces_the_rules_own(tmp_path):
 
 
 def test_choosing_an_emulator_for_an_unknown_rule_is_an_error_naming_the_rules(tmp_path):
-    from wasmbinfmt.sources import choose_emulators
+    from wasmbinfmt.rules.sources import choose_emulators
 
     ruleset = collect(env=isolated_env(tmp_path))
     choose_emulators(ruleset, [("wsam", ["x"])])
@@ -217,7 +217,7 @@ def test_choosing_an_emulator_for_an_unknown_rule_is_an_error_naming_the_rules(t
 
 
 def test_profiles_come_from_the_first_rules_file_that_names_them(tmp_path):
-    from wasmbinfmt.sources import profile_choices
+    from wasmbinfmt.rules.sources import profile_choices
 
     mine = write(tmp_path / "mine.yaml", "profiles:\n  wasmtime-cli: {wasm: [my-wasmtime, --]}\n"
                                          "  other: {wali: [my-iwasm], wasm: [rt, run]}\n")

@@ -1,4 +1,4 @@
-"""wasmbinfmt.wasm (reading and patching binaries) and the runner's cwd logic (wasi_cwd)."""
+"""wasmbinfmt.runners.wasm (reading and patching binaries) and the runner's cwd logic (wasi_cwd)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import wasmtime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wasmbinfmt import files, wasm
+from wasmbinfmt.exec import files
+from wasmbinfmt.runners import wasm
 from wasmbinfmt.runners import wasi_cwd
 from wasmbinfmt.runners.wasi_cwd import LibcCwd
 

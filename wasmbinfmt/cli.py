@@ -15,11 +15,11 @@ from collections.abc import Callable
 from types import SimpleNamespace as Namespace
 
 from . import __version__
-from .files import Inspector, read_header
-from .match import Matcher
-from .rewrite import Fail, resolve_exec
-from .rules import Rule, RuleError
-from .sources import RuleSet, choose_emulators, collect, interpreter_problem, profile_choices
+from .exec.files import Inspector, read_header
+from .exec.match import Matcher
+from .exec.rewrite import Fail, resolve_exec
+from .rules.model import Rule, RuleError
+from .rules.sources import RuleSet, choose_emulators, collect, interpreter_problem, profile_choices
 
 SUBCOMMANDS = ("list", "which", "check", "log", "compare")
 
@@ -402,7 +402,7 @@ def cmd_check(args: Namespace) -> int:
 
 def _mistyped_subcommand(name: str) -> bool:
     """A COMMAND that is no program but looks like a subcommand: say so (and True)."""
-    from .sources import find_command
+    from .rules.sources import find_command
 
     if "/" in name or find_command(name, os.environ.get("PATH", os.defpath)):
         return False
@@ -444,7 +444,7 @@ def cmd_run(args: Namespace) -> int:
         log = open(args.log_file, "a", buffering=1) if args.log_file else sys.stderr
         exec_log = None
         if args.exec_log:
-            from .execlog import ExecLog
+            from .report.execlog import ExecLog
 
             exec_log = ExecLog(open(args.exec_log, "a"))
         Tracer(ruleset.active(), arch, command_pid, log, verbose=args.verbose,
@@ -454,7 +454,7 @@ def cmd_run(args: Namespace) -> int:
 
 
 def cmd_log(args: Namespace) -> int:
-    from .execlog import summarize
+    from .report.execlog import summarize
 
     try:
         with open(args.file, encoding="utf-8") as f:
@@ -467,7 +467,7 @@ def cmd_log(args: Namespace) -> int:
 
 
 def cmd_compare(args: Namespace) -> int:
-    from .compare import compare
+    from .report.compare import compare
 
     command = args.run_command[1:] if args.run_command[:1] == ["--"] else args.run_command
     if not command:

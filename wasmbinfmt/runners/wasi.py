@@ -21,7 +21,7 @@ that is not a runnable WASI command (invalid, no ``_start``, or importing
 what this runner does not provide, such as ``wali``); 127 for a module
 that does not exist.
 
-Compiled modules are cached (see wasmbinfmt/cache.py for where), keyed by
+Compiled modules are cached (see wasmbinfmt/util/cache.py for where), keyed by
 the module's content, wasmtime's build and the engine settings. wasmtime is
 called through capi.py, not the wasmtime package's Python API (whose import
 alone would triple a small program's run time).
@@ -37,8 +37,8 @@ try:  # the builtin module: hashlib would load OpenSSL first (~5 ms a start)
 except ImportError:  # pragma: no cover - CPython always has it
     from hashlib import blake2b as _blake2b
 
-from .. import cache, stdio
-from ..procstate import restore_signals
+from ..util import cache, stdio
+from ..util.procstate import restore_signals
 from . import capi, wasi_cwd
 
 EXIT_TRAP = 134  # what the wasmtime CLI exits with after a trap

@@ -44,7 +44,7 @@ import struct
 from collections import namedtuple
 from collections.abc import Callable  # not typing: ~15 ms a start
 
-from .. import wasm
+from . import wasm
 
 STACK_POINTER_EXPORT = "__wasmbinfmt_stack_pointer"
 LONGEST_SEEDED_CWD = 4096  # PATH_MAX; a longer cwd is left unseeded

@@ -14,7 +14,7 @@ import os
 import stat
 import sys
 
-from .. import cache
+from ..util import cache
 
 WRAPPER_MARK = b"from wasmtime_cli import"
 

@@ -15,7 +15,7 @@ import operator
 import os
 import struct
 
-from ..record import record
+from ..util.record import record
 
 # <linux/audit.h>: what seccomp reports as seccomp_data.arch. The other ABIs a CPU runs
 # (i386 and x32 on x86_64, arm32 on aarch64) are named for the tests of the filter.

@@ -25,8 +25,8 @@ import _signal as signal  # the C module: signal.py adds enums, and enum costs ~
 import sys
 from collections.abc import Callable
 
-from .. import stdio
-from ..procstate import restore_signals
+from ..util import stdio
+from ..util.procstate import restore_signals
 from . import kernel
 from .arch import host_arch
 from .seccomp import exec_filter

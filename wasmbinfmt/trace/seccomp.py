@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 
-from ..record import record
+from ..util.record import record
 from .arch import Arch
 
 # <linux/filter.h>, <linux/seccomp.h>

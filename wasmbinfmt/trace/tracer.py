@@ -29,14 +29,14 @@ from array import array
 from collections.abc import Callable
 from io import TextIOBase
 
-from ..execlog import ExecLog
-from ..files import Inspector
-from ..match import Matcher
-from ..record import record
-from ..rewrite import AT_FDCWD, Fail, Rewrite, exec_filename, resolve_exec
-from ..procstate import PYTHON_IGNORES_MASK
-from ..rules import Rule
-from ..sources import builtin_runner_args, interpreter_problem
+from ..report.execlog import ExecLog
+from ..exec.files import Inspector
+from ..exec.match import Matcher
+from ..util.record import record
+from ..exec.rewrite import AT_FDCWD, Fail, Rewrite, exec_filename, resolve_exec
+from ..util.procstate import PYTHON_IGNORES_MASK
+from ..rules.model import Rule
+from ..rules.sources import builtin_runner_args, interpreter_problem
 from . import kernel
 from .arch import Arch
 from .kernel import resume

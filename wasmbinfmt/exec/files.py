@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from .match import Matcher
 from .rewrite import FileKind, classify
-from .rules import HEADER_SIZE, Rule
+from ..rules.model import HEADER_SIZE, Rule
 
 DETECTOR_TIMEOUT = 10  # seconds a binfmt-support detector may take
 HEADER_CACHE_SIZE = 4096
@@ -63,7 +63,7 @@ def confirm(rule: Rule, path: str | bytes, follow_symlinks: bool = True) -> bool
             start = _read_start(path, IMPORTS_READ_LIMIT, follow_symlinks)
         except OSError:
             return False
-        from .wasm import import_modules  # only for rules that ask
+        from ..runners.wasm import import_modules  # only for rules that ask
 
         if not import_modules(start)[0] & set(rule.wasm_imports):
             return False

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 
-from .rules import HEADER_SIZE, Rule
+from ..rules.model import HEADER_SIZE, Rule
 
 _PADDING = bytes(HEADER_SIZE)
 

@@ -16,13 +16,11 @@ from __future__ import annotations
 import os
 import stat
 
-from . import __version__
-from .rules import (
-    Origin, Rule, RuleError, Spelling, decode_escapes, make_rule, parse_flags, parse_offset,
-    parse_registration,
+from .. import __version__
+from .model import (
+    Loaded, Origin, Rule, RuleError, Spelling, decode_escapes, make_rule, parse_flags,
+    parse_offset, parse_registration,
 )
-
-Loaded = tuple[list[Rule], list[RuleError]]
 
 
 def read_text(path: str) -> str:
@@ -242,7 +240,7 @@ def load_file(path: str) -> tuple[str, list[Rule], list[RuleError]]:
 def _parse_yaml_cached(text: str, path: str) -> Loaded:
     """parse_rules_yaml, through the cache: importing PyYAML alone costs more than the rest
     of a start of `wasmbinfmt -- CMD`, and rules files seldom change."""
-    from . import cache
+    from ..util import cache
 
     directory = cache.usable_dir()
     if directory is None:
@@ -250,7 +248,7 @@ def _parse_yaml_cached(text: str, path: str) -> Loaded:
     here = os.path.dirname(os.path.abspath(__file__))
     # The parse depends on the text, the path (named in errors) and our parser's code.
     code = tuple((st.st_mtime_ns, st.st_size) for st in
-                 (os.stat(os.path.join(here, name)) for name in ("rules_yaml.py", "rules.py")))
+                 (os.stat(os.path.join(here, name)) for name in ("rules_yaml.py", "model.py")))
     key = (__version__, path, text, code)
     entry = cache.entry_path(directory, "rules", os.path.abspath(path))
     stored = cache.load(entry, key)

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import yaml
 
-from .loaders import Loaded
-from .rules import (
-    Origin, Rule, RuleError, decode_escapes, make_rule, parse_flags, parse_registration,
+from .model import (
+    Loaded, Origin, Rule, RuleError, decode_escapes, make_rule, parse_flags, parse_registration,
 )
 
 _STRUCTURED_KEYS = {"name", "magic", "mask", "offset", "extension", "interpreter", "flags",

@@ -1,0 +1,1 @@
+"""What a run tells afterwards: the exec log (execlog.py) and `compare` (compare.py)."""
