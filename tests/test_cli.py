@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -60,7 +61,7 @@ def test_which_with_system_picks_qemu_for_aarch64_and_nothing_for_native(fixture
     if not os.path.exists("/usr/lib/binfmt.d/qemu-aarch64.conf"):
         pytest.skip("Debian's qemu-user-binfmt is not installed")
     aarch64, native = str(fixtures / "hello.aarch64"), str(fixtures / "hello.native")
-    done = wasmbinfmt("which", "--system", aarch64, env=env)
+    done = wasmbinfmt("which", "--no-default-rules", "--system", aarch64, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"{aarch64}: qemu-aarch64 (/usr/lib/binfmt.d/qemu-aarch64.conf:1)",
@@ -100,9 +101,19 @@ def test_which_tells_wali_modules_from_wasi_ones_by_their_imports(fixtures, env,
     from test_wasm import wali_shaped
 
     (tmp_path / "w.wasm").write_bytes(wali_shaped())
-    done = wasmbinfmt("which", str(tmp_path / "w.wasm"), str(fixtures / "hello.wasm"), env=env)
+    (tmp_path / "bin").mkdir()
+    write(tmp_path / "bin" / "iwasm", "#!/bin/sh\n")  # a WALI runtime installed
+    os.chmod(tmp_path / "bin" / "iwasm", 0o755)
+    with_iwasm = {**env, "PATH": f"{tmp_path / 'bin'}:{env['PATH']}"}
+    modules = [str(tmp_path / "w.wasm"), str(fixtures / "hello.wasm")]
+    done = wasmbinfmt("which", *modules, env=with_iwasm)
     heads = [line.split(" (")[0] for line in done.stdout.splitlines() if not line.startswith(" ")]
     assert heads == [f"{tmp_path}/w.wasm: wali", f"{fixtures}/hello.wasm: wasm"]
+    # Without a WALI runtime the wali rule is left out: the WASI runner gets the module
+    # (and refuses it with one line, 126).
+    done = wasmbinfmt("which", *modules, env=env)
+    heads = [line.split(" (")[0] for line in done.stdout.splitlines() if not line.startswith(" ")]
+    assert heads == [f"{tmp_path}/w.wasm: wasm", f"{fixtures}/hello.wasm: wasm"]
 
 
 def test_which_runs_detectors(env, tmp_path):
@@ -132,7 +143,8 @@ def test_list_shows_order_status_and_origin(env, tmp_path):
     assert "MISSING: /nowhere/emu does not exist" in lines[1] and f"{rules}:2" in lines[1]
     assert "A='b c' /bin/sh -e" in lines[2] and "disabled" in lines[2]
     assert lines[3].startswith("wali ") and "wasm-component" in lines[4]
-    assert "hidden by" in lines[5] and "rules.yaml:" in lines[5]
+    hidden = [line for line in lines if "hidden by" in line]
+    assert len(hidden) == 1 and hidden[0].startswith("wasm ") and "rules.yaml:" in hidden[0]
 
 
 def test_list_fits_80_columns_with_everything_on_its_lines(env, tmp_path):
@@ -306,3 +318,38 @@ def test_wasmbinfmt_profile_picks_the_emulators_and_profile_wins(fixtures, env):
     assert wrong.returncode == 2 and wrong.stderr == (
         "wasmbinfmt: WASMBINFMT_PROFILE: field 'NAME': no profile is named 'nope' (profiles: "
         "builtin, wasmtime-cli)\n")
+
+
+# ---------------------------------------------------------------------------
+# Foreign ELF with the packaged rules
+
+def test_the_packaged_rules_run_foreign_elf_with_qemu(fixtures, env):
+    aarch64 = str(fixtures / "hello.aarch64")
+    done = wasmbinfmt("which", aarch64, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"{aarch64}: aarch64 (") and "rules.yaml:" in lines[0]
+    assert lines[1].split() == [shutil.which("qemu-aarch64"), "-0", aarch64, aarch64]
+
+
+def test_a_packaged_rule_without_its_emulator_is_left_out(fixtures, tmp_path):
+    """No qemu in PATH: the foreign ELF runs as natively (ENOEXEC here), list says why, check
+    warns only about the user's own rules, and which names the rule that would run it."""
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "PYTHONPATH": ROOT}
+    aarch64 = str(fixtures / "hello.aarch64")
+    listed = wasmbinfmt("list", env=env).stdout.splitlines()
+    row = next(i for i, line in enumerate(listed) if line.startswith("aarch64 "))
+    assert listed[row].split()[-2:] == ["not", "installed"]
+    assert listed[row + 3] == "    not installed: command 'qemu-aarch64' not found in PATH"
+    user_rules = tmp_path / "mine.yaml"
+    user_rules.write_text("rules:\n  - {name: mine, extension: mine, interpreter: no-such-emu}\n")
+    checked = wasmbinfmt("check", "--rules", str(user_rules), env=env)
+    warnings = [line for line in checked.stdout.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {user_rules}:2: rule 'mine': emulator missing: command "
+                        "'no-such-emu' not found in PATH"]
+    which = wasmbinfmt("which", aarch64, env=env)
+    assert which.returncode == 1 and which.stdout.splitlines()[0] == (
+        f"{aarch64}: no rule (runs natively)")
+    assert which.stdout.splitlines()[1].startswith("  rule 'aarch64' (")
+    assert which.stdout.splitlines()[1].endswith("would run it, but not installed: command "
+                                                 "'qemu-aarch64' not found in PATH")

@@ -15,6 +15,11 @@ from wasmbinfmt.rules.model import RuleError
 from test_loaders import QEMU_AARCH64, write
 
 
+# The packaged rules, in order: wasm, then foreign ELF for qemu-user.
+PACKAGED_NAMES = ["wali", "wasm", "wasm-component", "aarch64", "arm", "riscv64", "ppc64le",
+                  "s390x", "mips64el", "loongarch64", "x86_64", "i386"]
+
+
 def isolated_env(tmp_path, **extra):
     """An environment with an empty config home and PATH, unless given."""
     env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
@@ -68,7 +73,7 @@ def test_precedence_inline_files_env_user_default(tmp_path):
     ruleset = collect(inline=[":zero:E::x::/inline:"], files=[first, second], env=env)
     assert ruleset.errors == []
     assert names(ruleset)[:5] == ["zero", "one", "two", "three", "four"]
-    assert names(ruleset)[5:] == ["wali", "wasm", "wasm-component"]  # the packaged default
+    assert names(ruleset)[5:] == PACKAGED_NAMES  # the packaged default
 
 
 def test_same_name_higher_source_hides_lower(tmp_path):
@@ -98,14 +103,14 @@ def test_no_default_rules_and_nothing_from_the_current_directory(tmp_path, monke
     write(tmp_path / "rules.yaml", "rules:\n  - binfmt: ':cwd:E::x::/cwd:'\n")
     write(tmp_path / "wasmbinfmt" / "rules.yaml", "rules:\n  - binfmt: ':cwd2:E::x::/cwd:'\n")
     monkeypatch.chdir(tmp_path)
-    assert names(collect(env=isolated_env(tmp_path))) == ["wali", "wasm", "wasm-component"]
+    assert names(collect(env=isolated_env(tmp_path))) == PACKAGED_NAMES
     assert names(collect(defaults=False, env=isolated_env(tmp_path))) == []
     # Relative XDG_CONFIG_HOME or HOME would point into the current directory: ignored.
     write(tmp_path / ".config" / "wasmbinfmt" / "rules.yaml", "rules:\n  - binfmt: ':cwd3:E::x::/c:'\n")
     for relative in ({"XDG_CONFIG_HOME": "."}, {"XDG_CONFIG_HOME": "", "HOME": "."},
                      {"XDG_CONFIG_HOME": ".config", "HOME": "."}):
         env = isolated_env(tmp_path, **relative)
-        assert names(collect(env=env)) == ["wali", "wasm", "wasm-component"], relative
+        assert names(collect(env=env)) == PACKAGED_NAMES, relative
 
 
 def test_the_user_rules_file_is_found_only_through_absolute_paths():
@@ -204,7 +209,7 @@ def test_an_emulator_chosen_for_the_run_replaces_the_rules_own(tmp_path):
     (wasm,) = [r for r in ruleset.rules if r.name == "wasm"]
     assert (wasm.interpreter, wasm.args, wasm.preserve_argv0) == ("/opt/rt", ("run", "--"), False)
     assert wasm.magic == b"\0asm\x01\0\0\0" and wasm.origin.source == "--emulator wasm=/opt/rt run --"
-    assert names(ruleset) == ["wali", "wasm", "wasm-component"] and ruleset.errors == []
+    assert names(ruleset) == PACKAGED_NAMES and ruleset.errors == []
 
 
 def test_choosing_an_emulator_for_an_unknown_rule_is_an_error_naming_the_rules(tmp_path):
@@ -213,7 +218,7 @@ def test_choosing_an_emulator_for_an_unknown_rule_is_an_error_naming_the_rules(t
     ruleset = collect(env=isolated_env(tmp_path))
     choose_emulators(ruleset, [("wsam", ["x"])])
     (error,) = ruleset.errors
-    assert "no rule is named 'wsam' (rules: wali, wasm, wasm-component)" in str(error)
+    assert f"no rule is named 'wsam' (rules: {', '.join(PACKAGED_NAMES)})" in str(error)
 
 
 def test_profiles_come_from_the_first_rules_file_that_names_them(tmp_path):

@@ -377,3 +377,33 @@ def test_ctrl_z_and_fg_in_an_interactive_shell(box, user):
         assert os.waitstatus_to_exitcode(status) == 5
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# Foreign ELF with the packaged rules (qemu-user), and without its emulator
+
+def test_foreign_elf_runs_under_the_packaged_rules_keeping_argv0(box, user):
+    script = "./probe.aarch64 a; ./probe.riscv64 b; exec -a my-name ./probe.aarch64 c"
+    done = wasmbinfmt(user, ["--", "bash", "-c", script], cwd=box)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode().splitlines()
+    assert [line for line in lines if line.startswith("argv[")] == [
+        "argv[0]=./probe.aarch64", "argv[1]=a", "argv[0]=./probe.riscv64", "argv[1]=b",
+        "argv[0]=my-name", "argv[1]=c"]
+
+
+def test_qemu_variables_reach_qemu(box, user):
+    done = wasmbinfmt(user, ["--", "env", "QEMU_STRACE=1", "./probe.aarch64", "x"], cwd=box)
+    assert done.returncode == 0 and b"argv[1]=x" in done.stdout
+    assert b" exit_group(0)" in done.stderr
+
+
+def test_without_its_emulator_a_packaged_rule_leaves_the_exec_native(box, user):
+    no_qemu = ["env", "PATH=/nonexistent"]
+    argv = ["./execer", "execve", "./probe.aarch64", "./probe.aarch64", "x"]
+    native = subprocess.run(user([*no_qemu, *argv]), cwd=box, capture_output=True,
+                            timeout=TIMEOUT)
+    ours = subprocess.run(user([*no_qemu, sys.executable, "-m", "wasmbinfmt", "--", *argv]),
+                          cwd=box, capture_output=True, timeout=TIMEOUT)
+    assert native.stdout == ours.stdout == b"errno=8\n"  # ENOEXEC: no rule, as natively
+    assert ours.stderr == b""

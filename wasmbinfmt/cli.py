@@ -19,7 +19,9 @@ from .exec.files import Inspector, read_header
 from .exec.match import Matcher
 from .exec.rewrite import Fail, resolve_exec
 from .rules.model import Rule, RuleError
-from .rules.sources import RuleSet, choose_emulators, collect, interpreter_problem, profile_choices
+from .rules.sources import (
+    NOT_INSTALLED, RuleSet, choose_emulators, collect, interpreter_problem, profile_choices,
+)
 
 SUBCOMMANDS = ("list", "which", "check", "log", "compare")
 
@@ -292,6 +294,8 @@ def cmd_list(args: Namespace) -> int:
             status, why = "hidden", f"hidden by {hidden_by[id(rule)].origin}"
         elif not rule.enabled:
             status, why = "disabled", ""
+        elif ruleset.why_not_here(rule):
+            status, why = ruleset.why_not_here(rule)
         else:
             problem = interpreter_problem(rule)
             status, why = ("MISSING", f"MISSING: {problem}") if problem else ("enabled", "")
@@ -347,7 +351,7 @@ def cmd_which(args: Namespace) -> int:
         return 2
     # The files named are looked at whether executable or not (a warning says so); the
     # interpreters after them must be, as for the kernel.
-    inspect = Inspector(Matcher(ruleset.rules), lambda file: file,
+    inspect = Inspector(Matcher(ruleset.active()), lambda file: file,
                         lambda path, first: first or os.access(path, os.X_OK))
     status = 0
     for name in args.files:
@@ -361,6 +365,9 @@ def cmd_which(args: Namespace) -> int:
         verdict = resolve_exec(os.fsencode(name), inspect)
         if verdict is None:
             print(f"{name}: no rule (runs natively)")
+            for rule in _would_run(ruleset, name):
+                print(f"  rule {rule.name!r} ({rule.origin}) would run it, but "
+                      f"{ruleset.why_not_here(rule)[1]}")
             status = max(status, 1)
             continue
         if isinstance(verdict, Fail):
@@ -381,6 +388,17 @@ def cmd_which(args: Namespace) -> int:
             print(f"wasmbinfmt: {name} is not executable: exec would fail with EACCES",
                   file=sys.stderr)
     return status
+
+
+def _would_run(ruleset: RuleSet, name: str) -> list[Rule]:
+    """The packaged rules left out for want of their emulator that match the file `name`."""
+    left_out = [rule for rule in ruleset.rules
+                if (ruleset.why_not_here(rule) or ("",))[0] == NOT_INSTALLED]
+    if not left_out:
+        return []
+    header = read_header(name)
+    return [rule for rule in left_out
+            if Matcher([rule]).match(os.fsencode(name), header, lambda _: True) is not None]
 
 
 def cmd_check(args: Namespace) -> int:

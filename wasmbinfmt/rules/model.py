@@ -100,6 +100,8 @@ class Rule:
     # With P: the emulator takes argv[0] as this option (qemu-user: -0) before the path,
     # rather than after it (the kernel's P, which only a -binfmt-P emulator reads).
     argv0_option: str | None = None
+    # Machines (uname -m) that run these files themselves: there the rule is left out.
+    native_on: tuple[str, ...] = ()
     origin: Origin | None = None  # where it was written: not part of its value
     spelling: Spelling | None = None  # how it was written: not part of its value
 

@@ -25,9 +25,10 @@ from .model import (
 )
 
 _STRUCTURED_KEYS = {"name", "magic", "mask", "offset", "extension", "interpreter", "flags",
-                    "args", "env", "enabled", "detector", "wasm-imports", "argv0-option"}
+                    "args", "env", "enabled", "detector", "wasm-imports", "argv0-option",
+                    "native-on"}
 _BINFMT_KEYS = {"binfmt", "args", "env", "enabled", "detector", "wasm-imports",
-                "argv0-option"}
+                "argv0-option", "native-on"}
 _TOP_KEYS = {"rules", "profiles"}
 
 
@@ -163,6 +164,12 @@ def _rule(doc: _Doc, node: yaml.Node) -> Rule:
         if not extra["wasm_imports"] or not all(extra["wasm_imports"]):
             raise doc.error(value, "a list of the import module names that select the rule "
                                    "(e.g. [wali]), none empty", "wasm-imports")
+    if "native-on" in keys:
+        value = keys["native-on"][1]
+        extra["native_on"] = doc.string_list(value, "native-on")
+        if not all(extra["native_on"]):
+            raise doc.error(value, "a list of machine names as uname -m gives them (e.g. "
+                                   "[aarch64]), none empty", "native-on")
 
     if "binfmt" in keys:
         mixed = sorted(set(keys) - _BINFMT_KEYS)

@@ -42,9 +42,16 @@ class RuleSet:
         self.shadowed: list[tuple[Rule, Rule]] = []  # (hidden, hidden by)
         self.errors: list[RuleError] = []  # in sources the user chose
         self.warnings: list[RuleError] = []  # in the machine's sources
+        # Packaged rules left out here (id of the rule -> why): their emulator is not
+        # installed, or this machine runs their files itself. Files they would match run as
+        # natively, as where nothing is registered for them.
+        self.not_here: dict[int, tuple[str, str]] = {}  # (NATIVE or NOT_INSTALLED, why)
 
     def active(self) -> list[Rule]:
-        return [r for r in self.rules if r.enabled]
+        return [r for r in self.rules if r.enabled and id(r) not in self.not_here]
+
+    def why_not_here(self, rule: Rule) -> tuple[str, str] | None:
+        return self.not_here.get(id(rule))
 
 
 def default_rules_file() -> str:
@@ -280,6 +287,10 @@ def _rules_variable(env: Mapping[str, str]) -> list[str]:
     return [p for p in env.get("WASMBINFMT_RULES", "").split(os.pathsep) if p]
 
 
+PACKAGED = "packaged"  # the rules that ship with wasmbinfmt: the user's own, but optional
+NATIVE, NOT_INSTALLED = "native", "not installed"  # why a packaged rule is left out
+
+
 def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, str] | None = None,
             system: bool = False, defaults: bool = True, root: str = "/") -> RuleSet:
     """Every source, merged into one ordered RuleSet (see the module docstring)."""
@@ -308,18 +319,26 @@ def collect(*, inline: list[str] = (), files: list[str] = (), env: Mapping[str, 
         user_file = user_rules_file(env)
         if user_file and os.path.exists(user_file):
             sources.append((load_source_file(user_file), True))
-        sources.append((load_source_file(default_rules_file()), True))
+        sources.append((load_source_file(default_rules_file()), PACKAGED))
     if system:
         sources.append((load_system(root), False))
 
     result = RuleSet()
     by_name: dict[str, Rule] = {}
     path_env = _command_path(env)
+    machine = os.uname().machine
     for (rules, errors), own in sources:
         problems = result.errors if own else result.warnings
         problems.extend(errors)
         for rule in rules:
             rule = resolve_interpreter(rule, path_env)
+            if own is PACKAGED and rule.enabled:
+                problem = interpreter_problem(rule)
+                if machine in rule.native_on:
+                    result.not_here[id(rule)] = (NATIVE, f"this machine ({machine}) runs "
+                                                         f"these natively")
+                elif problem:
+                    result.not_here[id(rule)] = (NOT_INSTALLED, f"not installed: {problem}")
             missing = interpreter_problem(rule) if "F" in rule.flags and rule.enabled else None
             if missing:
                 # The kernel opens an F rule's interpreter when it is registered.
