@@ -6,6 +6,7 @@
 #                 probe.c also without chdir (probe-nochdir.wasm, probe-nochdir.zig.wasm)
 #   native/*.c    for the host only (NAME)
 #   musl/*.c      for the host with zig's static musl (NAME.musl): musl's own posix_spawn
+#   wasm/*.c      for wasm32-wasi only, as reactors (NAME.wasm: _initialize, no _start)
 # Needs (Debian): clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc gcc-aarch64-linux-gnu
 # libc6-dev-arm64-cross, and PyPI's ziglang in $PYTHON (default python3).
 # Rebuilds only what is older than its source.
@@ -50,6 +51,13 @@ for c in "$src"/native/*.c; do
     name=$(basename "$c" .c)
     if stale "$out/$name" "$c"; then
         cc -O2 -Wall -Werror -pthread -o "$out/$name" "$c"
+    fi
+done
+for c in "$src"/wasm/*.c; do
+    name=$(basename "$c" .c)
+    if stale "$out/$name.wasm" "$c"; then
+        clang --target=wasm32-wasi --sysroot=/usr -Os -mexec-model=reactor -Wl,--strip-all \
+            -o "$out/$name.wasm" "$c"
     fi
 done
 host=$(uname -m)

@@ -140,13 +140,24 @@ def test_a_trap_exits_134_with_one_line_naming_module_and_reason(tmp_path, cache
 
 
 @pytest.mark.parametrize("name,message", [
-    ("no-start", "not a WASI command (it exports no _start)"),
+    ("no-start", "not a WASI command or reactor (it exports neither _start nor _initialize)"),
     ("wali", "imports wali::SYS_write, which this WASI runner does not provide"),
 ])
 def test_modules_it_cannot_run_exit_126_with_the_reason(tmp_path, cache_dir, name, message):
     done = run([module(tmp_path, name)])
     assert done.returncode == 126 and message in done.stderr.decode()
     assert len(done.stderr.decode().splitlines()) == 1
+
+
+def test_a_reactor_is_initialised_and_left_as_under_the_wasmtime_cli(fixtures, cache_dir):
+    from wasmbinfmt.runners.wasmtime_cli import runnable_binary
+
+    reactor = fixtures / "reactor.wasm"
+    cli = subprocess.run([runnable_binary(), "run", str(reactor)], capture_output=True,
+                         timeout=60)
+    ours = run([reactor])
+    assert (ours.returncode, ours.stdout) == (cli.returncode, cli.stdout) == (0,
+                                                                              b"initialized\n")
 
 
 def test_invalid_and_missing_files(tmp_path, cache_dir):

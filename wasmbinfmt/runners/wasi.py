@@ -17,7 +17,8 @@ variable that is not is refused (126, naming it), never dropped or cut.
 
 Exit status: the program's ``proc_exit`` code, & 0xff as natively; 134 after a trap (as the
 wasmtime CLI), with one line naming the module and the trap; 126 for a file
-that is not a runnable WASI command (invalid, no ``_start``, or importing
+that is not a runnable WASI module (invalid, neither ``_start`` nor a
+reactor's ``_initialize``, which is run and left as the wasmtime CLI does, or importing
 what this runner does not provide, such as ``wali``); 127 for a module
 that does not exist.
 
@@ -205,9 +206,13 @@ def run(options: Options) -> int:
             return _fail(options.module, f"imports {module_name}::{name}, which this WASI "
                          f"runner does not provide (route such modules to another emulator)",
                          EXIT_CANNOT_RUN)
-    if "_start" not in module.exports():
-        return _fail(options.module, "not a WASI command (it exports no _start)",
-                     EXIT_CANNOT_RUN)
+    exports = module.exports()
+    # A reactor (no _start) is initialised and left, as the wasmtime CLI does.
+    entry = "_start" if "_start" in exports else "_initialize" if "_initialize" in exports \
+        else None
+    if entry is None:
+        return _fail(options.module, "not a WASI command or reactor (it exports neither "
+                     "_start nor _initialize)", EXIT_CANNOT_RUN)
     argv = [os.fsencode(arg) for arg in options.argv]
     env = list(os.environb.items())
     problem = not_utf8(argv, env)
@@ -245,7 +250,7 @@ def run(options: Options) -> int:
             os.close(fd)
         if libc_cwd is not None:
             wasi_cwd.seed(process, libc_cwd, cwd)
-        process.call("_start")
+        process.call(entry)
     except _ProcExit as e:
         return e.status
     except capi.Trap as e:
