@@ -407,3 +407,12 @@ def test_without_its_emulator_a_packaged_rule_leaves_the_exec_native(box, user):
                           cwd=box, capture_output=True, timeout=TIMEOUT)
     assert native.stdout == ours.stdout == b"errno=8\n"  # ENOEXEC: no rule, as natively
     assert ours.stderr == b""
+
+
+@pytest.mark.parametrize("options, argv0", [("--preserve-argv0 --", "my-name"),
+                                            ("--", "./probe.wasm")])
+def test_an_emulator_choice_of_our_runner_keeps_argv0_when_asked(box, user, options, argv0):
+    done = wasmbinfmt(user, ["--emulator", f"wasm=wasmbinfmt-wasi {options}", "--", "./execer",
+                             "execve", "./probe.wasm", "my-name", "x"], cwd=box)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[:3] == ["argc=2", f"argv[0]={argv0}", "argv[1]=x"]

