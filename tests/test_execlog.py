@@ -94,6 +94,37 @@ def test_summarize_lists_runs_per_rule_and_failures():
     assert summarize(lines[:2])[0].endswith("no summary: the run was cut short")
 
 
+def event(kind, time, **fields):
+    return json.dumps({"event": kind, "time": time, **fields})
+
+
+def exec_event(pid, time, argv, rule="wasm"):
+    return event("exec", time, pid=pid, ppid=1, cwd="/w", path=argv[0], argv=argv,
+                 rules=[rule], emulator=["rt", *argv])
+
+
+def test_a_run_that_execs_another_rerouted_file_counts_both_rules():
+    lines = [exec_event(10, 100.0, ["./a.wasm"], "wasm"),
+             exec_event(10, 100.5, ["./b.aarch64"], "aarch64"),  # same pid: a.wasm exec'd it
+             event("exit", 101.5, pid=10, status=0, duration=1.0)]
+    text, passed = summarize(lines)
+    assert passed
+    assert "aarch64                   1     1.000    1.000" in text
+    assert "wasm                      1     0.500    0.500" in text
+
+
+def test_death_by_a_signal_is_named_and_the_slowest_runs_are_listed():
+    lines = [exec_event(10 + i, 100.0, [f"./p{i}.wasm"]) for i in range(7)]
+    lines += [event("exit", 101, pid=10 + i, status=0, duration=float(i)) for i in range(6)]
+    lines.append(event("exit", 101, pid=16, status=-9, duration=0.25))
+    text, passed = summarize(lines)
+    assert not passed
+    assert "killed by SIGKILL after 0.250s [wasm] in /w: ./p6.wasm" in text
+    slowest = text.split("slowest runs:\n")[1].splitlines()[:5]
+    assert [line.split()[-1] for line in slowest] == [f"./p{i}.wasm" for i in (5, 4, 3, 2, 1)]
+    assert "exit -9" not in text
+
+
 def test_wasmbinfmt_log_reads_a_file(tmp_path):
     log = tmp_path / "l.jsonl"
     log.write_text('{"event": "summary", "time": 1, "rerouted": {}, "native_attempts": 1, '

@@ -75,6 +75,22 @@ class ExecLog:
             self.stream.close()
 
 
+SLOWEST = 5  # runs listed by `wasmbinfmt log`
+
+
+def _ending(status: int) -> str:
+    """How a run ended, from its exit code (os.waitstatus_to_exitcode: -N for signal N)."""
+    if status >= 0:
+        return f"exit {status}"
+    import signal
+
+    try:
+        name = signal.Signals(-status).name
+    except ValueError:
+        name = f"signal {-status}"
+    return f"killed by {name}"
+
+
 def summarize(lines: Iterable[str]) -> tuple[str, bool]:
     """A readable summary of a log (and whether every rerouted run succeeded)."""
     import json
@@ -92,6 +108,10 @@ def summarize(lines: Iterable[str]) -> tuple[str, bool]:
             raise ValueError(f"line {number} is not JSON") from None
         kind = event.get("event")
         if kind == "exec":
+            earlier = execs.pop(event["pid"], None)
+            if earlier is not None:  # it exec'd again: that run ended there, as a native one
+                finished.append((earlier, {"status": None, "duration": round(
+                    event["time"] - earlier["time"], 6)}))
             execs[event["pid"]] = event
         elif kind == "exit" and event["pid"] in execs:
             finished.append((execs.pop(event["pid"]), event))
@@ -104,13 +124,18 @@ def summarize(lines: Iterable[str]) -> tuple[str, bool]:
     per_rule: dict[str, list[float]] = {}
     for started, ended in finished:
         per_rule.setdefault(started["rules"][0], []).append(ended["duration"])
-        if ended["status"] != 0:
-            failures.append(f"  exit {ended['status']} after {ended['duration']:.3f}s "
+        if ended["status"] not in (0, None):
+            failures.append(f"  {_ending(ended['status'])} after {ended['duration']:.3f}s "
                             f"[{started['rules'][0]}] in {started['cwd']}: "
                             f"{' '.join(started['argv'])}")
     out = [f"{'rule':20} {'runs':>6} {'total s':>9} {'max s':>8}"]
     for rule, durations in sorted(per_rule.items()):
         out.append(f"{rule:20} {len(durations):6} {sum(durations):9.3f} {max(durations):8.3f}")
+    slowest = sorted(finished, key=lambda run: -run[1]["duration"])[:SLOWEST]
+    if slowest:
+        out.append("slowest runs:")
+        out += [f"  {ended['duration']:8.3f}s [{started['rules'][0]}] in {started['cwd']}: "
+                f"{' '.join(started['argv'])}" for started, ended in slowest]
     if summary is not None:
         out.append(f"native exec attempts: {summary['native_attempts']}, "
                    f"failed execs: {summary['failed']}, "
