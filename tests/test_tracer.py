@@ -416,3 +416,48 @@ def test_an_emulator_choice_of_our_runner_keeps_argv0_when_asked(box, user, opti
                              "execve", "./probe.wasm", "my-name", "x"], cwd=box)
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().splitlines()[:3] == ["argc=2", f"argv[0]={argv0}", "argv[1]=x"]
+
+
+# ---------------------------------------------------------------------------
+# WALI modules with a WALI runtime, started as WALI's own binfmt wrapper starts it
+
+FAKE_IWASM = """#!/bin/sh
+for a in "$0" "$@"; do printf '[%s]\\n' "$a"; done
+for a in "$@"; do
+    case $a in --env-file=*) echo "env-file:"; grep '^WALI_' "${a#--env-file=}";; esac
+done
+"""
+
+
+@pytest.fixture
+def wali_runtime(box):
+    from test_wasm import wali_shaped
+
+    (box / "bin").mkdir()
+    (box / "bin" / "iwasm").write_text(FAKE_IWASM)
+    (box / "w.wasm").write_bytes(wali_shaped())
+    for path in (box / "bin", box / "bin" / "iwasm", box / "w.wasm"):
+        os.chmod(path, 0o755)
+    return ["env", f"PATH={box / 'bin'}:{os.environ['PATH']}"]
+
+
+def test_a_wali_module_gets_walis_options_and_its_environment_in_a_file(box, user,
+                                                                         wali_runtime):
+    done = subprocess.run(user([*wali_runtime, "WALI_TEST=mine", sys.executable, "-m",
+                                "wasmbinfmt", "--", "./w.wasm", "a b"]), cwd=box,
+                          capture_output=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == [
+        f"[{box}/bin/iwasm]", "[--env-file=/dev/fd/3]", "[--stack-size=4194304]",
+        "[--max-threads=100]", "[./w.wasm]", "[a b]", "env-file:", "WALI_TEST=mine"]
+
+
+def test_the_environment_a_wali_program_hands_its_exec_is_taken_and_removed(box, user,
+                                                                            wali_runtime):
+    script = 'printf "WALI_TEST=handed\\\\n" > /tmp/wali_env.$$; exec ./w.wasm c'
+    done = subprocess.run(user([*wali_runtime, "WALI_TEST=own", sys.executable, "-m",
+                                "wasmbinfmt", "--", "sh", "-c", script]), cwd=box,
+                          capture_output=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[-2:] == ["env-file:", "WALI_TEST=handed"]
+    assert not [name for name in os.listdir("/tmp") if name.startswith("wali_env.")]

