@@ -77,15 +77,70 @@ def test_one_make_run_sends_each_kind_to_its_own_emulator(tree, tmp_path):
                       ("./probe.wasm", "wasm")]
 
 
-def test_compare_finds_no_difference_between_the_builtin_runner_and_the_wasmtime_cli(tree):
+def test_compare_shows_what_the_wasmtime_cli_prints_otherwise(tree):
+    """Every invocation exits alike, but the CLI cuts argv[0] to the file's name: the
+    outputs differ, and compare says how."""
     work, rules = tree
     done = wasmbinfmt("compare", "--rules", rules, "--profile", "builtin", "--profile",
                       "wasmtime-cli", "--workdir", work, "--jobs", "2", "--json", "--",
                       "make", "-s", cwd=work)
-    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 1, done.stdout.decode() + done.stderr.decode()
     result = json.loads(done.stdout)
-    assert result["same"] and result["differences"] == []
+    assert not result["same"] and result["differences"] == []
     assert [run["status"] for run in result["runs"]] == [0, 0]
+    diff = result["output_diff"].splitlines()
+    assert diff[:2] == ["--- builtin", "+++ wasmtime-cli"]
+    assert "-argv[0]=./probe.wasm" in diff and "+argv[0]=probe.wasm" in diff
+
+
+def test_compare_finds_no_difference_where_the_outputs_agree(tree, tmp_path):
+    work, rules = tree
+    done = wasmbinfmt("compare", "--rules", rules, "--profile", "builtin", "--profile",
+                      "wasmtime-cli", "--", "./probe.wasm", "exit", "3", cwd=work)
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    assert done.stdout.decode().splitlines()[-1] == "no differences"
+
+
+def test_compare_checks_every_profile_and_option_before_running(tree):
+    work, rules = tree
+    done = wasmbinfmt("compare", "--rules", rules, "--profile", "builtin", "--profile",
+                      "nope", "--", "touch", "ran", cwd=work)
+    assert done.returncode == 2 and not (work / "ran").exists()
+    assert b"no profile is named 'nope'" in done.stderr and b"Traceback" not in done.stderr
+    done = wasmbinfmt("compare", "--emulator", "nosuch=x", "--profile", "builtin",
+                      "--profile", "wasmtime-cli", "--", "touch", "ran", cwd=work)
+    assert done.returncode == 2 and not (work / "ran").exists()
+    assert b"no rule is named 'nosuch'" in done.stderr
+
+
+def test_compare_takes_the_rule_options_of_a_run_and_cleans_up(tree, tmp_path):
+    import tempfile
+
+    work, rules = tree
+    (work / "t.xw").write_text("")
+    os.chmod(work / "t.xw", 0o755)
+    options = ["--rule", ":w:E::xw::/bin/echo:", "--emulator", "w=/bin/echo other",
+               "--profile", "builtin", "--profile", "wasmtime-cli"]
+    before = set(os.listdir(tempfile.gettempdir()))
+    done = wasmbinfmt("compare", *options, "--", "./t.xw", cwd=work)
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    left = {n for n in set(os.listdir(tempfile.gettempdir())) - before
+            if n.startswith("wasmbinfmt-compare-")}
+    assert left == set()
+    kept = tmp_path / "kept"
+    done = wasmbinfmt("compare", "--keep", kept, *options, "--", "./t.xw", cwd=work)
+    assert done.returncode == 0 and sorted(p.name for p in kept.iterdir()) == [
+        "0.jsonl", "0.out", "1.jsonl", "1.out"]
+    assert str(kept / "0.out").encode() in done.stdout
+    assert (kept / "0.out").read_text() == (kept / "1.out").read_text() == "other ./t.xw\n"
+
+
+def test_compare_shows_progress_while_a_profile_runs(tree):
+    work, rules = tree
+    done = wasmbinfmt("compare", "--profile", "builtin", "--profile", "wasmtime-cli", "--",
+                      "sh", "-c", "./probe.wasm exit 0; sleep 2", cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert b"wasmbinfmt compare: builtin: 1 done, running ./probe.wasm exit 0\n" in done.stderr
 
 
 def test_compare_names_the_invocations_a_different_emulator_changes(tree):

@@ -209,14 +209,22 @@ def build_parser():
     compare = sub.add_parser(
         "compare", help="run COMMAND under several profiles and report what differs",
         description="Run COMMAND once per --profile (each with --log), then report side by "
-                    "side the overall exit status and time of each run and every rerouted "
-                    "invocation, matched across runs by (cwd, argv) in order, whose exit "
-                    "status or time differs. Outputs and logs are kept in a temporary "
-                    "directory the report names. Exit 1 if anything differs.")
+                    "side the overall exit status and time of each run, a unified diff of "
+                    "what the runs printed, and every rerouted invocation, matched across "
+                    "runs by (cwd, argv) in order, whose exit status or time differs. Every "
+                    "profile and option is checked before anything runs; progress is shown "
+                    "while a profile runs. Exit 1 if anything differs.")
     compare.add_argument("--profile", action="append", default=[], required=True,
                          metavar="NAME", help="a profile to run under (give two or more)")
+    compare.add_argument("--rule", action="append", default=[], metavar="LINE",
+                         help="a binfmt_misc registration line, as for a run")
     compare.add_argument("--rules", action="append", default=[], metavar="FILE",
                          help="a rules file, as for a run")
+    compare.add_argument("--emulator", action="append", default=[], metavar="RULE=COMMAND",
+                         help="for every profile's run, rule RULE runs COMMAND, as for a run")
+    compare.add_argument("--keep", metavar="DIR",
+                         help="keep each run's output, log and work copy in DIR (else they "
+                              "are removed)")
     compare.add_argument("--no-default-rules", action="store_true")
     compare.add_argument("--system", action="store_true")
     compare.add_argument("--workdir", metavar="DIR",
@@ -494,12 +502,27 @@ def cmd_compare(args: Namespace) -> int:
     if args.workdir and not os.path.isdir(args.workdir):
         print(f"wasmbinfmt compare: {args.workdir} is not a directory", file=sys.stderr)
         return 2
-    options = [*(f"--rules={path}" for path in map(os.path.abspath, args.rules)),
+    # Everything is checked before anything runs: each profile, each rule source, each
+    # emulator choice.
+    check = Namespace(rule=args.rule, rules=args.rules, system=args.system,
+                      no_default_rules=args.no_default_rules, profile=None, emulator=[])
+    try:
+        check.emulator = [_emulator_choice(value) for value in args.emulator]
+    except Exception as e:  # noqa: BLE001 - argparse's error type, imported lazily
+        print(f"wasmbinfmt compare: --emulator {e}", file=sys.stderr)
+        return 2
+    for profile in args.profile:
+        check.profile = profile
+        if _fatal_errors(_load(check)):
+            return 2
+    options = [*(f"--rule={line}" for line in args.rule),
+               *(f"--rules={path}" for path in map(os.path.abspath, args.rules)),
+               *(f"--emulator={value}" for value in args.emulator),
                *(["--no-default-rules"] if args.no_default_rules else []),
                *(["--system"] if args.system else [])]
     workdir = os.path.abspath(args.workdir) if args.workdir else None
     return compare(args.profile, command, options, workdir, args.jobs, args.json,
-                   args.time_ratio, args.time_min)
+                   args.time_ratio, args.time_min, args.keep)
 
 
 COMMANDS = {"compare": cmd_compare, "list": cmd_list, "which": cmd_which, "check": cmd_check, "log": cmd_log,

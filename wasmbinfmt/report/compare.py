@@ -5,9 +5,13 @@ P --log FILE`` (in a copy of ``--workdir`` of its own when given), then the
 logs are matched: a rerouted invocation of one run pairs with the one of
 another run that has the same (cwd, argv), in the order they happened (a
 copy's own path is written ``{workdir}`` so that copies compare equal).
-Results differ when the overall exit statuses differ, an invocation is
-missing from a run, its exit statuses differ, or its durations differ by
-more than ``--time-ratio`` and ``--time-min`` seconds both.
+Results differ when the overall exit statuses differ, what the runs printed
+(stdout and stderr, together, as the command left them) differs (shown as a
+unified diff), an invocation is missing from a run, its exit statuses
+differ, or its durations differ by more than ``--time-ratio`` and
+``--time-min`` seconds both. While a profile runs, its progress (invocations
+done, the one running) is shown on stderr. The runs' files go in a temporary
+directory, removed at the end unless ``--keep DIR`` names one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -80,14 +85,42 @@ def run_all(profiles: list[str], command: list[str], rule_options: list[str],
                 "--log", run.log, "--", *command]
         started = time.monotonic()
         with open(run.output, "wb") as output:
-            run.status = subprocess.run(argv, cwd=run.cwd, stdin=subprocess.DEVNULL,
-                                        stdout=output, stderr=subprocess.STDOUT).returncode
+            process = subprocess.Popen(argv, cwd=run.cwd, stdin=subprocess.DEVNULL,
+                                       stdout=output, stderr=subprocess.STDOUT)
+            while True:
+                try:
+                    run.status = process.wait(timeout=PROGRESS_EVERY)
+                    break
+                except subprocess.TimeoutExpired:
+                    progress(run, _so_far(run.log))
         run.duration = time.monotonic() - started
         _wait_for_summary(run.log)
-        progress(run)
+        progress(run, None)
         return run
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(one, runs))
+
+
+PROGRESS_EVERY = 1.0  # seconds between progress lines of a running profile
+
+
+def _so_far(log: str) -> tuple[int, str]:
+    """(rerouted invocations ended, the command line of the last one started) in a log
+    being written."""
+    done, current = 0, ""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith('{"event": "exit"'):
+                    done += 1
+                elif line.startswith('{"event": "exec"'):
+                    try:
+                        current = " ".join(json.loads(line)["argv"])
+                    except ValueError:  # a line being written
+                        pass
+    except OSError:
+        pass
+    return done, current
 
 
 def _wait_for_summary(log: str, patience: float = 10.0) -> None:
@@ -133,14 +166,46 @@ def differences(runs: list[Run], workdir: str | None, time_ratio: float,
     return found
 
 
-def report(runs: list[Run], found: list[dict]) -> str:
-    out = [f"{'profile':20} {'exit':>5} {'seconds':>9} {'rerouted':>9}   output"]
+def output_difference(runs: list[Run], workdir: str | None) -> str | None:
+    """A unified diff of the first run's output against each run that printed otherwise
+    (a copy's own path written as in `invocations`), or None."""
+    import difflib
+
+    def text(run: Run) -> list[str]:
+        with open(run.output, encoding="utf-8", errors="backslashreplace") as f:
+            content = f.read()
+        if workdir:
+            content = content.replace(run.directory, WORKDIR_MARK)
+        return content.splitlines(keepends=True)
+    first = text(runs[0])
+    diffs = []
+    for run in runs[1:]:
+        diff = list(difflib.unified_diff(first, text(run), fromfile=runs[0].profile,
+                                         tofile=run.profile))
+        if diff:
+            if len(diff) > DIFF_LINES:
+                diff = diff[:DIFF_LINES] + [f"... {len(diff) - DIFF_LINES} more lines\n"]
+            diffs.append("".join(line if line.endswith("\n") else line + "\n"
+                                 for line in diff))
+    return "".join(diffs) or None
+
+
+DIFF_LINES = 60
+
+
+def report(runs: list[Run], found: list[dict], output_diff: str | None,
+           kept: bool) -> str:
+    out = [f"{'profile':20} {'exit':>5} {'seconds':>9} {'rerouted':>9}"
+           + ("   output" if kept else "")]
     for run in runs:
         rerouted = _summary(run.log).get("rerouted", {})
         out.append(f"{run.profile:20} {run.status:5} {run.duration:9.3f} "
-                   f"{sum(rerouted.values()):9}   {run.output}")
+                   f"{sum(rerouted.values()):9}" + (f"   {run.output}" if kept else ""))
+    if output_diff:
+        out.append("the runs printed different output:")
+        out.append(output_diff.rstrip("\n"))
     if not found:
-        out.append("no differences")
+        out.append("no invocation differs" if output_diff else "no differences")
         return "\n".join(out)
     out.append(f"{len(found)} invocation(s) differ:")
     for item in found:
@@ -164,27 +229,54 @@ def _summary(log: str) -> dict:
 
 def compare(profiles: list[str], command: list[str], rule_options: list[str],
             workdir: str | None, jobs: int, as_json: bool, time_ratio: float,
-            time_min: float) -> int:
+            time_min: float, keep: str | None = None) -> int:
     if len(profiles) < 2:
         print("wasmbinfmt compare: give at least two --profile", file=sys.stderr)
         return 2
-    scratch = tempfile.mkdtemp(prefix="wasmbinfmt-compare-")
-
-    def progress(run: Run) -> None:
-        if not as_json:
-            print(f"wasmbinfmt compare: {run.profile}: exit {run.status} in "
-                  f"{run.duration:.3f}s", file=sys.stderr)
-    runs = run_all(profiles, command, rule_options, workdir, jobs, scratch, progress)
-    found = differences(runs, workdir, time_ratio, time_min)
-    statuses_differ = len({run.status for run in runs}) > 1
-    if as_json:
-        print(json.dumps({
-            "runs": [{"profile": r.profile, "status": r.status, "duration": r.duration,
-                      "directory": r.directory, "log": r.log, "output": r.output}
-                     for r in runs],
-            "differences": found, "same": not found and not statuses_differ}, indent=1))
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        scratch = keep
     else:
-        print(report(runs, found))
-        if statuses_differ:
-            print("the runs' exit statuses differ")
-    return 1 if found or statuses_differ else 0
+        scratch = tempfile.mkdtemp(prefix="wasmbinfmt-compare-")
+    lock = threading.Lock()
+    interactive = sys.stderr is not None and sys.stderr.isatty()
+    printed: dict[str, float] = {}
+
+    def progress(run: Run, so_far: tuple[int, str] | None) -> None:
+        if as_json or sys.stderr is None:
+            return
+        with lock:
+            if so_far is None:
+                line = f"wasmbinfmt compare: {run.profile}: exit {run.status} in " \
+                       f"{run.duration:.3f}s"
+                print(("\r\033[K" if interactive else "") + line, file=sys.stderr)
+            else:
+                now = time.monotonic()
+                if not interactive and now - printed.get(run.profile, now - 60) < 10:
+                    return  # a log, not a terminal: a line every 10 s at most
+                printed[run.profile] = now
+                line = f"wasmbinfmt compare: {run.profile}: {so_far[0]} done, running " \
+                       f"{so_far[1][:60]}"
+                print(("\r\033[K" + line) if interactive else line, file=sys.stderr,
+                      end="" if interactive else "\n", flush=True)
+    try:
+        runs = run_all(profiles, command, rule_options, workdir, jobs, scratch, progress)
+        found = differences(runs, workdir, time_ratio, time_min)
+        output_diff = output_difference(runs, workdir)
+        statuses_differ = len({run.status for run in runs}) > 1
+        if as_json:
+            print(json.dumps({
+                "runs": [{"profile": r.profile, "status": r.status, "duration": r.duration,
+                          **({"directory": r.directory, "log": r.log, "output": r.output}
+                             if keep else {})}
+                         for r in runs],
+                "differences": found, "output_diff": output_diff,
+                "same": not found and not statuses_differ and not output_diff}, indent=1))
+        else:
+            print(report(runs, found, output_diff, bool(keep)))
+            if statuses_differ:
+                print("the runs' exit statuses differ")
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return 1 if found or statuses_differ or output_diff else 0
