@@ -246,3 +246,17 @@ def test_a_directory_without_a_usable_path_is_mapped_by_descriptor(tmp_path, mon
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_the_runners_bytecode_is_written_where_missing_or_stale(tmp_path):
+    from wasmbinfmt.runners.bytecode import compile_stale, stale_sources
+
+    (tmp_path / "a.py").write_text("A = 1\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.py").write_text("B = 2\n")
+    assert sorted(stale_sources(str(tmp_path))) == [str(tmp_path / "a.py"),
+                                                    str(tmp_path / "sub" / "b.py")]
+    compile_stale(str(tmp_path))
+    assert stale_sources(str(tmp_path)) == []
+    os.utime(tmp_path / "a.py", (2e9, 2e9))  # changed since
+    assert stale_sources(str(tmp_path)) == [str(tmp_path / "a.py")]

@@ -464,9 +464,6 @@ def cmd_run(args: Namespace) -> int:
                 return 2
 
     def start_tracer(command_pid: int) -> None:
-        from .runners.bytecode import compile_stale
-
-        compile_stale()
         log = open(args.log_file, "a", buffering=1) if args.log_file else sys.stderr
         exec_log = None
         if args.exec_log:

@@ -4,27 +4,30 @@ The runner starts with -B: it runs inside the program's limits, and a
 bytecode file written there can be cut short (``ulimit -f``: CPython renames
 a short write into place, and every later start fails on the truncated
 file). So the tracer, under the caller's own limits, compiles what is
-missing or older than its source, once per change; the runner only reads.
+missing or older than its source before the first exec it sends to the
+runner, once per change; the runner only reads.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def stale_sources(package: str = PACKAGE) -> list[str]:
-    from importlib.util import cache_from_source
-
+    # importlib.util.cache_from_source's naming, without its import (~3 ms)
+    tag = sys.implementation.cache_tag
     stale = []
     for directory, _, names in os.walk(package):
         for name in names:
             if not name.endswith(".py"):
                 continue
             source = os.path.join(directory, name)
+            compiled = os.path.join(directory, "__pycache__", f"{name[:-3]}.{tag}.pyc")
             try:
-                if os.stat(cache_from_source(source)).st_mtime >= os.stat(source).st_mtime:
+                if os.stat(compiled).st_mtime >= os.stat(source).st_mtime:
                     continue
             except OSError:
                 pass

@@ -148,6 +148,7 @@ class Tracer:
         # How the built-in runner starts: it is told what its Python's start hides.
         self.builtin_runner = [os.fsencode(sys.executable),
                                *map(os.fsencode, builtin_runner_args())]
+        self.runner_compiled = False  # its bytecode, written before its first start
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -387,6 +388,11 @@ class Tracer:
             return
         runner = len(self.builtin_runner)
         if strings[:runner] == self.builtin_runner:
+            if not self.runner_compiled:
+                from ..runners.bytecode import compile_stale
+
+                compile_stale()
+                self.runner_compiled = True
             ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
             if ignored:
                 strings.insert(runner, b"--ignored-signals=%x" % ignored)
