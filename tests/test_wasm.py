@@ -71,28 +71,31 @@ def test_first_global_is_the_stack_pointer():
     assert wasm.first_global(other, wasm.sections(other)) is None
 
 
-def test_pointers_to_a_string():
-    segments = [(1024, b"hello\0/\0"), (2048, struct.pack("<II", 1030, 1030)),
-                (4096, b"\0" + struct.pack("<I", 1030))]  # unaligned: not a pointer
-    assert wasm.pointers_to_string(segments, b"/") == [2048, 2052]
+def test_a_data_image_reads_words_and_bytes_where_one_segment_holds_them():
+    image = wasm.DataImage([(2048, struct.pack("<II", 1030, 7)), (1024, b"hello\0/\0")])
+    assert image.word(2048) == 1030 and image.word(2052) == 7
+    assert image.read(1030, 2) == b"/\0" and image.read(1031, 2) is None
+    assert image.word(4096) is None and image.read(0, 1) is None
 
 
-def test_a_data_image_full_of_the_string_is_refused_not_searched():
-    with pytest.raises(wasm.WasmFormatError, match="more than 16 copies"):
-        wasm.pointers_to_string([(0, b"/\0" * 500_000)], b"/")
-
-
-def test_accesses_by_constant_address_minimal_and_padded():
+def test_constant_address_accesses_in_both_forms_and_padded():
     data = module(STORE)
-    found = wasm.sections(data)
-    assert wasm.accesses_i32(data, found, 2048, wasm.I32_LOAD)
-    assert wasm.accesses_i32(data, found, 2048, wasm.I32_STORE)
-    assert not wasm.accesses_i32(data, found, 2052, wasm.I32_LOAD)
+    loads, stores = wasm.constant_address_accesses(data, wasm.sections(data))
+    assert loads.get(2048) == 1 and stores == {2048}
+    # i32.const ADDR; i32.load offset=0, and a store with the value in between
+    data = wasmtime.wat2wasm(LIBC_LIKE.format(store="", more="").replace(
+        "(i32.load offset=2048 (i32.const 0))", "(i32.load (i32.const 2048))"))
+    loads, _ = wasm.constant_address_accesses(data, wasm.sections(data))
+    assert loads.get(2048) == 1
     # wasm-ld leaves relocated offsets as 5-byte LEBs in unoptimised output.
     body = bytes([1, 0, 0x41, 0, wasm.I32_STORE, 2, 0x80, 0x90, 0x80, 0x80, 0x00, 0x0B])
     padded = wasm.MAGIC + bytes([wasm.CODE_SECTION]) + wasm.uleb(len(body)) + body
-    assert wasm.accesses_i32(padded, wasm.sections(padded), 2048, wasm.I32_STORE)
-    assert not wasm.accesses_i32(padded, wasm.sections(padded), 2048, wasm.I32_LOAD)
+    assert wasm.constant_address_accesses(padded, wasm.sections(padded)) == ({}, {2048})
+
+
+@pytest.mark.parametrize("value", [0, 63, 64, 127, 128, 8191, 8192, 2**31 - 1, -1, -64, -65])
+def test_signed_leb_encoding_round_trips(value):
+    assert wasm.read_sleb32(wasm.sleb(value), 0) == (value, len(wasm.sleb(value)))
 
 
 def test_exporting_a_global_keeps_the_module_valid():
@@ -115,9 +118,39 @@ def test_a_pointer_only_read_is_getcwds_alone():
     assert wasi_cwd.find_libc_cwd(module()) == LibcCwd(2048, False)
 
 
-def test_two_candidates_are_ambiguous_and_left_alone():
-    assert wasi_cwd.find_libc_cwd(module(STORE, '\n  (data (i32.const 3000) "\\06\\04\\00\\00")')) \
-        is None
+OTHER = '(func (export "sep") (result i32) (i32.load offset=3000 (i32.const 0)))'
+OTHER_DATA = '\n  (data (i32.const 3000) "\\06\\04\\00\\00")'
+OTHER_WRITTEN = OTHER + ' (func (param i32) (i32.store offset=3000 (i32.const 0) (local.get 0)))'
+
+
+def test_of_two_read_pointers_to_slash_the_written_one_is_the_cwd():
+    assert wasi_cwd.find_libc_cwd(module(STORE + OTHER, OTHER_DATA)) == LibcCwd(2048, True)
+
+
+def test_two_candidates_alike_are_ambiguous_and_left_alone():
+    assert wasi_cwd.find_libc_cwd(module(STORE + OTHER_WRITTEN, OTHER_DATA)) is None
+    assert wasi_cwd.find_libc_cwd(module(OTHER, OTHER_DATA)) is None  # both only read
+
+
+def test_a_pointer_not_read_by_the_code_is_no_candidate():
+    assert wasi_cwd.find_libc_cwd(module(STORE, OTHER_DATA)) == LibcCwd(2048, True)
+
+
+def test_the_cwd_read_with_its_address_pushed_and_written_with_the_value_between():
+    """CPython's form: i32.const ADDR; i32.load, and i32.const ADDR; VALUE; i32.store."""
+    text = LIBC_LIKE.format(store='(func (export "chdir") (param i32) (i32.store '
+                                  '(i32.const 2048) (local.get 0)))', more="").replace(
+        "(i32.load offset=2048 (i32.const 0))", "(i32.load (i32.const 2048))")
+    assert wasi_cwd.find_libc_cwd(wasmtime.wat2wasm(text)) == LibcCwd(2048, True)
+
+
+def test_a_slash_at_the_tail_of_a_longer_string_among_thousands_of_them():
+    """Linkers merge "/" into the tail of "abc/"; a module may hold many such strings."""
+    many = "".join(f"dir{i}/\\00" for i in range(20000))
+    text = LIBC_LIKE.format(store=STORE, more=f'\n  (data (i32.const 8192) "{many}")').replace(
+        '(data (i32.const 1024) "hello\\00/\\00")', '(data (i32.const 1024) "xyz/\\00")'
+    ).replace('"\\06\\04\\00\\00"', '"\\03\\04\\00\\00"')
+    assert wasi_cwd.find_libc_cwd(wasmtime.wat2wasm(text)) == LibcCwd(2048, True)
 
 
 def test_no_pointer_no_load_or_no_stack_pointer_is_left_alone():

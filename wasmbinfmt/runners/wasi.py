@@ -109,14 +109,14 @@ def _complain(message: str) -> None:
         print(f"wasmbinfmt-wasi: {message}", file=sys.stderr)
 
 
-def load_module(engine: capi.Engine, wasm: bytes, use_cache: bool) -> capi.Module:
-    """Compile `wasm`, or load it compiled from the cache."""
-    directory = cache.usable_dir() if use_cache else None
+def load_module(engine: capi.Engine, wasm: bytes, directory: str | None,
+                name: str) -> capi.Module:
+    """Compile `wasm`, or load it compiled from the cache in `directory` (None: no cache),
+    where it is `name` (its content's digest, and what was done to it)."""
     if directory is None:
         return capi.Module.compile(engine, wasm)
-    digest = _blake2b(wasm, digest_size=32).hexdigest()
     modules = os.path.join(directory, "modules")
-    entry = os.path.join(modules, f"{digest}-{_wasmtime_build()}-{ENGINE_SETTINGS}.cwasm")
+    entry = os.path.join(modules, f"{name}-{_wasmtime_build()}-{ENGINE_SETTINGS}.cwasm")
     if cache.is_ours(entry):
         try:
             module = capi.Module.deserialize_file(engine, entry)
@@ -129,6 +129,21 @@ def load_module(engine: capi.Engine, wasm: bytes, use_cache: bool) -> capi.Modul
     cache.store_bytes(entry, module.serialize())
     cache.trim(modules, cache.size_limit(), keep=entry)
     return module
+
+
+def _libc_cwd(wasm: bytes, directory: str | None, digest: str):
+    """wasi_cwd.find_libc_cwd's answer, kept in the cache by the module's content (looking
+    costs a pass over the code, and a regular expression module's import)."""
+    if directory is None:
+        return wasi_cwd.find_libc_cwd(wasm)
+    entry = cache.entry_path(directory, "cwd", digest)
+    key = (digest, wasi_cwd.code_key())
+    stored = cache.load(entry, key)
+    if stored is not None:
+        return wasi_cwd.LibcCwd(*stored) if stored else None
+    found = wasi_cwd.find_libc_cwd(wasm)
+    cache.store(entry, key, tuple(found) if found else ())
+    return found
 
 
 def _wasmtime_build() -> str:
@@ -186,9 +201,11 @@ def run(options: Options) -> int:
     except OSError as e:
         return _fail(options.module, e.strerror, EXIT_CANNOT_RUN if e.errno != 2 else 127)
     cwd = None if options.dirs else _current_directory()
+    directory = cache.usable_dir() if options.cache else None
+    digest = _blake2b(wasm, digest_size=32).hexdigest() if directory else ""
     libc_cwd = None
     if cwd is not None:
-        wasm, libc_cwd = wasi_cwd.prepare(wasm)
+        wasm, libc_cwd = wasi_cwd.prepare(wasm, _libc_cwd(wasm, directory, digest))
     try:
         import resource  # the stack limit: a C module, nothing to pay for
 
@@ -197,7 +214,8 @@ def run(options: Options) -> int:
     except capi.WasmtimeError as e:
         return _fail(options.module, str(e), EXIT_CANNOT_RUN)
     try:
-        module = load_module(engine, wasm, options.cache)
+        module = load_module(engine, wasm, directory,
+                             digest + ("-seeded" if libc_cwd else ""))
     except capi.WasmtimeError as e:
         return _fail(options.module, f"not a valid WebAssembly module: {_first_line(e)}",
                      EXIT_CANNOT_RUN)

@@ -25,11 +25,15 @@ in the one zig 0.17 ships; see docs/wasi.md):
   (RLIMIT_NOFILE, whose soft limit is raised for them where the hard one
   allows), the most useful few are kept (most_useful).
 
-Finding ``__wasilibc_cwd`` in a linked module, which has no symbols: it is
-the only aligned word of the data image that points at a ``"/"`` string and
-that the code reads with an i32 load of that constant address. Linked
-``chdir`` is recognised by a store to it. Anything less certain leaves the
-module as it is. The one misreading left: a program that links neither
+Finding ``__wasilibc_cwd`` in a linked module, which has no symbols: an
+aligned word of the data image that points at a ``"/"`` string (or the tail
+``"/"`` of a longer one: linkers merge strings) and that the code reads at
+that constant address, in either form LLVM emits (``i32.const 0; i32.load
+offset=ADDR`` or ``i32.const ADDR; i32.load``): one pass over the code, linear
+in the module's size. Linked ``chdir`` is recognised by a store to it; when
+several words qualify, the one written is it. Anything less certain (several
+written, or several read and none written) leaves the module as it is. The
+runner keeps the answer in its cache, by the module's content. The one misreading left: a program that links neither
 ``getcwd`` nor ``chdir`` but has its own global ``char *p = "/"`` would see
 ``p`` seeded; ``--dir`` (which turns all of this off) is the way out. The seeded string goes just below the initial stack
 pointer, which is lowered past it (as the kernel puts argv strings above a
@@ -61,26 +65,44 @@ def find_libc_cwd(data: bytes) -> LibcCwd | None:
         stack_pointer = wasm.first_global(data, found)
         if stack_pointer is None or not stack_pointer[0] or stack_pointer[1] is None:
             return None
-        candidates = wasm.pointers_to_string(wasm.data_segments(data, found), b"/")
-        if len(candidates) != 1:
-            return None
-        address = candidates[0]
-        if not wasm.accesses_i32(data, found, address, wasm.I32_LOAD):
-            return None
-        return LibcCwd(address, wasm.accesses_i32(data, found, address, wasm.I32_STORE))
+        image = wasm.DataImage(wasm.data_segments(data, found))
+        loads, stores = wasm.constant_address_accesses(data, found)
+        # Globals the code reads whose initial value points at a "/" (the string may be
+        # the tail of a longer one: linkers merge them).
+        candidates = [address for address in sorted(loads) if address % 4 == 0
+                      and (image.read(image.word(address) or 0, 2) or b"") == b"/\0"
+                      and image.word(address) is not None]
+        # chdir writes it: as a store's offset, or pushed once more than it is read (the
+        # store whose value comes between the address and the instruction).
+        written = [address for address in candidates if address in stores
+                   or wasm.constant_uses(data, found, address)
+                   > wasm.constant_uses(data, found, address, then=b"\x28\x02\x00")]
+        if len(written) == 1:
+            return LibcCwd(written[0], True)
+        if not written and len(candidates) == 1:
+            return LibcCwd(candidates[0], False)
     except wasm.WasmFormatError:
         pass
-    return None
+    return None  # none, or more than one that could be it: left as it is
 
 
-def prepare(data: bytes) -> tuple[bytes, LibcCwd | None]:
+def prepare(data: bytes, libc_cwd: LibcCwd | None | bool = True
+            ) -> tuple[bytes, LibcCwd | None]:
     """The module to compile (the stack pointer exported when seeding is possible)
-    and where its cwd lives."""
-    libc_cwd = find_libc_cwd(data)
+    and where its cwd lives (`libc_cwd`: what find_libc_cwd said, if known already)."""
+    if libc_cwd is True:
+        libc_cwd = find_libc_cwd(data)
     if libc_cwd is None:
         return data, None
     patched = wasm.with_exported_global(data, wasm.sections(data), 0, STACK_POINTER_EXPORT)
     return patched, libc_cwd
+
+
+def code_key() -> tuple:
+    """What find_libc_cwd's answer depends on besides the module: its code."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return tuple((st.st_mtime_ns, st.st_size) for st in
+                 (os.stat(os.path.join(here, name)) for name in ("wasi_cwd.py", "wasm.py")))
 
 
 def preopens(cwd: str, libc_cwd: LibcCwd | None,

@@ -141,22 +141,6 @@ def first_global(data: bytes, found: list[Section]) -> tuple[bool, int | None] |
     return mutable, initial
 
 
-def accesses_i32(data: bytes, found: list[Section], address: int, opcode: int) -> bool:
-    """Whether the code has an aligned i32 load/store (`opcode`) with `address` as its
-    constant offset, the way LLVM addresses a global variable (minimal or 5-byte
-    padded LEB, as wasm-ld leaves relocated offsets)."""
-    code = section(found, CODE_SECTION)
-    if code is None:
-        return False
-    minimal = uleb(address)
-    padded = bytes([(address >> (7 * i)) & 0x7F | 0x80 for i in range(4)]) + \
-        bytes([(address >> 28) & 0x7F])
-    for encoding in {minimal, padded}:
-        if data.find(bytes([opcode, ALIGN_4]) + encoding, code.body, code.end) != -1:
-            return True
-    return False
-
-
 def with_exported_global(data: bytes, found: list[Section], index: int, name: str) -> bytes:
     """`data` with one more export: global `index` under `name`."""
     exports = section(found, EXPORT_SECTION)
@@ -170,31 +154,89 @@ def with_exported_global(data: bytes, found: list[Section], index: int, name: st
                      contents, data[exports.end:]))
 
 
-def pointers_to_string(segments: list[tuple[int, bytes]], string: bytes,
-                       most_copies: int = 16) -> list[int]:
-    """Addresses of aligned 32-bit words in the data image whose value is the
-    address of a copy of the NUL-terminated `string`; WasmFormatError when there
-    are more than `most_copies` copies (linkers merge equal strings: a module
-    full of them is not one to guess about, and the search would be quadratic)."""
-    targets = set()
-    needle = string + b"\0"
-    for address, contents in segments:
-        at = contents.find(needle)
-        while at != -1:
-            targets.add(address + at)
-            if len(targets) > most_copies:
-                raise WasmFormatError(f"more than {most_copies} copies of {string!r}")
-            at = contents.find(needle, at + 1)
-    found = []
-    for target in targets:
-        word = struct.pack("<I", target)
-        for address, contents in segments:
-            at = contents.find(word)
-            while at != -1:
-                if (address + at) % 4 == 0:
-                    found.append(address + at)
-                at = contents.find(word, at + 1)
-    return sorted(found)
+class DataImage:
+    """The initial contents of memory 0, as its active data segments give them."""
+
+    def __init__(self, segments: list[tuple[int, bytes]]) -> None:
+        self.segments = sorted(segments)
+        self.starts = [address for address, _ in self.segments]
+
+    def read(self, address: int, length: int) -> bytes | None:
+        """`length` bytes at `address`, or None where no one segment holds them."""
+        from bisect import bisect_right
+
+        i = bisect_right(self.starts, address) - 1
+        if i < 0:
+            return None
+        start, contents = self.segments[i]
+        if address + length > start + len(contents):
+            return None
+        return contents[address - start:address - start + length]
+
+    def word(self, address: int) -> int | None:
+        data = self.read(address, 4)
+        return None if data is None else struct.unpack("<I", data)[0]
+
+
+_LEB = rb"((?:[\x80-\xff]{0,4})[\x00-\x7f])"  # minimal or padded, as wasm-ld leaves them
+
+
+def _leb_value(encoded: bytes, signed: bool) -> int:
+    value = 0
+    for i, byte in enumerate(encoded):
+        value |= (byte & 0x7F) << (7 * i)
+    if signed and encoded[-1] & 0x40:
+        value -= 1 << (7 * len(encoded))
+    return value
+
+
+def constant_address_accesses(data: bytes, found: list[Section]) -> tuple[dict, set]:
+    """One pass over the code: (how often each constant address is read by an aligned
+    i32.load, the constant addresses an aligned i32.store writes as its offset).
+
+    The two ways LLVM reads a global at a fixed address: ``i32.const 0; i32.load
+    offset=ADDR`` and ``i32.const ADDR; i32.load offset=0``. (A store of the second
+    kind has the value between the two: see constant_uses.)"""
+    import re  # here: only modules that are looked into pay for it (~5 ms)
+
+    code = section(found, CODE_SECTION)
+    if code is None:
+        return {}, set()
+    body = data[code.body:code.end]
+    loads: dict[int, int] = {}
+    for match in re.finditer(rb"\x28\x02" + _LEB, body):
+        address = _leb_value(match.group(1), False)
+        loads[address] = loads.get(address, 0) + 1
+    for match in re.finditer(rb"\x41" + _LEB + rb"\x28\x02\x00", body):
+        address = _leb_value(match.group(1), True)
+        loads[address] = loads.get(address, 0) + 1
+    stores = {_leb_value(match.group(1), False)
+              for match in re.finditer(rb"\x36\x02" + _LEB, body)}
+    return loads, stores
+
+
+def constant_uses(data: bytes, found: list[Section], address: int, then: bytes = b"") -> int:
+    """How often the code pushes `address` with i32.const (minimal or padded LEB), with
+    the bytes `then` right after it."""
+    code = section(found, CODE_SECTION)
+    if code is None or address < 0:
+        return 0
+    padded = bytes([(address >> (7 * i)) & 0x7F | 0x80 for i in range(4)]) + \
+        bytes([(address >> 28) & 0x7F])
+    body = data[code.body:code.end]
+    return sum(body.count(bytes([I32_CONST]) + encoding + then)
+               for encoding in {sleb(address), padded})
+
+
+def sleb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if (value == 0 and not byte & 0x40) or (value == -1 and byte & 0x40):
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
 
 
 def import_modules(prefix: bytes) -> tuple[frozenset[str], bool]:
