@@ -461,3 +461,17 @@ def test_the_environment_a_wali_program_hands_its_exec_is_taken_and_removed(box,
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().splitlines()[-2:] == ["env-file:", "WALI_TEST=handed"]
     assert not [name for name in os.listdir("/tmp") if name.startswith("wali_env.")]
+
+
+def test_verbose_names_the_rule_that_would_run_a_foreign_elf_once(box, user):
+    no_qemu = ["env", "PATH=/nonexistent"]
+    script = ["./execer", "execve", "./probe.aarch64", "./probe.aarch64"]
+    done = subprocess.run(user([*no_qemu, sys.executable, "-m", "wasmbinfmt", "-v", "--",
+                                "/bin/sh", "-c", " ".join(script) + "; " + " ".join(script)]),
+                          cwd=box, capture_output=True, timeout=TIMEOUT)
+    assert done.stdout == b"errno=8\nerrno=8\n"
+    lines = [line for line in done.stderr.decode().splitlines() if "would run it" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith("wasmbinfmt: ./probe.aarch64: rule 'aarch64' (")
+    assert lines[0].endswith("would run it, but not installed: command 'qemu-aarch64' not "
+                             "found in PATH; it runs natively")

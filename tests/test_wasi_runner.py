@@ -260,3 +260,20 @@ def test_the_runners_bytecode_is_written_where_missing_or_stale(tmp_path):
     assert stale_sources(str(tmp_path)) == []
     os.utime(tmp_path / "a.py", (2e9, 2e9))  # changed since
     assert stale_sources(str(tmp_path)) == [str(tmp_path / "a.py")]
+
+
+def test_verbose_says_once_when_the_cwd_cannot_be_told(tmp_path, cache_dir):
+    from test_wasm import OTHER_DATA, OTHER_WRITTEN, STORE
+    from test_wasm import module as libc_like
+
+    path = tmp_path / "ambiguous.wasm"
+    path.write_bytes(libc_like(STORE + OTHER_WRITTEN, OTHER_DATA))
+    first = run(["--verbose", path], cwd=tmp_path)
+    assert first.returncode == 0
+    assert first.stderr.decode().splitlines() == [
+        f"wasmbinfmt-wasi: {path}: 2 words could be wasi-libc's current directory (0x800, "
+        f"0xbb8); none is seeded, so getcwd() gives / and relative paths resolve from the "
+        f"root of the mapping"]
+    again = run(["--verbose", path], cwd=tmp_path)
+    assert (again.returncode, again.stderr) == (0, b"")  # the answer came from the cache
+    assert run([path], cwd=tmp_path / "..").stderr == b""

@@ -338,3 +338,13 @@ def test_import_modules_on_any_bytes_is_bounded(data):
     assert isinstance(names, frozenset) and isinstance(complete, bool)
     assert all(isinstance(name, str) for name in names)
     assert _import_modules_peak_memory(data) < 64 * 1024 + 4 * len(data)
+
+
+def test_ambiguity_is_said_when_asked():
+    doubts: list[str] = []
+    assert wasi_cwd.find_libc_cwd(module(STORE + OTHER_WRITTEN, OTHER_DATA), doubts) is None
+    assert doubts == ["2 words could be wasi-libc's current directory (0x800, 0xbb8); none is "
+                      "seeded, so getcwd() gives / and relative paths resolve from the root of "
+                      "the mapping"]
+    assert wasi_cwd.find_libc_cwd(module(STORE), doubts) == LibcCwd(2048, True)
+    assert len(doubts) == 1

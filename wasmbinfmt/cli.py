@@ -470,8 +470,12 @@ def cmd_run(args: Namespace) -> int:
             from .report.execlog import ExecLog
 
             exec_log = ExecLog(open(args.exec_log, "a"))
+        not_installed = [(rule, why) for rule in ruleset.rules
+                         for kind, why in [ruleset.why_not_here(rule) or ("", "")]
+                         if kind == NOT_INSTALLED]
         Tracer(ruleset.active(), arch, command_pid, log, verbose=args.verbose,
-               log_is_stderr=log is sys.stderr, exec_log=exec_log).run()
+               log_is_stderr=log is sys.stderr, exec_log=exec_log,
+               not_installed=not_installed if args.verbose else ()).run()
 
     run_traced([os.fsencode(word) for word in args.command], start_tracer)
 

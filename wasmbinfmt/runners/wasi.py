@@ -1,7 +1,7 @@
 """wasmbinfmt-wasi: run a WASI command module like a native program (docs/wasi.md).
 
     wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache]
-                    [--ignored-signals=MASK] [--] MODULE [ARGS...]
+                    [--ignored-signals=MASK] [--verbose] [--] MODULE [ARGS...]
 
 The program's argv is ``MODULE ARGS...``; with ``--preserve-argv0`` (what a
 rule with the P flag passes) it is ``ARGS...``: the kernel puts the caller's
@@ -12,7 +12,8 @@ inherited. Unless ``--dir`` names what to map, absolute paths see the host's
 allows: see wasi_cwd.py. Signal dispositions are the caller's, as after a
 native exec (procstate.py; ``--ignored-signals`` is the caller's SigIgn mask,
 which the tracer passes when it ignored SIGPIPE or SIGXFSZ: Python's start
-hides those). A WASI program's strings are UTF-8: an argument or environment
+hides those). ``--verbose`` (the tracer passes it under ``wasmbinfmt -v``) says
+when the module's current directory cannot be found for sure. A WASI program's strings are UTF-8: an argument or environment
 variable that is not is refused (126, naming it), never dropped or cut.
 
 Exit status: the program's ``proc_exit`` code, & 0xff as natively; 134 after a trap (as the
@@ -46,7 +47,7 @@ EXIT_TRAP = 134  # what the wasmtime CLI exits with after a trap
 EXIT_CANNOT_RUN = 126
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 USAGE = "usage: wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache] " \
-        "[--ignored-signals=MASK] [--] MODULE [ARGS...]"
+        "[--ignored-signals=MASK] [--verbose] [--] MODULE [ARGS...]"
 
 
 class Options:
@@ -55,6 +56,7 @@ class Options:
         self.dirs: list[tuple[str, str]] = []
         self.cache = True
         self.ignored_signals = 0
+        self.verbose = False
         self.module = ""
         self.argv: list[str] = []
 
@@ -72,6 +74,8 @@ def parse_args(args: list[str]) -> Options:
             options.preserve_argv0 = True
         elif arg == "--no-cache":
             options.cache = False
+        elif arg == "--verbose":
+            options.verbose = True
         elif arg.startswith("--ignored-signals="):
             try:
                 options.ignored_signals = int(arg[len("--ignored-signals="):], 16)
@@ -131,17 +135,17 @@ def load_module(engine: capi.Engine, wasm: bytes, directory: str | None,
     return module
 
 
-def _libc_cwd(wasm: bytes, directory: str | None, digest: str):
+def _libc_cwd(wasm: bytes, directory: str | None, digest: str, doubts: list[str]):
     """wasi_cwd.find_libc_cwd's answer, kept in the cache by the module's content (looking
     costs a pass over the code, and a regular expression module's import)."""
     if directory is None:
-        return wasi_cwd.find_libc_cwd(wasm)
+        return wasi_cwd.find_libc_cwd(wasm, doubts)
     entry = cache.entry_path(directory, "cwd", digest)
     key = (digest, wasi_cwd.code_key())
     stored = cache.load(entry, key)
     if stored is not None:
         return wasi_cwd.LibcCwd(*stored) if stored else None
-    found = wasi_cwd.find_libc_cwd(wasm)
+    found = wasi_cwd.find_libc_cwd(wasm, doubts)
     cache.store(entry, key, tuple(found) if found else ())
     return found
 
@@ -205,7 +209,11 @@ def run(options: Options) -> int:
     digest = _blake2b(wasm, digest_size=32).hexdigest() if directory else ""
     libc_cwd = None
     if cwd is not None:
-        wasm, libc_cwd = wasi_cwd.prepare(wasm, _libc_cwd(wasm, directory, digest))
+        doubts: list[str] = []
+        wasm, libc_cwd = wasi_cwd.prepare(wasm, _libc_cwd(wasm, directory, digest, doubts))
+        if options.verbose:
+            for doubt in doubts:  # found when looking, so once per module
+                _complain(f"{options.module}: {doubt}")
     try:
         import resource  # the stack limit: a C module, nothing to pay for
 

@@ -59,7 +59,9 @@ LONGEST_SEEDED_CWD = 4096  # PATH_MAX; a longer cwd is left unseeded
 LibcCwd = namedtuple("LibcCwd", "address resolves_paths")
 
 
-def find_libc_cwd(data: bytes) -> LibcCwd | None:
+def find_libc_cwd(data: bytes, doubts: list[str] | None = None) -> LibcCwd | None:
+    """Where the module's emulated cwd is, or None; `doubts` gets why, when there are
+    words it could be but no telling which."""
     try:
         found = wasm.sections(data)
         stack_pointer = wasm.first_global(data, found)
@@ -81,6 +83,11 @@ def find_libc_cwd(data: bytes) -> LibcCwd | None:
             return LibcCwd(written[0], True)
         if not written and len(candidates) == 1:
             return LibcCwd(candidates[0], False)
+        alike = written if written else candidates
+        if len(alike) > 1 and doubts is not None:
+            doubts.append(f"{len(alike)} words could be wasi-libc's current directory "
+                          f"({', '.join(hex(a) for a in alike)}); none is seeded, so getcwd() "
+                          f"gives / and relative paths resolve from the root of the mapping")
     except wasm.WasmFormatError:
         pass
     return None  # none, or more than one that could be it: left as it is

@@ -124,8 +124,13 @@ class Pending:
 class Tracer:
     def __init__(self, rules: list[Rule], arch: Arch, root: int, log: TextIOBase | None = None,
                  verbose: bool = False, log_is_stderr: bool = True,
-                 exec_log: ExecLog | None = None):
+                 exec_log: ExecLog | None = None,
+                 not_installed: list[tuple[Rule, str]] = ()):
         self.matcher = Matcher(rules)
+        # -v: the packaged rules left out for want of their emulator, to say which would
+        # have run a file that runs natively (once per rule).
+        self.not_installed = Matcher([rule for rule, _ in not_installed])
+        self.not_installed_why = {rule.name: why for rule, why in not_installed}
         self.arch = arch
         self.root = root
         self.log = log
@@ -302,10 +307,13 @@ class Tracer:
                 self._explain_ptrace(tid, a1, a2)
             resume(PTRACE_CONT, tid)
             return
+        self.exec_name = b""
         verdict = self._verdict(tid, dirfd, path_at, flags)
         if verdict is None:
             if self.exec_log is not None:
                 self.exec_log.native_attempts += 1
+            if self.verbose and self.not_installed_why and self.exec_name:
+                self._explain_native(tid)
             resume(PTRACE_CONT, tid)
         elif isinstance(verdict, Fail):
             if self.exec_log is not None:
@@ -313,6 +321,21 @@ class Tracer:
             self._fail(tid, verdict.errno)
         else:
             self._rewrite(tid, number, verdict, argv_at, envp_at)
+
+    def _explain_native(self, tid: int) -> None:
+        """-v: a file that runs natively, which a packaged rule would run if its emulator
+        were installed: say so, once per rule."""
+        from ..exec.files import read_header
+
+        try:
+            header = read_header(host_path(tid, self.exec_name))
+        except OSError:
+            return
+        rule = self.not_installed.match(self.exec_name, header, lambda _: True)
+        if rule is not None and rule.name in self.not_installed_why:
+            why = self.not_installed_why.pop(rule.name)
+            self._say(f"{os.fsdecode(self.exec_name)}: rule {rule.name!r} ({rule.origin}) "
+                      f"would run it, but {why}; it runs natively")
 
     def _explain_ptrace(self, tid: int, request: int, target: int) -> None:
         """A process of the tree wants to become a tracer (the filter stops only those
@@ -396,6 +419,8 @@ class Tracer:
             ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
             if ignored:
                 strings.insert(runner, b"--ignored-signals=%x" % ignored)
+            if self.verbose:
+                strings.insert(runner, b"--verbose")
         tail = caller_argv[rewrite.argv.skip:]
         if not caller_argv and rewrite.argv.skip == 0:
             strings.append(b"")  # the "" argv[0] Linux gives an empty argv
