@@ -27,7 +27,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_wasi_runner import BIN, BUILD, ROOT, timed, wasmtime_binary  # noqa: E402
+from bench_wasi_runner import (  # noqa: E402
+    BIN, BUILD, ROOT, build_fixtures, timed, wasmtime_binary,
+)
 
 WASMBINFMT = os.path.join(BIN, "wasmbinfmt")
 RUNNER = [os.path.join(BIN, "python3"), "-I", "-S", "-B",
@@ -83,8 +85,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--loop", type=int, default=200, help="hello.wasm runs in the loop")
     args = parser.parse_args()
-    subprocess.run(["sh", os.path.join(ROOT, "scripts", "build-fixtures.sh")], check=True,
-                   env={**os.environ, "PYTHON": sys.executable})
+    build_fixtures()
     cli = wasmtime_binary()
     work = tempfile.mkdtemp(prefix="bench-targets-")
     results = []  # (target, ours, peer, ratio or value, goal, met)

@@ -42,6 +42,11 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
+def build_fixtures() -> None:
+    subprocess.run(["sh", os.path.join(ROOT, "scripts", "build-fixtures.sh")], check=True,
+                   env={**os.environ, "PYTHON": sys.executable})
+
+
 def wasmtime_binary() -> str:
     from wasmbinfmt.runners.wasmtime_cli import runnable_binary
 
@@ -56,8 +61,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--steps", type=int, default=20_000_000, help="nbody's steps")
     args = parser.parse_args()
-    subprocess.run(["sh", os.path.join(ROOT, "scripts", "build-fixtures.sh")], check=True,
-                   env={**os.environ, "PYTHON": sys.executable})
+    build_fixtures()
     runner = os.path.join(BIN, "wasmbinfmt-wasi")
     warm_cache = tempfile.mkdtemp(prefix="bench-warm-")
     cold_caches = tempfile.mkdtemp(prefix="bench-cold-")

