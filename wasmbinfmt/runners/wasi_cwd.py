@@ -123,14 +123,18 @@ def preopens(cwd: str, libc_cwd: LibcCwd | None,
     parts = cwd.strip("/").split("/")
     for up in range(1, len(parts) + 1):
         mapped.append(("/" + "/".join(parts[:-up]), "/".join([".."] * up)))
+    return mapped + _top_level(listdir, isdir, lambda name: lexists(os.path.join(cwd, name)))
+
+
+def _top_level(listdir, isdir, shadowed) -> list[tuple[str, str]]:
+    """Every top-level directory of the host under its own name, but those the current
+    directory has a name for (there the relative reading wins)."""
     try:
         top_level = sorted(listdir("/"))
     except OSError:
         top_level = []
-    for name in top_level:
-        if isdir("/" + name) and not lexists(os.path.join(cwd, name)):
-            mapped.append(("/" + name, "/" + name))
-    return mapped
+    return [("/" + name, "/" + name) for name in top_level
+            if isdir("/" + name) and not shadowed(name)]
 
 
 ANCESTORS_BY_DESCRIPTOR = 8
@@ -161,13 +165,7 @@ def preopens_by_descriptor(listdir: Callable[[str], list[str]] = os.listdir,
             fd = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
         except OSError:
             break
-    try:
-        top_level = sorted(listdir("/"))
-    except OSError:
-        top_level = []
-    mapped += [("/" + name, "/" + name) for name in top_level
-               if isdir("/" + name) and not lexists(name)]
-    return mapped, held
+    return mapped + _top_level(listdir, isdir, lexists), held
 
 
 # When descriptors are short, the preopens kept first: relative paths, then the top-level

@@ -69,9 +69,6 @@ class Spaces:
         # vfork child -> (its parent, the parent's stack pointer at the vfork)
         self.vfork_parents: dict[int, tuple[int, int]] = {}
 
-    def known(self, tid: int) -> bool:
-        return tid in self.of
-
     def cloned(self, parent: int, child: int, shares_memory: bool,
                vfork_stack: int | None = None) -> None:
         """A clone event of `parent`; `vfork_stack`: its stack pointer, for CLONE_VFORK."""
