@@ -20,7 +20,7 @@ from .exec.match import Matcher
 from .exec.rewrite import Fail, resolve_exec
 from .rules.model import Rule, RuleError
 from .rules.sources import (
-    NOT_INSTALLED, RuleSet, choose_emulators, collect, interpreter_problem, profile_choices,
+    RuleSet, choose_emulators, collect, interpreter_problem, profile_choices,
 )
 
 SUBCOMMANDS = ("list", "which", "check", "log", "compare")
@@ -400,13 +400,10 @@ def cmd_which(args: Namespace) -> int:
 
 def _would_run(ruleset: RuleSet, name: str) -> list[Rule]:
     """The packaged rules left out for want of their emulator that match the file `name`."""
-    left_out = [rule for rule in ruleset.rules
-                if (ruleset.why_not_here(rule) or ("",))[0] == NOT_INSTALLED]
+    left_out = [rule for rule, _ in ruleset.not_installed()]
     if not left_out:
         return []
-    header = read_header(name)
-    return [rule for rule in left_out
-            if Matcher([rule]).match(os.fsencode(name), header, lambda _: True) is not None]
+    return list(Matcher(left_out).candidates(os.fsencode(name), read_header(name)))
 
 
 def cmd_check(args: Namespace) -> int:
@@ -470,12 +467,9 @@ def cmd_run(args: Namespace) -> int:
             from .report.execlog import ExecLog
 
             exec_log = ExecLog(open(args.exec_log, "a"))
-        not_installed = [(rule, why) for rule in ruleset.rules
-                         for kind, why in [ruleset.why_not_here(rule) or ("", "")]
-                         if kind == NOT_INSTALLED]
         Tracer(ruleset.active(), arch, command_pid, log, verbose=args.verbose,
                log_is_stderr=log is sys.stderr, exec_log=exec_log,
-               not_installed=not_installed if args.verbose else ()).run()
+               not_installed=ruleset.not_installed() if args.verbose else ()).run()
 
     run_traced([os.fsencode(word) for word in args.command], start_tracer)
 

@@ -53,6 +53,11 @@ class RuleSet:
     def why_not_here(self, rule: Rule) -> tuple[str, str] | None:
         return self.not_here.get(id(rule))
 
+    def not_installed(self) -> list[tuple[Rule, str]]:
+        """(rule, why) of the packaged rules left out for want of their emulator."""
+        return [(rule, self.not_here[id(rule)][1]) for rule in self.rules
+                if self.not_here.get(id(rule), ("",))[0] == NOT_INSTALLED]
+
 
 def default_rules_file() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rules.yaml")

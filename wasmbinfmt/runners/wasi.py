@@ -13,8 +13,9 @@ allows: see wasi_cwd.py. Signal dispositions are the caller's, as after a
 native exec (procstate.py; ``--ignored-signals`` is the caller's SigIgn mask,
 which the tracer passes when it ignored SIGPIPE or SIGXFSZ: Python's start
 hides those). ``--verbose`` (the tracer passes it under ``wasmbinfmt -v``) says
-when the module's current directory cannot be found for sure. A WASI program's strings are UTF-8: an argument or environment
-variable that is not is refused (126, naming it), never dropped or cut.
+when the module's current directory cannot be found for sure. A WASI program's
+strings are UTF-8: an argument or environment variable that is not is refused
+(126, naming it), never dropped or cut.
 
 Exit status: the program's ``proc_exit`` code, & 0xff as natively; 134 after a trap (as the
 wasmtime CLI), with one line naming the module and the trap; 126 for a file

@@ -331,7 +331,7 @@ class Tracer:
             header = read_header(host_path(tid, self.exec_name))
         except OSError:
             return
-        rule = self.not_installed.match(self.exec_name, header, lambda _: True)
+        rule = next(self.not_installed.candidates(self.exec_name, header), None)
         if rule is not None and rule.name in self.not_installed_why:
             why = self.not_installed_why.pop(rule.name)
             self._say(f"{os.fsdecode(self.exec_name)}: rule {rule.name!r} ({rule.origin}) "
