@@ -91,6 +91,9 @@ RUN_OPTIONS = (
            help="write every rerouted exec, its exit status and duration, and a final "
                 "summary to FILE as JSON lines (docs/log.md; read it with 'wasmbinfmt log "
                 "FILE')"),
+    Option(("--cold-runner",), "cold_runner", "store_true",
+           help="start the built-in WASI runner at every exec of a module, rather than "
+                "handing the exec to the warm runner of this run (docs/performance.md)"),
     Option(("--log-file",), "log_file", "store", metavar="FILE",
            help="write messages and the -v log to FILE instead of stderr (kept after "
                 "COMMAND exits while its descendants run)"),
@@ -469,7 +472,8 @@ def cmd_run(args: Namespace) -> int:
             exec_log = ExecLog(open(args.exec_log, "a"))
         Tracer(ruleset.active(), arch, command_pid, log, verbose=args.verbose,
                log_is_stderr=log is sys.stderr, exec_log=exec_log,
-               not_installed=ruleset.not_installed() if args.verbose else ()).run()
+               not_installed=ruleset.not_installed() if args.verbose else (),
+               warm=not args.cold_runner).run()
 
     run_traced([os.fsencode(word) for word in args.command], start_tracer)
 

@@ -122,6 +122,9 @@ _SIGNATURES = {
                                                _FINALIZER]),
     "wasmtime_linker_instantiate": (c_void_p, [c_void_p, c_void_p, c_void_p,
                                                POINTER(_Instance), POINTER(c_void_p)]),
+    "wasmtime_linker_instantiate_pre": (c_void_p, [c_void_p, c_void_p, POINTER(c_void_p)]),
+    "wasmtime_instance_pre_instantiate": (c_void_p, [c_void_p, c_void_p, POINTER(_Instance),
+                                                     POINTER(c_void_p)]),
     "wasmtime_instance_export_get": (c_bool, [c_void_p, POINTER(_Instance), c_char_p, c_size_t,
                                               POINTER(_Extern)]),
     "wasmtime_func_call": (c_void_p, [c_void_p, POINTER(_Func), c_void_p, c_size_t, c_void_p,
@@ -214,9 +217,10 @@ class Engine:
 
 
 class Module:
-    def __init__(self, engine: Engine, pointer: int) -> None:
+    def __init__(self, engine: Engine, pointer: int, file: str | None = None) -> None:
         self.engine = engine
         self.pointer = pointer
+        self.file = file  # deserialized from this file, which wasmtime keeps open
 
     @classmethod
     def compile(cls, engine: Engine, wasm: bytes) -> Module:
@@ -230,7 +234,7 @@ class Module:
         module = c_void_p()
         _check(load().wasmtime_module_deserialize_file(engine.pointer, os.fsencode(path),
                                                         byref(module)))
-        return cls(engine, module.value)
+        return cls(engine, module.value, path)
 
     def serialize(self) -> bytes:
         lib = load()
@@ -253,36 +257,18 @@ class Module:
         return [name for (name,) in _names(vector, lib.wasm_exporttype_name)]
 
 
-class WasiProcess:
-    """A store with WASI set up, a linker with WASI defined, an instance once started."""
+class WasiLinker:
+    """A linker with WASI defined, for any number of stores of one engine (and processes:
+    a fork's child uses its parent's)."""
 
-    def __init__(self, engine: Engine, argv: list[bytes],
-                 env: list[tuple[bytes, bytes]]) -> None:
-        """argv and env: UTF-8 (wasmtime refuses anything else: WasmtimeError)."""
+    def __init__(self, engine: Engine) -> None:
         lib = load()
         self.engine = engine
-        self.store = lib.wasmtime_store_new(engine.pointer, None, None)
-        self.context = lib.wasmtime_store_context(self.store)
-        self.wasi = lib.wasi_config_new()
-        if not lib.wasi_config_set_argv(self.wasi, len(argv), (c_char_p * len(argv))(*argv)):
-            raise WasmtimeError("wasmtime refused the argv (not UTF-8)")
-        names = (c_char_p * len(env))(*(name for name, _ in env))
-        values = (c_char_p * len(env))(*(value for _, value in env))
-        if not lib.wasi_config_set_env(self.wasi, len(env), names, values):
-            raise WasmtimeError("wasmtime refused the environment (not UTF-8)")
-        self.linker = lib.wasmtime_linker_new(engine.pointer)
-        _check(lib.wasmtime_linker_define_wasi(self.linker))
-        lib.wasmtime_linker_allow_shadowing(self.linker, True)  # define_func_i32 may replace
-        self.instance = _Instance()
-        self._callbacks: list = []  # ctypes callbacks must outlive the store
-        self._raised: BaseException | None = None
-
-    def inherit(self, stream: str) -> None:
-        getattr(load(), f"wasi_config_inherit_{stream}")(self.wasi)
-
-    def preopen(self, host: str, guest: str) -> bool:
-        return load().wasi_config_preopen_dir(self.wasi, os.fsencode(host), os.fsencode(guest),
-                                              True)
+        self.pointer = lib.wasmtime_linker_new(engine.pointer)
+        _check(lib.wasmtime_linker_define_wasi(self.pointer))
+        lib.wasmtime_linker_allow_shadowing(self.pointer, True)  # define_func_i32 may replace
+        self._callbacks: list = []  # ctypes callbacks must outlive the stores
+        self.raised: BaseException | None = None  # by a host function, for call() to raise
 
     def define_func_i32(self, module: str, name: str, function) -> None:
         """Define (or replace) module::name as `function(i32)` returning nothing; an
@@ -298,22 +284,67 @@ class WasiProcess:
             try:
                 function(args[0].of.i32)
             except BaseException as e:  # noqa: BLE001 - handed to call() through a trap
-                self._raised = e
+                self.raised = e
                 return lib.wasmtime_trap_new(b"host function raised", 20)
             return None
         callback = _CALLBACK(trampoline)
         self._callbacks.append(callback)
         encoded_module, encoded_name = module.encode(), name.encode()
         _check(lib.wasmtime_linker_define_func(
-            self.linker, encoded_module, len(encoded_module), encoded_name, len(encoded_name),
-            functype, callback, None, _FINALIZER()))
+            self.pointer, encoded_module, len(encoded_module), encoded_name,
+            len(encoded_name), functype, callback, None, _FINALIZER()))
 
-    def instantiate(self, module: Module) -> None:
+    def instantiate_pre(self, module: Module) -> int:
+        """The module with its imports resolved once, for quicker instantiations."""
+        pre = c_void_p()
+        _check(load().wasmtime_linker_instantiate_pre(self.pointer, module.pointer,
+                                                       byref(pre)))
+        return pre.value
+
+
+class WasiProcess:
+    """A store with WASI set up, a linker with WASI defined, an instance once started."""
+
+    def __init__(self, engine: Engine, argv: list[bytes],
+                 env: list[tuple[bytes, bytes]], linker: WasiLinker | None = None) -> None:
+        """argv and env: UTF-8 (wasmtime refuses anything else: WasmtimeError)."""
+        lib = load()
+        self.engine = engine
+        self.store = lib.wasmtime_store_new(engine.pointer, None, None)
+        self.context = lib.wasmtime_store_context(self.store)
+        self.wasi = lib.wasi_config_new()
+        if not lib.wasi_config_set_argv(self.wasi, len(argv), (c_char_p * len(argv))(*argv)):
+            raise WasmtimeError("wasmtime refused the argv (not UTF-8)")
+        names = (c_char_p * len(env))(*(name for name, _ in env))
+        values = (c_char_p * len(env))(*(value for _, value in env))
+        if not lib.wasi_config_set_env(self.wasi, len(env), names, values):
+            raise WasmtimeError("wasmtime refused the environment (not UTF-8)")
+        self.linker = linker or WasiLinker(engine)
+        self.instance = _Instance()
+
+    def inherit(self, stream: str) -> None:
+        getattr(load(), f"wasi_config_inherit_{stream}")(self.wasi)
+
+    def preopen(self, host: str, guest: str) -> bool:
+        return load().wasi_config_preopen_dir(self.wasi, os.fsencode(host), os.fsencode(guest),
+                                              True)
+
+    def define_func_i32(self, module: str, name: str, function) -> None:
+        self.linker.define_func_i32(module, name, function)
+
+    def instantiate(self, module: Module, pre: int | None = None) -> None:
+        """Instantiate `module` (`pre`: its linker.instantiate_pre(), where made)."""
         lib = load()
         _check(lib.wasmtime_context_set_wasi(self.context, self.wasi))
         trap = c_void_p()
-        self._finish(lib.wasmtime_linker_instantiate(self.linker, self.context, module.pointer,
-                                                     byref(self.instance), byref(trap)), trap)
+        if pre is not None:
+            error = lib.wasmtime_instance_pre_instantiate(pre, self.context,
+                                                          byref(self.instance), byref(trap))
+        else:
+            error = lib.wasmtime_linker_instantiate(self.linker.pointer, self.context,
+                                                    module.pointer, byref(self.instance),
+                                                    byref(trap))
+        self._finish(error, trap)
 
     def _export(self, name: str, kind: int) -> _Extern | None:
         item = _Extern()
@@ -337,8 +368,8 @@ class WasiProcess:
     def _finish(self, error: int | None, trap: c_void_p) -> None:
         """Raise what a call into the guest ended with: a host function's exception, an
         error, or a trap."""
-        if self._raised is not None:
-            raised, self._raised = self._raised, None
+        if self.linker.raised is not None:
+            raised, self.linker.raised = self.linker.raised, None
             raise raised
         _check(error)
         if trap.value:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 try:  # the builtin module: hashlib would load OpenSSL first (~5 ms a start)
     from _blake2 import blake2b as _blake2b
@@ -105,21 +106,22 @@ def parse_args(args: list[str]) -> Options:
 
 
 def _fail(module: str, message: str, status: int) -> int:
-    _complain(f"{module}: {message}")
+    complain(f"{module}: {message}")
     return status
 
 
-def _complain(message: str) -> None:
+def complain(message: str) -> None:
     if sys.stderr is not None:  # None: started with fd 2 closed (print would pick stdout)
         print(f"wasmbinfmt-wasi: {message}", file=sys.stderr)
 
 
 def load_module(engine: capi.Engine, wasm: bytes, directory: str | None,
-                name: str) -> capi.Module:
+                name: str, compile: bool = True) -> capi.Module | None:
     """Compile `wasm`, or load it compiled from the cache in `directory` (None: no cache),
-    where it is `name` (its content's digest, and what was done to it)."""
+    where it is `name` (its content's digest, and what was done to it). With `compile`
+    False, None unless it is in the cache."""
     if directory is None:
-        return capi.Module.compile(engine, wasm)
+        return capi.Module.compile(engine, wasm) if compile else None
     modules = os.path.join(directory, "modules")
     entry = os.path.join(modules, f"{name}-{_wasmtime_build()}-{ENGINE_SETTINGS}.cwasm")
     if cache.is_ours(entry):
@@ -130,6 +132,8 @@ def load_module(engine: capi.Engine, wasm: bytes, directory: str | None,
         else:
             cache.touch(entry)
             return module
+    if not compile:
+        return None
     module = capi.Module.compile(engine, wasm)
     cache.store_bytes(entry, module.serialize())
     cache.trim(modules, cache.size_limit(), keep=entry)
@@ -197,16 +201,86 @@ def _shown(data: bytes) -> str:
     return "'" + data.decode("utf-8", "backslashreplace") + "'"
 
 
-def run(options: Options) -> int:
-    restore_signals(options.ignored_signals)
-    closed = stdio.hold_closed()
+class CannotRun(Exception):
+    """The module cannot be run: its message (naming the module) and exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Prepared:
+    """A module ready to instantiate: its engine, its compiled code (None: still to be
+    compiled, by load()), its entry point, and where its libc keeps the current directory."""
+
+    def __init__(self, engine: capi.Engine, wasm: bytes, directory: str | None, name: str,
+                 libc_cwd) -> None:
+        self.engine = engine
+        self.wasm = wasm
+        self.directory = directory
+        self.name = name  # of its cache entry
+        self.libc_cwd = libc_cwd
+        self.module: capi.Module | None = None
+        self.entry = ""
+        self.linker: capi.WasiLinker | None = None  # shared, with its instantiate_pre
+        self.pre: int | None = None
+
+    def load(self, module_path: str, compile: bool = True) -> bool:
+        """Compile the module or load it from the cache, and check it can run (CannotRun);
+        with compile False, only from the cache: False when it is not there."""
+        try:
+            module = load_module(self.engine, self.wasm, self.directory, self.name, compile)
+        except capi.WasmtimeError as e:
+            raise CannotRun(f"{module_path}: not a valid WebAssembly module: "
+                            f"{_first_line(e)}", EXIT_CANNOT_RUN) from None
+        if module is None:
+            return False
+        for module_name, name in module.imports():
+            if module_name not in WASI_MODULES:
+                raise CannotRun(f"{module_path}: imports {module_name}::{name}, which this "
+                                f"WASI runner does not provide (route such modules to another "
+                                f"emulator)", EXIT_CANNOT_RUN)
+        exports = module.exports()
+        # A reactor (no _start) is initialised and left, as the wasmtime CLI does.
+        entry = "_start" if "_start" in exports else "_initialize" if "_initialize" in exports \
+            else None
+        if entry is None:
+            raise CannotRun(f"{module_path}: not a WASI command or reactor (it exports neither "
+                            f"_start nor _initialize)", EXIT_CANNOT_RUN)
+        self.module, self.entry, self.wasm = module, entry, b""
+        return True
+
+
+def new_engine(stack_limit: int) -> capi.Engine:
+    """The engine for a process whose soft RLIMIT_STACK is `stack_limit`."""
+    return capi.Engine(ENGINE_FEATURES, max_wasm_stack(stack_limit))
+
+
+def cache_dir_for(options: Options, env: Mapping[str, str]) -> str | None:
+    return cache.usable_dir(env) if options.cache else None
+
+
+def new_linker(engine: capi.Engine) -> capi.WasiLinker:
+    linker = capi.WasiLinker(engine)
+    # wasmtime refuses proc_exit(N) for N >= 126 (an error, exit 1); a native exit(N)
+    # gives the caller N & 0xff, so exits are taken over.
+    for name in WASI_MODULES:
+        linker.define_func_i32(name, "proc_exit", _proc_exit)
+    return linker
+
+
+def prepare(options: Options, cwd: str | None, env: Mapping[str, str],
+            engine_for=None, stack_limit: int | None = None) -> Prepared:
+    """Read the module and make what running it in `cwd` needs (CannotRun if it cannot be
+    run), for a process with this soft RLIMIT_STACK (default: ours) and environment;
+    `engine_for(stack_limit)` gives the engine (default: a new one)."""
     try:
         with open(options.module, "rb") as f:
             wasm = f.read()
     except OSError as e:
-        return _fail(options.module, e.strerror, EXIT_CANNOT_RUN if e.errno != 2 else 127)
-    cwd = None if options.dirs else _current_directory()
-    directory = cache.usable_dir() if options.cache else None
+        raise CannotRun(f"{options.module}: {e.strerror}",
+                        EXIT_CANNOT_RUN if e.errno != 2 else 127) from None
+    directory = cache_dir_for(options, env)
     digest = _blake2b(wasm, digest_size=32).hexdigest() if directory else ""
     libc_cwd = None
     if cwd is not None:
@@ -214,44 +288,49 @@ def run(options: Options) -> int:
         wasm, libc_cwd = wasi_cwd.prepare(wasm, _libc_cwd(wasm, directory, digest, doubts))
         if options.verbose:
             for doubt in doubts:  # found when looking, so once per module
-                _complain(f"{options.module}: {doubt}")
-    try:
-        import resource  # the stack limit: a C module, nothing to pay for
+                complain(f"{options.module}: {doubt}")
+    if stack_limit is None:
+        import resource  # a C module, nothing to pay for
 
-        engine = capi.Engine(ENGINE_FEATURES,
-                             max_wasm_stack(resource.getrlimit(resource.RLIMIT_STACK)[0]))
-    except capi.WasmtimeError as e:
-        return _fail(options.module, str(e), EXIT_CANNOT_RUN)
+        stack_limit = resource.getrlimit(resource.RLIMIT_STACK)[0]
     try:
-        module = load_module(engine, wasm, directory,
-                             digest + ("-seeded" if libc_cwd else ""))
+        engine = (engine_for or new_engine)(stack_limit)
     except capi.WasmtimeError as e:
-        return _fail(options.module, f"not a valid WebAssembly module: {_first_line(e)}",
-                     EXIT_CANNOT_RUN)
-    for module_name, name in module.imports():
-        if module_name not in WASI_MODULES:
-            return _fail(options.module, f"imports {module_name}::{name}, which this WASI "
-                         f"runner does not provide (route such modules to another emulator)",
-                         EXIT_CANNOT_RUN)
-    exports = module.exports()
-    # A reactor (no _start) is initialised and left, as the wasmtime CLI does.
-    entry = "_start" if "_start" in exports else "_initialize" if "_initialize" in exports \
-        else None
-    if entry is None:
-        return _fail(options.module, "not a WASI command or reactor (it exports neither "
-                     "_start nor _initialize)", EXIT_CANNOT_RUN)
+        raise CannotRun(f"{options.module}: {e}", EXIT_CANNOT_RUN) from None
+    return Prepared(engine, wasm, directory, digest + ("-seeded" if libc_cwd else ""),
+                    libc_cwd)
+
+
+def run(options: Options) -> int:
+    restore_signals(options.ignored_signals)
+    closed = stdio.hold_closed()
+    cwd = None if options.dirs else current_directory()
+    try:
+        prepared = prepare(options, cwd, os.environ)
+        prepared.load(options.module)
+    except CannotRun as e:
+        complain(str(e))
+        return e.status
+    return start(prepared, options, list(os.environb.items()), closed, cwd)
+
+
+def start(prepared: Prepared, options: Options, env: list[tuple[bytes, bytes]],
+          closed: set[int], cwd: str | None) -> int:
+    """Run the loaded module as this process's program: its status. `closed`: the standard
+    descriptors the program was started without."""
     argv = [os.fsencode(arg) for arg in options.argv]
-    env = list(os.environb.items())
     problem = not_utf8(argv, env)
     if problem:
         return _fail(options.module, f"{problem}, and a WASI program's strings are UTF-8: "
                      f"not run", EXIT_CANNOT_RUN)
-    process = capi.WasiProcess(engine, argv, env)
+    process = capi.WasiProcess(prepared.engine, argv, env,
+                               prepared.linker or new_linker(prepared.engine))
     # A stream closed for us stays closed for the program (reads and writes fail).
     for fd, stream in enumerate(("stdin", "stdout", "stderr")):
         if fd not in closed:
             process.inherit(stream)
     held: list[int] = []  # naming directories for wasmtime, which opens its own when started
+    libc_cwd = prepared.libc_cwd
     if options.dirs:
         mapped = options.dirs
     elif cwd is None:
@@ -267,17 +346,13 @@ def run(options: Options) -> int:
                 return _fail(options.module, f"cannot map directory {host}", EXIT_CANNOT_RUN)
     except ShortOfDescriptors as e:
         return _fail(options.module, str(e), EXIT_CANNOT_RUN)
-    # wasmtime refuses proc_exit(N) for N >= 126 (an error, exit 1); a native exit(N)
-    # gives the caller N & 0xff, so exits are taken over.
-    for name in WASI_MODULES:
-        process.define_func_i32(name, "proc_exit", _proc_exit)
     try:
-        process.instantiate(module)
+        process.instantiate(prepared.module, prepared.pre)
         for fd in held:  # wasmtime has opened its own by now
             os.close(fd)
         if libc_cwd is not None:
             wasi_cwd.seed(process, libc_cwd, cwd)
-        process.call(entry)
+        process.call(prepared.entry)
     except _ProcExit as e:
         return e.status
     except capi.Trap as e:
@@ -332,7 +407,7 @@ def _proc_exit(code: int) -> None:
     raise _ProcExit(code & 0xFF)  # wasmtime unwinds the guest and raises this from _start
 
 
-def _current_directory() -> str | None:
+def current_directory() -> str | None:
     """The current directory's path, or None where no path to it can be used: removed,
     unreadable above, or longer than the kernel takes in one path (PATH_MAX)."""
     try:
@@ -356,13 +431,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         status = run(parse_args(sys.argv[1:] if argv is None else argv))
     except ValueError as e:
-        _complain(str(e))
+        complain(str(e))
         status = 2
-    # Leave without tearing down the interpreter and wasmtime's store (a few ms of
-    # freeing what the kernel frees anyway); our own output is flushed first.
+    leave(status)
+
+
+def leave(status: int) -> None:
+    """Exit without tearing down the interpreter and wasmtime's store (a few ms of freeing
+    what the kernel frees anyway); our own output is flushed first."""
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
-            stream.flush()
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
     os._exit(status)
 
 

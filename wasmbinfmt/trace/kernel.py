@@ -180,3 +180,28 @@ def set_fs_ids(uid: int, gid: int) -> None:
     """setfsuid/setfsgid: the ids file access checks use, for this thread only (root only)."""
     _libc.setfsgid(gid)
     _libc.setfsuid(uid)
+
+
+# Syscalls added since Linux 5.1 have one number on every architecture.
+SYS_PIDFD_GETFD = 438
+PTRACE_GETSIGINFO = 0x4202
+_siginfo = (ctypes.c_int * 32)()  # siginfo_t: 128 bytes
+_siginfo_address = ctypes.addressof(_siginfo)
+
+
+def pidfd_getfd(pidfd: int, fd: int) -> int | None:
+    """A copy of process `pidfd`'s descriptor `fd` (the same open file, as after a fork), or
+    None where it has none (EBADF)."""
+    result = _libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, ctypes.c_void_p(0))
+    if result >= 0:
+        return result
+    if ctypes.get_errno() == errno.EBADF:
+        return None
+    raise _error("pidfd_getfd")
+
+
+def signal_sender(pid: int) -> tuple[int, int]:
+    """(si_code, si_pid) of the signal `pid` stopped to be delivered (PTRACE_GETSIGINFO);
+    si_pid is the sender's for SI_USER, SI_QUEUE and SI_TKILL (si_code 0, -1, -6)."""
+    ptrace(PTRACE_GETSIGINFO, pid, 0, _siginfo_address)
+    return _siginfo[2], _siginfo[4]  # si_signo, si_errno, si_code, padding, si_pid

@@ -2,7 +2,7 @@
 
 Like ``strace -D``, the process the caller started becomes the command
 itself (exec), and the tracer is a grandchild that has left its parent and
-its session. So the caller waits for the command's own pid: its exit status,
+its process group. So the caller waits for the command's own pid: its exit status,
 its death by a signal, job control (Ctrl-Z, ``fg``) and signals sent to
 ``wasmbinfmt`` (SIGTERM, SIGHUP) are the command's, natively; and a command
 that leaves background processes returns at once while the tracer stays
@@ -10,7 +10,7 @@ with them until they exit.
 
 The handshake, before the command's first exec::
 
-    command (our process)             tracer (grandchild, own session)
+    command (our process)             tracer (grandchild, own group)
       fork a middle process  ──────►  forked by the middle one, which exits
       learn the tracer's pid ◄──────  its pid
       allow it (Yama), install the
@@ -104,7 +104,10 @@ def _be_tracer(command_pid: int, from_command: int, to_command: int,
                start_tracer: Callable[[int], None]) -> None:
     status = 1
     try:
-        os.setsid()  # no terminal signals (Ctrl-C, Ctrl-Z, hangup) for the tracer
+        # Its own process group: no terminal signals (Ctrl-C, Ctrl-Z) and no kill(-PGID) of
+        # the command's group for the tracer; the command's session still, where the warm
+        # runner's host (handoff.py) must be to put its workers in their callers' groups.
+        os.setpgid(0, 0)
         _name_tracer()
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGPIPE,
                     signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):

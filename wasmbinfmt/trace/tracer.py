@@ -113,19 +113,20 @@ class Pending:
     """A tracee between our rewrite of its exec and the exec's result."""
 
     def __init__(self, saved: bytes, phase: str, new_exec: NewExec | None = None,
-                 area: Area | None = None, length: int = 0):
+                 area: Area | None = None, length: int = 0, handoff=None):
         self.saved = saved  # its registers at the exec stop, to put back if the exec fails
         self.phase = phase  # "exec", "mmap" (making a scratch area), "reenter"
         self.new_exec = new_exec
         self.area = area  # the scratch area holding the new argv
         self.length = length  # of the area being mapped
+        self.handoff = handoff  # for the warm runner, once the exec has succeeded
 
 
 class Tracer:
     def __init__(self, rules: list[Rule], arch: Arch, root: int, log: TextIOBase | None = None,
                  verbose: bool = False, log_is_stderr: bool = True,
                  exec_log: ExecLog | None = None,
-                 not_installed: list[tuple[Rule, str]] = ()):
+                 not_installed: list[tuple[Rule, str]] = (), warm: bool = False):
         self.matcher = Matcher(rules)
         # -v: the packaged rules left out for want of their emulator, to say which would
         # have run a file that runs natively (once per rule).
@@ -154,6 +155,9 @@ class Tracer:
         self.builtin_runner = [os.fsencode(sys.executable),
                                *map(os.fsencode, builtin_runner_args())]
         self.runner_compiled = False  # its bytecode, written before its first start
+        self.warm_wanted = warm  # hand its execs to the warm runner (handoff.py)
+        self.warm = None  # the WarmRunner, made at the first such exec
+        self.warm_clients: dict[int, int] = {}  # the WarmRunner's clients (handoff.py)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -167,6 +171,7 @@ class Tracer:
         waitpid, resume = os.waitpid, kernel.resume
         on_exec, on_syscall, guarded = self._on_exec_stop, self._on_syscall_stop, self._guarded
         on_clone, known = self._on_clone, self.spaces.of.__contains__
+        clients = self.warm_clients
         while True:
             try:
                 tid, status = waitpid(-1, WALL)
@@ -185,6 +190,8 @@ class Tracer:
                 if sig == SYSCALL_STOP:
                     guarded(on_syscall, tid)
                 else:
+                    if clients and tid in clients:
+                        self.warm.forward(tid, sig)
                     resume(PTRACE_CONT, tid, sig)  # deliver the signal it stopped for
             elif event in CLONE_EVENTS:
                 guarded(on_clone, tid, event)
@@ -200,7 +207,11 @@ class Tracer:
 
     def _on_exit(self, tid: int, status: int) -> None:
         if self.pending:
-            self.pending.pop(tid, None)
+            pending = self.pending.pop(tid, None)
+            if pending is not None and pending.handoff is not None:
+                pending.handoff.close()
+        if self.warm_clients and tid in self.warm_clients:
+            self.warm.exited(tid)
         self.spaces.left(tid)
         if self.parked:
             # A parent killed before its clone event was reported never reports it: its
@@ -424,8 +435,13 @@ class Tracer:
         tail = caller_argv[rewrite.argv.skip:]
         if not caller_argv and rewrite.argv.skip == 0:
             strings.append(b"")  # the "" argv[0] Linux gives an empty argv
+        handoff = None
+        if self.warm_wanted and strings[:runner] == self.builtin_runner:
+            handoff = self._handoff(tid, strings[runner:], tail, envp_at, rewrite.env)
         env_kept, env_added, envp = array("Q"), 0, envp_at
-        if rewrite.env:
+        if handoff is not None:  # the client instead, with an empty environment
+            strings, tail, envp = handoff.client_argv(), array("Q"), None
+        elif rewrite.env:
             caller_env = self.memory.read_pointers(tid, envp_at) if envp_at else array("Q")
             if caller_env is None:
                 resume(PTRACE_CONT, tid)
@@ -448,7 +464,7 @@ class Tracer:
                 and base - STACK_MARGIN >= mapping[0]
                 and self._place(tid, new_exec, base)):
             self._set_regs(tid)
-            self.pending[tid] = Pending(saved, "exec")
+            self.pending[tid] = Pending(saved, "exec", handoff=handoff)
             resume(PTRACE_SYSCALL, tid)
             return
         area = spaces.free_area(tid, size)
@@ -457,7 +473,7 @@ class Tracer:
                     and self._place(tid, new_exec, area.address + COOKIE_SIZE)):
                 self._set_regs(tid)
                 area.user = tid
-                self.pending[tid] = Pending(saved, "exec", area=area)
+                self.pending[tid] = Pending(saved, "exec", area=area, handoff=handoff)
                 resume(PTRACE_SYSCALL, tid)
                 return
             spaces.forget(tid, area)  # replaced since (an exec we did not see)
@@ -468,8 +484,16 @@ class Tracer:
                                    (1 << 64) - 1, 0), 1):
             arch.set_arg(self.regs, n, value)
         self._set_regs(tid, syscall=arch.mmap)
-        self.pending[tid] = Pending(saved, "mmap", new_exec, length=length)
+        self.pending[tid] = Pending(saved, "mmap", new_exec, length=length, handoff=handoff)
         resume(PTRACE_SYSCALL, tid)
+
+    def _handoff(self, tid: int, runner_argv: list[bytes], tail: array, envp_at: int,
+                 added_env: list[tuple[bytes, bytes]]):
+        if self.warm is None:
+            from .handoff import WarmRunner
+
+            self.warm = WarmRunner(self.root, self.warm_clients)
+        return self.warm.handoff(tid, self.memory, runner_argv, tail, envp_at, added_env)
 
     def _place(self, tid: int, new_exec: NewExec, base: int, prefix: bytes = b"") -> bool:
         """Write the new argv at `base` (after `prefix`, written just before it) and point
@@ -583,6 +607,11 @@ class Tracer:
         """A rewritten exec's result: `tid` runs its new program, or goes on in the old one."""
         if pending.area is not None:
             pending.area.user = 0
+        if pending.handoff is not None:
+            if result >= 0:
+                self.warm.hand_over(tid, pending.handoff)
+            else:
+                pending.handoff.close()
         if result >= 0:
             self.spaces.exec_succeeded(tid)
         elif self.exec_log is not None:

@@ -23,3 +23,22 @@ def restore_signals(ignored: int = 0) -> None:
         signal.signal(sig, signal.SIG_IGN if ignored >> (sig - 1) & 1 else signal.SIG_DFL)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# Faults wasmtime turns into wasm traps: its handlers, installed with the engine, stay.
+WASMTIME_HANDLES = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
+
+
+def adopt_signal_state(ignored: int, blocked: int) -> None:
+    """Every other disposition as exec leaves it for a caller that ignored `ignored` and
+    blocked `blocked` (SigIgn- and SigBlk-style masks): for a process that is not the
+    caller's exec but stands in for it (the warm runner's worker)."""
+    for sig in range(1, signal.NSIG):
+        if sig in WASMTIME_HANDLES or sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_IGN if ignored >> (sig - 1) & 1 else signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # the C library's own (32, 33)
+    signal.pthread_sigmask(signal.SIG_SETMASK,
+                           [sig for sig in range(1, signal.NSIG) if blocked >> (sig - 1) & 1])

@@ -1,0 +1,354 @@
+"""The warm WASI runner: wasmtime loaded once per wasmbinfmt run, a fork per module exec.
+
+A Python start costs more than a small module's whole run, so an exec that
+the built-in runner's rule reroutes does not start one. The tracer
+(trace/handoff.py) turns the exec into a small /bin/sh client, which keeps
+the caller's pid and all its descriptors, waits for the module's status and
+then exits with it or dies by its signal; and it hands this host what the
+runner would have been given: its argv, the environment, the client's
+standard descriptors after the exec (pidfd_getfd: the same open files) and
+the state exec keeps (ignored signals, signal mask, umask, process group).
+
+The host, one process per run, in the command's session, prepares the
+module in the client's current directory (compiled modules stay in memory)
+and forks a worker. The worker takes on the rest of the client's state
+(resource limits, priority, CPU affinity, environment) and runs the module
+as wasi.py's runner does, with the same messages and exit statuses.
+
+Signals: the worker joins the client's process group, so the terminal's
+(Ctrl-C, Ctrl-Z, a background read) and a group's (`kill -- -PGID`,
+timeout(1)) reach both; the tracer forwards a signal sent to the client
+alone; the client's death (SIGKILL too) kills the worker. Nothing outlives
+the run: the host leaves when the tracer's socket closes, workers die with
+the host (PR_SET_PDEATHSIG).
+
+Fork safety: the host never compiles or runs wasm, so it has no thread for a
+fork to lose (Cranelift's pool and WASI's async runtime start in the
+worker); it only loads compiled modules from the cache, which starts none.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import marshal
+import os
+import selectors
+import socket
+import sys
+import _signal as signal
+
+from ..util.procstate import adopt_signal_state
+from . import wasi
+
+MAX_MESSAGE = 1 << 16  # a request: the argv and environment (larger ones run cold)
+MAX_FDS = 5  # client pidfd, status pipe, stdin, stdout, stderr
+KEPT_MODULES = 64  # prepared modules kept in memory, least recently used dropped
+PR_SET_PDEATHSIG = 1
+P_PIDFD = 3
+CLD_EXITED = 1
+
+
+def encode_request(client: int, argv: list[bytes], env: list[bytes], state: tuple,
+                   std: int) -> bytes:
+    """A request; `state` is (ignored signals, blocked signals, umask, process group) and
+    `std` has bit n set when descriptor n is among the message's."""
+    return marshal.dumps(("run", client, argv, env, state, std))
+
+
+def encode_signal(client: int, sig: int) -> bytes:
+    return marshal.dumps(("signal", client, sig))
+
+
+class Job:
+    def __init__(self, client: int, client_pidfd: int, status_fd: int) -> None:
+        self.client = client
+        self.client_pidfd = client_pidfd
+        self.status_fd = status_fd  # where the status goes: "N" or "-SIGNAL", a line
+        self.worker_pidfd = -1
+
+
+class Host:
+    def __init__(self, channel: socket.socket) -> None:
+        self.channel = channel
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(channel, selectors.EVENT_READ, self._on_message)
+        self.jobs: dict[int, Job] = {}
+        self.engines: dict[int, object] = {}  # by stack limit
+        self.linkers: dict[int, object] = {}  # by engine
+        self.prepared: dict[tuple, wasi.Prepared] = {}  # by module file and settings
+        self.devnull = os.open(os.devnull, os.O_RDWR)
+
+    def serve(self) -> None:
+        while True:
+            for key, _ in self.selector.select():
+                key.data()
+
+    # -- messages from the tracer -------------------------------------------------------
+
+    def _on_message(self) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(self.channel, MAX_MESSAGE, MAX_FDS)
+        except InterruptedError:
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:  # the tracer has left: so does everyone
+            for job in self.jobs.values():
+                _kill(job.worker_pidfd)
+            os._exit(0)
+        message = marshal.loads(data)
+        if message[0] == "signal":
+            job = self.jobs.get(message[1])
+            if job is not None:
+                _kill(job.worker_pidfd, message[2])
+            return
+        _, client, argv, env, state, std_mask = message
+        job = Job(client, fds[0], fds[1])
+        std = {}
+        rest = iter(fds[2:])
+        for n in (0, 1, 2):
+            if std_mask >> n & 1:
+                std[n] = next(rest)
+        try:
+            self._start(job, argv, env, state, std)
+        except Exception as e:  # noqa: BLE001 - the caller gets a status, never a hang
+            self._report_failure(job, std, f"internal error: {type(e).__name__}: {e}")
+        finally:
+            for fd in std.values():
+                os.close(fd)
+
+    def _report_failure(self, job: Job, std: dict[int, int], message: str) -> None:
+        if 2 in std:
+            try:
+                os.write(std[2], f"wasmbinfmt-wasi: {message}\n".encode())
+            except OSError:
+                pass
+        self._finish(job, b"%d\n" % wasi.EXIT_CANNOT_RUN)
+
+    # -- a module exec ------------------------------------------------------------------
+
+    def _start(self, job: Job, argv: list[bytes], env: list[bytes], state: tuple,
+               std: dict[int, int]) -> None:
+        os.chdir(f"/proc/{job.client}/cwd")  # the worker inherits it
+        env_pairs = [tuple(entry.split(b"=", 1)) for entry in env if b"=" in entry]
+        options = error = prepared = cwd = None
+        # Messages while preparing (-v's doubts) go to the client's stderr, as the runner's.
+        os.dup2(std.get(2, self.devnull), 2)
+        try:
+            options = wasi.parse_args([os.fsdecode(arg) for arg in argv])
+            cwd = None if options.dirs else wasi.current_directory()
+            prepared = self._prepare(options, cwd, env_pairs, job.client)
+        except ValueError as e:
+            error = (str(e), 2)
+        except wasi.CannotRun as e:
+            error = (str(e), e.status)
+        finally:
+            sys.stderr.flush()
+            os.dup2(self.devnull, 2)
+        gc.freeze()  # the worker's collections would touch (and copy) every object
+        pid = os.fork()
+        if pid == 0:
+            status = wasi.EXIT_CANNOT_RUN
+            try:
+                status = _work(job.client, state, std, env_pairs, options, prepared, cwd,
+                               error)
+            except BaseException as e:  # noqa: BLE001 - a forked child must never return
+                wasi.complain(f"internal error: {type(e).__name__}: {e}")
+            finally:
+                wasi.leave(status)
+        job.worker_pidfd = os.pidfd_open(pid)
+        self.jobs[job.client] = job
+        self.selector.register(job.worker_pidfd, selectors.EVENT_READ,
+                               lambda: self._on_worker_exit(job))
+        self.selector.register(job.client_pidfd, selectors.EVENT_READ,
+                               lambda: self._on_client_exit(job))
+        os.chdir("/")
+
+    def _prepare(self, options: wasi.Options, cwd: str | None,
+                 env_pairs: list[tuple[bytes, bytes]], client: int) -> wasi.Prepared:
+        """The module prepared (and loaded, when its compiled code is in the cache), from
+        memory when its file has not changed since."""
+        import resource
+
+        stack_limit = resource.prlimit(client, resource.RLIMIT_STACK)[0]
+        env = {os.fsdecode(k): os.fsdecode(v) for k, v in env_pairs}
+        try:
+            before = _identity(options.module)
+        except OSError:
+            before = None
+        key = (before, options.cache, options.verbose, cwd is not None, stack_limit,
+               wasi.cache_dir_for(options, env))
+        prepared = self.prepared.pop(key, None) if before is not None else None
+        if prepared is None:
+            prepared = wasi.prepare(options, cwd, env, self._engine, stack_limit)
+        if prepared.module is None:
+            prepared.load(options.module, compile=False)  # a worker may have compiled it
+        if prepared.module is not None and prepared.pre is None:
+            prepared.linker = self._linker(prepared.engine)
+            prepared.pre = prepared.linker.instantiate_pre(prepared.module)
+        try:
+            after = _identity(options.module)
+        except OSError:
+            after = None
+        if before is not None and before == after:
+            self.prepared[key] = prepared  # the most recently used last
+            while len(self.prepared) > KEPT_MODULES:
+                del self.prepared[next(iter(self.prepared))]
+        return prepared
+
+    def _linker(self, engine):
+        linker = self.linkers.get(id(engine))
+        if linker is None:
+            linker = self.linkers[id(engine)] = wasi.new_linker(engine)
+        return linker
+
+    def _engine(self, stack_limit: int):
+        engine = self.engines.get(stack_limit)
+        if engine is None:
+            engine = self.engines[stack_limit] = wasi.new_engine(stack_limit)
+        return engine
+
+    # -- ends ---------------------------------------------------------------------------
+
+    def _on_worker_exit(self, job: Job) -> None:
+        info = os.waitid(P_PIDFD, job.worker_pidfd, os.WEXITED)
+        if info.si_code == CLD_EXITED:
+            status = b"%d\n" % info.si_status
+        else:  # killed, or dumped core
+            status = b"-%d\n" % info.si_status
+        self.selector.unregister(job.worker_pidfd)
+        os.close(job.worker_pidfd)
+        job.worker_pidfd = -1
+        if job.client_pidfd >= 0:
+            self.selector.unregister(job.client_pidfd)
+            os.close(job.client_pidfd)
+            job.client_pidfd = -1
+        self.jobs.pop(job.client, None)
+        self._finish(job, status)
+
+    def _on_client_exit(self, job: Job) -> None:
+        """The client died first (killed): so does the module, as natively."""
+        _kill(job.worker_pidfd)
+        self.selector.unregister(job.client_pidfd)
+        os.close(job.client_pidfd)
+        job.client_pidfd = -1
+
+    def _finish(self, job: Job, status: bytes) -> None:
+        try:
+            os.write(job.status_fd, status)
+        except OSError:
+            pass  # the client is gone
+        os.close(job.status_fd)
+        if job.worker_pidfd < 0 and job.client_pidfd >= 0:
+            os.close(job.client_pidfd)
+
+
+def _identity(path: str) -> tuple:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _kill(pidfd: int, sig: int = signal.SIGKILL) -> None:
+    if pidfd >= 0:
+        try:
+            signal.pidfd_send_signal(pidfd, sig)
+        except OSError:
+            pass  # already gone
+
+
+def _work(client: int, state: tuple, std: dict[int, int],
+          env_pairs: list[tuple[bytes, bytes]], options, prepared, cwd, error) -> int:
+    """In the worker: become the client's process, then run the module; its status."""
+    host = os.getppid()
+    gc.disable()
+    ignored, blocked, umask, pgid = state
+    try:
+        os.setpgid(0, pgid)
+    except OSError:
+        pass  # the group has gone with its members: none left to signal it
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != host:
+        return wasi.EXIT_CANNOT_RUN  # the host died meanwhile
+    closed = set()
+    for n in (0, 1, 2):  # the host's own are /dev/null: what a closed one stays, unused
+        if n in std:
+            os.dup2(std[n], n)
+        else:
+            closed.add(n)
+    _close_all_but(prepared.module.file if prepared and prepared.module else None)
+    os.umask(umask)
+    _adopt_limits(client)
+    adopt_signal_state(ignored, blocked)
+    os.environb.clear()
+    os.environb.update(env_pairs)
+    if error is not None:
+        wasi.complain(error[0])
+        return error[1]
+    try:
+        if prepared.module is None:
+            prepared.load(options.module)
+    except wasi.CannotRun as e:
+        wasi.complain(str(e))
+        return e.status
+    return wasi.start(prepared, options, env_pairs, closed, cwd)
+
+
+def _close_all_but(module_file: str | None) -> None:
+    """Close every descriptor but 0-2 and the module's compiled file (wasmtime maps its
+    memory from it): the host's, and the files of the other modules it keeps loaded, which
+    would count against the program's RLIMIT_NOFILE."""
+    for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
+        if fd > 2:
+            try:
+                if module_file is None or os.readlink(f"/proc/self/fd/{fd}") != module_file:
+                    os.close(fd)
+            except OSError:
+                pass  # the descriptor listdir used
+
+
+def _adopt_limits(client: int) -> None:
+    """The client's resource limits, scheduling priority and CPU affinity."""
+    import resource
+
+    for limit in {getattr(resource, name) for name in dir(resource)
+                  if name.startswith("RLIMIT_")}:
+        try:
+            resource.setrlimit(limit, resource.prlimit(client, limit))
+        except (OSError, ValueError):
+            pass  # one we may not raise: the host's lower limit stays
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, client))
+    except OSError:
+        pass
+    try:
+        os.sched_setaffinity(0, os.sched_getaffinity(client))
+    except OSError:
+        pass
+
+
+def serve(channel_fd: int, tree: int) -> None:
+    """The host's life: `channel_fd` is its end of the tracer's socket; `tree` a process
+    of the traced tree, whose CPUs it takes (the tracer keeps to one). Never returns."""
+    try:
+        os.setpgid(0, 0)  # not in a group the terminal or a kill(-PGID) signals
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for n in (0, 1, 2):
+            os.dup2(devnull, n)
+        for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
+            if fd > 2 and fd != channel_fd:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP,
+                    signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            os.sched_setaffinity(0, os.sched_getaffinity(tree))
+        except OSError:
+            pass
+        sys.stdout = sys.stderr = open(2, "w", buffering=1, closefd=False)
+        Host(socket.socket(fileno=channel_fd)).serve()
+    finally:
+        os._exit(0)
