@@ -46,6 +46,8 @@ MAX_FDS = 5  # client pidfd, status pipe, stdin, stdout, stderr
 KEPT_MODULES = 64  # prepared modules kept in memory, least recently used dropped
 PR_SET_PDEATHSIG = 1
 P_PIDFD = 3
+HOST_NAME = b"wasmbinfmt-wasi"
+CHANNEL_FD = 3
 CLD_EXITED = 1
 
 
@@ -331,7 +333,15 @@ def serve(channel_fd: int, tree: int) -> None:
     """The host's life: `channel_fd` is its end of the tracer's socket; `tree` a process
     of the traced tree, whose CPUs it takes (the tracer keeps to one). Never returns."""
     try:
+        with open("/proc/self/comm", "wb") as comm:
+            comm.write(HOST_NAME)  # what ps shows (the tracer's would be "wasmbinfmt")
         os.setpgid(0, 0)  # not in a group the terminal or a kill(-PGID) signals
+        # The channel first: a dying process closes its descriptors in order, so the
+        # tracer sees the host gone before any client sees its status pipe end.
+        if channel_fd != CHANNEL_FD:
+            os.dup2(channel_fd, CHANNEL_FD)
+            os.close(channel_fd)
+            channel_fd = CHANNEL_FD
         devnull = os.open(os.devnull, os.O_RDWR)
         for n in (0, 1, 2):
             os.dup2(devnull, n)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import socket
 from array import array
 
@@ -124,7 +125,11 @@ class WarmRunner:
         env += [key + b"=" + value for key, value in added_env]
         if sum(map(len, argv)) + sum(map(len, env)) > warm.MAX_MESSAGE - 4096:
             return None  # more than one message carries
-        if self.channel is None and not self._start_host():
+        if self.channel is None:
+            if not self._start_host():
+                return None
+        elif self.host_gone.poll(0):  # its end closed: the host has died
+            self.usable = False
             return None
         return Handoff(argv, env, state)
 
@@ -189,4 +194,6 @@ class WarmRunner:
         theirs.close()
         os.waitpid(middle, 0)
         self.channel = ours
+        self.host_gone = select.poll()
+        self.host_gone.register(ours, select.POLLIN)  # the host sends nothing: EOF
         return True

@@ -452,7 +452,7 @@ class Tracer:
             env_added, envp = len(added), None
         new_exec = NewExec(syscall, strings, len(strings) - env_added, tail, envp, env_kept,
                            env_added)
-        self._report(tid, rewrite, caller_argv)
+        self._report(tid, rewrite, caller_argv, handoff is not None)
         saved = bytes(self.regs)
         size = new_exec.size()
         spaces, arch = self.spaces, self.arch
@@ -526,7 +526,7 @@ class Tracer:
         return array("Q", (p for p in env
                            if not self.memory.read(tid, p, longest).startswith(prefixes)))
 
-    def _report(self, tid: int, rewrite: Rewrite, caller_argv: array) -> None:
+    def _report(self, tid: int, rewrite: Rewrite, caller_argv: array, warm: bool) -> None:
         for rule in rewrite.rules:
             if rule.name in self.checked_rules:
                 continue
@@ -543,7 +543,8 @@ class Tracer:
             more = " …" if len(caller_argv) > 16 else ""
             rules = " → ".join(r.name for r in rewrite.rules)
             self._say(f"[{tid}] rule {rules}: "
-                      + " ".join(os.fsdecode(a) for a in argv) + more)
+                      + " ".join(os.fsdecode(a) for a in argv) + more
+                      + (" (warm runner)" if warm else ""))
 
     def _log_exec(self, tid: int, rewrite: Rewrite, caller_argv: array) -> None:
         argv = [self.memory.read_string(tid, p, LOGGED_STRING) or b"?"

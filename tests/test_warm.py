@@ -1,0 +1,209 @@
+"""The warm WASI runner (runners/warm.py, trace/handoff.py): a module exec handed to the run's
+host behaves as the runner started in the caller's pid (--cold-runner) and as a native
+program: statuses, output, state, signals, job control, the terminal; and nothing outlives
+the run. Every test runs as the current user and as an unprivileged one.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_safety import TIMEOUT, wasmbinfmt
+
+WARM = b"(warm runner)"
+
+# Each line is run warm and cold, and must give the same status, stdout and stderr.
+CORPUS = [
+    "./probe.wasm a 'b c' ''",
+    "./hello.wasm",
+    *[f"./probe.wasm exit {n}" for n in (0, 1, 2, 125, 126, 127, 128, 200, 255, 256, 511)],
+    "./probe.wasm trap",
+    "./probe.wasm env HOME; X=1 ./probe.wasm env X; env -i ./probe.wasm env PATH",
+    "./probe.wasm cwd; cd /tmp && $OLDPWD/probe.wasm cwd",
+    "umask 077; ./probe.wasm write f hi; stat -c %a f; ./probe.wasm read f",
+    "printf 'line 1\\nline 2\\n' | ./probe.wasm cat",
+    "./probe.wasm cat </dev/null; ./probe.wasm cat <&-; echo $?",
+    "./probe.wasm count >&-; echo status $?; ./probe.wasm trap 2>&-; echo status $?",
+    "(./hello.wasm; ./probe.wasm x; ./hello.wasm) > out; cat out",
+    "ulimit -s 16384; ./probe.wasm recurse 100000",
+    "ulimit -s 1024; ./probe.wasm recurse 100000 2>&1 | head -c 40; echo",
+    "./missing.wasm; echo $?; printf '\\0asm\\1\\0\\0\\0junk' > bad.wasm; chmod +x bad.wasm; "
+    "./bad.wasm; echo $?",
+    "for i in 1 2 3 4 5 6 7 8; do ./probe.wasm exit $i & p=\"$p $!\"; done; "
+    "for i in $p; do wait $i; echo $?; done; "
+    "for i in 1 2 3; do ./probe.wasm x$i >o$i & done; wait; cat o1 o2 o3",
+    "./probe.wasm $(printf '\\377'); echo $?",
+]
+
+
+def run(user, box, script: str, *options: str) -> subprocess.CompletedProcess:
+    return wasmbinfmt(user, ["-v", *options, "--", "bash", "-c", script], cwd=box)
+
+
+def without_log(stderr: bytes) -> bytes:
+    return b"".join(line for line in stderr.splitlines(keepends=True)
+                    if not line.startswith(b"wasmbinfmt: ["))
+
+
+@pytest.mark.parametrize("script", CORPUS)
+def test_a_warm_exec_gives_what_the_cold_runner_gives(box, user, script):
+    warm = run(user, box, script)
+    cold = run(user, box, script, "--cold-runner")
+    assert WARM in warm.stderr and WARM not in cold.stderr
+    assert (warm.returncode, warm.stdout, without_log(warm.stderr)) == (
+        cold.returncode, cold.stdout, without_log(cold.stderr))
+
+
+@pytest.mark.parametrize("prefix", ["setsid -w", "unshare -U -r", "prlimit --nofile=32:32"])
+def test_a_caller_the_host_cannot_stand_in_for_starts_the_runner_itself(box, user, prefix):
+    """Another session, namespace or a tight descriptor limit: the cold way, same result."""
+    done = run(user, box, f"{prefix} ./probe.wasm cwd")
+    assert done.returncode == 0 and done.stdout == f"{box}\n".encode(), done.stderr
+    assert b"rule wasm" in done.stderr and WARM not in done.stderr
+
+
+def session_processes(sid: int) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[3]) == sid:
+                found.append(f"{entry} {stat[stat.index('(') + 1:stat.rindex(')')]}")
+    return found
+
+
+def run_in_own_session(user, box, script: str) -> tuple[subprocess.CompletedProcess, list]:
+    """The run, and the processes of its session still there 10 s after it returned."""
+    process = subprocess.Popen(user([sys.executable, "-m", "wasmbinfmt", "-v", "--", "bash",
+                                     "-c", script]), cwd=box, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    deadline = time.monotonic() + 10
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return done, session_processes(process.pid)
+
+
+# (Not SIGINT: a shell without job control starts background jobs with it ignored.)
+@pytest.mark.parametrize("sig, status", [("TERM", 143), ("USR1", 138), ("KILL", 137),
+                                         ("HUP", 129)])
+def test_a_signal_to_the_module_ends_it_and_leaves_nothing_behind(box, user, sig, status):
+    script = (f"./probe.wasm spin & pid=$!; sleep 1; kill -{sig} $pid; wait $pid; "
+              f"echo status $?")
+    done, left = run_in_own_session(user, box, script)
+    assert done.stdout == f"ready\nstatus {status}\n".encode(), done.stderr
+    assert WARM in done.stderr and left == []
+
+
+def test_timeout_ends_a_module_as_natively(box, user):
+    done, left = run_in_own_session(user, box, "timeout 1 ./probe.wasm spin; echo status $?")
+    assert done.stdout == b"ready\nstatus 124\n" and WARM in done.stderr and left == []
+
+
+def test_the_hosts_death_fails_its_execs_with_126_and_later_ones_run_cold(box, user):
+    """A module whose host is killed ends with 126 and a message; an exec at that moment
+    may too (its request went to the dying host); later ones start the runner."""
+    script = ("./probe.wasm spin & pid=$!; sleep 1; pkill -KILL -s 0 -x wasmbinfmt-wasi; "
+              "wait $pid; echo status $?; ./probe.wasm cwd >/dev/null; sleep 0.5; "
+              "./probe.wasm cwd")
+    done, left = run_in_own_session(user, box, script)
+    assert done.stdout == f"ready\nstatus 126\n{box}\n".encode(), done.stderr
+    assert b"wasmbinfmt: the warm WASI runner has stopped\n" in done.stderr and left == []
+    assert not done.stderr.endswith(WARM + b"\n")
+
+
+GROUP_STATES = ("g=$(ps -o pgid= $pid | tr -d ' '); ps -eo pgid=,stat=,comm= | "
+                "awk -v g=$g '$1 == g && $3 !~ /^(bash|ps|awk|tr|sort)$/ "
+                "{print substr($2, 1, 1), $3}' | sort; echo -")
+
+
+def test_stop_and_continue_reach_the_module(box, user):
+    """SIGSTOP to the module's pid stops the client and the worker; SIGCONT resumes both."""
+    script = (f"./probe.wasm spin & pid=$!; sleep 1; kill -STOP $pid; sleep 0.5; "
+              f"{GROUP_STATES}; kill -CONT $pid; sleep 0.5; {GROUP_STATES}; kill $pid; "
+              f"wait $pid; echo status $?")
+    done, left = run_in_own_session(user, box, script)
+    # (A stopped tracee shows "t", tracing stop: any program's does, under wasmbinfmt.)
+    blocks = done.stdout.decode().replace("t ", "T ").split("-\n")
+    assert [sorted(block.splitlines()) for block in blocks] == [
+        ["T sh", "T wasmbinfmt-wasi", "ready"], ["R wasmbinfmt-wasi", "S sh"], ["status 143"]
+    ], done.stderr
+    assert WARM in done.stderr and left == []
+
+
+def test_a_background_module_reading_the_terminal_stops_as_natively(box, user):
+    script = "{m} wait & sleep 2; jobs; kill -KILL %1; wait 2>/dev/null; echo end"
+    outputs = []
+    for module in ("./probe.native", "./probe.wasm"):
+        status, output = in_terminal(user, box, ["bash", "-m", "-c", script.format(m=module)])
+        outputs.append((status, output.replace(b"probe.native", b"probe.wasm")))
+    assert outputs[0] == outputs[1]
+    assert b"Stopped" in outputs[1][1] and outputs[1][1].endswith(b"end\r\n")
+
+
+def in_terminal(user, box, command: list[str], keys: list[tuple[float, bytes]] = ()
+                ) -> tuple[int, bytes]:
+    """Run `wasmbinfmt -- COMMAND` on a new terminal, typing `keys` (each after a pause);
+    its wait status and what it printed."""
+    pid, master = pty.fork()
+    if pid == 0:
+        os.chdir(box)
+        argv = user([sys.executable, "-m", "wasmbinfmt", "--", *command])
+        os.execvp(argv[0], argv)
+    output = b""
+    keys = list(keys)
+    deadline = time.monotonic() + TIMEOUT
+    next_key = time.monotonic() + (keys[0][0] if keys else 0)
+    while time.monotonic() < deadline:
+        if keys and time.monotonic() >= next_key:
+            os.write(master, keys.pop(0)[1])
+            next_key = time.monotonic() + (keys[0][0] if keys else 0)
+        ready, _, _ = select.select([master], [], [], 0.05)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's last user has closed it
+                chunk = b""
+            if not chunk:
+                break
+            output += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(master)
+    return status, output
+
+
+def test_ctrl_c_in_a_terminal_ends_the_module_and_its_shell(box, user):
+    status, output = in_terminal(user, box, ["sh", "-c", "./probe.wasm spin; echo after"],
+                                 [(2, b"\x03")])
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT, (status, output)
+    assert b"ready" in output and b"after" not in output
+
+
+def test_a_module_reads_the_terminal_and_ctrl_z_and_fg_work_as_natively(box, user):
+    """Typed lines reach the module; Ctrl-Z stops its job (the shell goes on: `jobs` says
+    Stopped), `fg` gives it the terminal again; the same as for a native program."""
+    script = "stty -echo; {m} cat; echo stopped $?; jobs; fg %1 >/dev/null; echo status $?"
+    keys = [(1.5, b"one\n"), (1, b"\x1a"), (1.5, b"two\n"), (1, b"\x04")]
+    outputs = []
+    for module in ("./probe.native", "./probe.wasm"):
+        status, output = in_terminal(user, box, ["bash", "-m", "-c", script.format(m=module)],
+                                     keys)
+        outputs.append((status, output.replace(b"probe.native", b"probe.wasm")))
+    assert outputs[0] == outputs[1]
+    text = outputs[1][1].replace(b"\r\n", b"\n")
+    assert text.startswith(b"one\n") and b"Stopped" in text and b"stopped 148\n" in text
+    assert text.endswith(b"two\ndone\nstatus 0\n"), text
