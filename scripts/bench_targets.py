@@ -6,7 +6,8 @@
 Targets, each against its peer, rounds interleaved after a warm-up, medians:
   warm exec     a shell loop of N ./hello.wasm under `wasmbinfmt --`   <= 1.2x the same
                 loop running the wasmtime CLI binary (`wasmtime run hello.wasm`); proot -q
-                with an ELF wrapper exec'ing the CLI is shown beside them
+                with an ELF wrapper exec'ing the CLI, and `wasmbinfmt --cold-runner` (a
+                runner started at every exec), are shown beside them
   start-up      `wasmbinfmt -- /bin/true`, also with PYTHONDONTWRITEBYTECODE=1   <= 20 ms
   file writes   a module writing 10 MB in 4 KiB writes to a new file   <= 1.1x the CLI
   cold compile  the first run of a large module (generated: thousands of functions) with
@@ -96,7 +97,9 @@ def main() -> int:
         loop = f"for i in $(seq {args.loop}); do ./hello.wasm; done"
         cli_loop = f"for i in $(seq {args.loop}); do {cli} run hello.wasm; done"
         contenders = {"wasmbinfmt": ([WASMBINFMT, "--", "sh", "-c", loop], warm),
-                      "wasmtime CLI": (["sh", "-c", cli_loop], None)}
+                      "wasmtime CLI": (["sh", "-c", cli_loop], None),
+                      "--cold-runner": ([WASMBINFMT, "--cold-runner", "--", "sh", "-c", loop],
+                                        warm)}
         wrapper = proot_wrapper(work, cli)
         if wrapper:
             contenders["proot -q"] = (["proot", "-q", wrapper, "sh", "-c", loop], None)

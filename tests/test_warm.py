@@ -90,7 +90,12 @@ def run_in_own_session(user, box, script: str) -> tuple[subprocess.CompletedProc
     process = subprocess.Popen(user([sys.executable, "-m", "wasmbinfmt", "-v", "--", "bash",
                                      "-c", script]), cwd=box, start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
     done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     deadline = time.monotonic() + 10
     while session_processes(process.pid) and time.monotonic() < deadline:

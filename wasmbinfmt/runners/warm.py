@@ -134,13 +134,15 @@ class Host:
                std: dict[int, int]) -> None:
         os.chdir(f"/proc/{job.client}/cwd")  # the worker inherits it
         env_pairs = [tuple(entry.split(b"=", 1)) for entry in env if b"=" in entry]
-        options = error = prepared = cwd = None
+        options = error = prepared = cwd = layout = None
         # Messages while preparing (-v's doubts) go to the client's stderr, as the runner's.
         os.dup2(std.get(2, self.devnull), 2)
         try:
             options = wasi.parse_args([os.fsdecode(arg) for arg in argv])
             cwd = None if options.dirs else wasi.current_directory()
             prepared = self._prepare(options, cwd, env_pairs, job.client)
+            if cwd is not None and not options.dirs:
+                layout = wasi.default_layout(prepared, cwd)  # quicker here than in a fork
         except ValueError as e:
             error = (str(e), 2)
         except wasi.CannotRun as e:
@@ -154,7 +156,7 @@ class Host:
             status = wasi.EXIT_CANNOT_RUN
             try:
                 status = _work(job.client, state, std, env_pairs, options, prepared, cwd,
-                               error)
+                               layout, error)
             except BaseException as e:  # noqa: BLE001 - a forked child must never return
                 wasi.complain(f"internal error: {type(e).__name__}: {e}")
             finally:
@@ -246,6 +248,9 @@ class Host:
             os.close(job.client_pidfd)
 
 
+_prctl = ctypes.CDLL(None).prctl
+
+
 def _identity(path: str) -> tuple:
     st = os.stat(path)
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
@@ -260,7 +265,7 @@ def _kill(pidfd: int, sig: int = signal.SIGKILL) -> None:
 
 
 def _work(client: int, state: tuple, std: dict[int, int],
-          env_pairs: list[tuple[bytes, bytes]], options, prepared, cwd, error) -> int:
+          env_pairs: list[tuple[bytes, bytes]], options, prepared, cwd, layout, error) -> int:
     """In the worker: become the client's process, then run the module; its status."""
     host = os.getppid()
     gc.disable()
@@ -269,7 +274,7 @@ def _work(client: int, state: tuple, std: dict[int, int],
         os.setpgid(0, pgid)
     except OSError:
         pass  # the group has gone with its members: none left to signal it
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != host:
         return wasi.EXIT_CANNOT_RUN  # the host died meanwhile
     closed = set()
@@ -282,8 +287,6 @@ def _work(client: int, state: tuple, std: dict[int, int],
     os.umask(umask)
     _adopt_limits(client)
     adopt_signal_state(ignored, blocked)
-    os.environb.clear()
-    os.environb.update(env_pairs)
     if error is not None:
         wasi.complain(error[0])
         return error[1]
@@ -293,7 +296,7 @@ def _work(client: int, state: tuple, std: dict[int, int],
     except wasi.CannotRun as e:
         wasi.complain(str(e))
         return e.status
-    return wasi.start(prepared, options, env_pairs, closed, cwd)
+    return wasi.start(prepared, options, env_pairs, closed, cwd, layout)
 
 
 def _close_all_but(module_file: str | None) -> None:

@@ -260,6 +260,11 @@ def cache_dir_for(options: Options, env: Mapping[str, str]) -> str | None:
     return cache.usable_dir(env) if options.cache else None
 
 
+def default_layout(prepared: Prepared, cwd: str) -> list[tuple[str, str]]:
+    """The directories to map when --dir names none and `cwd` has a path."""
+    return wasi_cwd.preopens(cwd, prepared.libc_cwd)
+
+
 def new_linker(engine: capi.Engine) -> capi.WasiLinker:
     linker = capi.WasiLinker(engine)
     # wasmtime refuses proc_exit(N) for N >= 126 (an error, exit 1); a native exit(N)
@@ -315,9 +320,10 @@ def run(options: Options) -> int:
 
 
 def start(prepared: Prepared, options: Options, env: list[tuple[bytes, bytes]],
-          closed: set[int], cwd: str | None) -> int:
+          closed: set[int], cwd: str | None,
+          layout: list[tuple[str, str]] | None = None) -> int:
     """Run the loaded module as this process's program: its status. `closed`: the standard
-    descriptors the program was started without."""
+    descriptors the program was started without; `layout`: default_layout(), if made."""
     argv = [os.fsencode(arg) for arg in options.argv]
     problem = not_utf8(argv, env)
     if problem:
@@ -336,7 +342,7 @@ def start(prepared: Prepared, options: Options, env: list[tuple[bytes, bytes]],
     elif cwd is None:
         mapped, held = wasi_cwd.preopens_by_descriptor()
     else:
-        mapped = wasi_cwd.preopens(cwd, libc_cwd)
+        mapped = layout or default_layout(prepared, cwd)
     try:
         if not options.dirs:
             mapped = fit_descriptors(mapped)
