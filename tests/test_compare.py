@@ -86,11 +86,19 @@ def test_compare_shows_what_the_wasmtime_cli_prints_otherwise(tree):
                       "make", "-s", cwd=work)
     assert done.returncode == 1, done.stdout.decode() + done.stderr.decode()
     result = json.loads(done.stdout)
-    assert not result["same"] and result["differences"] == []
     assert [run["status"] for run in result["runs"]] == [0, 0]
     diff = result["output_diff"].splitlines()
     assert diff[:2] == ["--- builtin", "+++ wasmtime-cli"]
     assert "-argv[0]=./probe.wasm" in diff and "+argv[0]=probe.wasm" in diff
+    # Each invocation's own output, compared: the one printing its argv[0] differs (the
+    # second prints nothing under both; the aarch64 and riscv64 ones are run alike).
+    assert not result["same"]
+    assert [(d["argv"], d["differs_in"]) for d in result["differences"]] == [
+        (["./probe.wasm", "wasm", "a"], ["output"])]
+    own = result["differences"][0]["output_diff"].splitlines()
+    assert own[:2] == ["--- builtin", "+++ wasmtime-cli"]
+    assert "-stdout: argv[0]=./probe.wasm" in own and "+stdout: argv[0]=probe.wasm" in own
+    assert not any(line.startswith(("-stderr", "+stderr")) for line in own)
 
 
 def test_compare_finds_no_difference_where_the_outputs_agree(tree, tmp_path):
@@ -130,7 +138,9 @@ def test_compare_takes_the_rule_options_of_a_run_and_cleans_up(tree, tmp_path):
     kept = tmp_path / "kept"
     done = wasmbinfmt("compare", "--keep", kept, *options, "--", "./t.xw", cwd=work)
     assert done.returncode == 0 and sorted(p.name for p in kept.iterdir()) == [
-        "0.jsonl", "0.out", "1.jsonl", "1.out"]
+        "0.jsonl", "0.jsonl.output", "0.out", "1.jsonl", "1.jsonl.output", "1.out"]
+    assert sorted(p.suffix for p in (kept / "0.jsonl.output").iterdir()) == [
+        ".stderr", ".stdout"]
     assert str(kept / "0.out").encode() in done.stdout
     assert (kept / "0.out").read_text() == (kept / "1.out").read_text() == "other ./t.xw\n"
 
@@ -151,7 +161,8 @@ def test_compare_names_the_invocations_a_different_emulator_changes(tree):
     report = done.stdout.decode()
     # make stops at the first failure: the rest of the broken run never happened.
     assert "5 invocation(s) differ:" in report
-    assert "./probe.wasm wasm a   (in " + str(work) + "; exit status)" in report
+    assert "./probe.wasm wasm a   (in " + str(work) + "; exit status, output)" in report
+    assert "    -stdout: argv[0]=./probe.wasm" in report
     assert "    builtin            0 in " in report and "    broken             7 in " in report
     assert report.count("; not run everywhere)") == 4 and "    broken             not run" in report
     assert "the runs' exit statuses differ" in report

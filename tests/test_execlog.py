@@ -136,3 +136,34 @@ def test_wasmbinfmt_log_reads_a_file(tmp_path):
     done = subprocess.run([sys.executable, "-m", "wasmbinfmt", "log", str(log)],
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 2 and "line 1 is not JSON" in done.stderr
+
+
+def test_log_output_records_what_each_rerouted_exec_printed(box, user):
+    """--log-output: every byte still reaches the caller, status and signal are kept, and
+    each invocation's streams are logged (digest, length, the bytes kept)."""
+    import hashlib
+
+    log = box / "run.jsonl"
+    script = ("./probe.wasm a b; ./probe.wasm trap; echo status $?; "
+              "./probe.wasm spin >/dev/null & pid=$!; sleep 1; kill -TERM $pid; wait $pid; "
+              "echo status $?; ./probe.wasm count >&-; echo status $?")
+    done = wasmbinfmt(user, ["--log", str(log), "--log-output", "--", "sh", "-c", script],
+                      cwd=box)
+    assert done.stdout.decode().splitlines() == [
+        "argc=3", "argv[0]=./probe.wasm", "argv[1]=a", "argv[2]=b", "status 134",
+        "status 143", "status 0"], done.stderr
+    assert b"trap: wasm `unreachable`" in done.stderr
+    outputs = [e for e in events(log) if e["event"] == "output"]
+    assert len(outputs) == 4  # the killed one too: the signal went on to its emulator
+    first = outputs[0]
+    printed = b"argc=3\nargv[0]=./probe.wasm\nargv[1]=a\nargv[2]=b\n"
+    assert first["stdout"]["bytes"] == len(printed) and first["stderr"]["bytes"] == 0
+    assert first["stdout"]["blake2b"] == hashlib.blake2b(printed, digest_size=32).hexdigest()
+    assert open(first["stdout"]["file"], "rb").read() == printed
+    assert outputs[1]["stderr"]["bytes"] > 0 and "stdout" not in outputs[3]
+
+
+def test_log_output_needs_a_log(box):
+    done = subprocess.run([sys.executable, "-m", "wasmbinfmt", "--log-output", "--", "true"],
+                          cwd=box, capture_output=True, timeout=TIMEOUT)
+    assert done.returncode == 2 and b"--log-output records into the --log FILE" in done.stderr

@@ -91,6 +91,9 @@ RUN_OPTIONS = (
            help="write every rerouted exec, its exit status and duration, and a final "
                 "summary to FILE as JSON lines (docs/log.md; read it with 'wasmbinfmt log "
                 "FILE')"),
+    Option(("--log-output",), "log_output", "store_true",
+           help="with --log: pass each rerouted exec's stdout and stderr through pipes and "
+                "log their digests (their first MiB kept in FILE.output/), for 'compare'"),
     Option(("--cold-runner",), "cold_runner", "store_true",
            help="start the built-in WASI runner at every exec of a module, rather than "
                 "handing the exec to the warm runner of this run (docs/performance.md)"),
@@ -452,6 +455,9 @@ def cmd_run(args: Namespace) -> int:
         return 2
     if not args.separated and _mistyped_subcommand(args.command[0]):
         return 127
+    if args.log_output and not args.exec_log:
+        print("wasmbinfmt: --log-output records into the --log FILE: give one", file=sys.stderr)
+        return 2
     arch = host_arch()
     # Checked here, where errors can still stop the run; opened again by the tracer, which
     # keeps none of the descriptors of the process it leaves.
@@ -473,7 +479,8 @@ def cmd_run(args: Namespace) -> int:
         Tracer(ruleset.active(), arch, command_pid, log, verbose=args.verbose,
                log_is_stderr=log is sys.stderr, exec_log=exec_log,
                not_installed=ruleset.not_installed() if args.verbose else (),
-               warm=not args.cold_runner).run()
+               warm=not args.cold_runner,
+               capture=os.path.abspath(args.exec_log) if args.log_output else None).run()
 
     run_traced([os.fsencode(word) for word in args.command], start_tracer)
 

@@ -8,8 +8,10 @@ copy's own path is written ``{workdir}`` so that copies compare equal).
 Results differ when the overall exit statuses differ, what the runs printed
 (stdout and stderr, together, as the command left them) differs (shown as a
 unified diff), an invocation is missing from a run, its exit statuses
-differ, or its durations differ by more than ``--time-ratio`` and
-``--time-min`` seconds both. While a profile runs, its progress (invocations
+differ, what it printed differs (each run logs each invocation's stdout and
+stderr with --log-output: digests compared, a diff of the kept bytes shown),
+or its durations differ by more than ``--time-ratio`` and ``--time-min``
+seconds both. While a profile runs, its progress (invocations
 done, the one running) is shown on stderr. The runs' files go in a temporary
 directory, removed at the end unless ``--keep DIR`` names one.
 """
@@ -58,6 +60,9 @@ class Run:
                     started[event["pid"]] = {"key": (*key, seen[key]), "status": None,
                                              "duration": None, "rule": event["rules"][0]}
                     found[(*key, seen[key])] = started[event["pid"]]
+                elif event["event"] == "output" and event["pid"] in started:
+                    started[event["pid"]]["output"] = {
+                        name: event[name] for name in ("stdout", "stderr") if name in event}
                 elif event["event"] == "exit" and event["pid"] in started:
                     entry = started.pop(event["pid"])
                     entry["status"], entry["duration"] = event["status"], event["duration"]
@@ -82,7 +87,7 @@ def run_all(profiles: list[str], command: list[str], rule_options: list[str],
 
     def one(run: Run) -> Run:
         argv = [sys.executable, "-m", "wasmbinfmt", *rule_options, "--profile", run.profile,
-                "--log", run.log, "--", *command]
+                "--log", run.log, "--log-output", "--", *command]
         started = time.monotonic()
         with open(run.output, "wb") as output:
             process = subprocess.Popen(argv, cwd=run.cwd, stdin=subprocess.DEVNULL,
@@ -154,6 +159,9 @@ def differences(runs: list[Run], workdir: str | None, time_ratio: float,
         else:
             if len({str(r["status"]) for r in results}) > 1:
                 reasons.append("exit status")
+            diff = _invocation_output_diff(runs, results, workdir)
+            if diff:
+                reasons.append("output")
             durations = [r["duration"] for r in results if r["duration"] is not None]
             if len(durations) == len(results) and min(durations) >= 0 and \
                     max(durations) - min(durations) >= time_min and \
@@ -162,25 +170,50 @@ def differences(runs: list[Run], workdir: str | None, time_ratio: float,
         if reasons:
             found.append({"cwd": key[0], "argv": list(key[1]), "occurrence": key[2],
                           "differs_in": reasons,
-                          "results": {run.profile: r for run, r in zip(runs, results)}})
+                          "results": {run.profile: r for run, r in zip(runs, results)},
+                          **({"output_diff": diff} if "output" in reasons else {})})
     return found
 
 
-def output_difference(runs: list[Run], workdir: str | None) -> str | None:
-    """A unified diff of the first run's output against each run that printed otherwise
-    (a copy's own path written as in `invocations`), or None."""
+def _invocation_output_diff(runs: list[Run], results: list[dict],
+                            workdir: str | None) -> str | None:
+    """A unified diff of what one invocation printed (stdout, then stderr) in the first run
+    against each run where it printed otherwise, or None: digests first, bytes if they
+    differ (a copy's own path written as in `invocations`)."""
+    outputs = [r.get("output") for r in results]
+    if None in outputs:
+        return None  # not recorded (an invocation that never finished)
+
+    def digests(output: dict) -> tuple:
+        return tuple(output.get(name, {}).get("blake2b") for name in ("stdout", "stderr"))
+    if len({digests(output) for output in outputs}) == 1:
+        return None
+
+    def text(run: Run, output: dict) -> list[str]:
+        lines = []
+        for name in ("stdout", "stderr"):
+            if name not in output:
+                continue
+            try:
+                with open(output[name]["file"], encoding="utf-8",
+                          errors="backslashreplace") as f:
+                    content = f.read()
+            except OSError:
+                content = f"({name} not kept)\n"
+            if workdir:
+                content = content.replace(run.directory, WORKDIR_MARK)
+            lines += [f"{name}: {line}" for line in content.splitlines(keepends=True)]
+        return lines
+    return _unified(runs, [text(run, output) for run, output in zip(runs, outputs)])
+
+
+def _unified(runs: list[Run], texts: list[list[str]]) -> str | None:
+    """The first text against each other one, for the runs' profiles; None if all agree."""
     import difflib
 
-    def text(run: Run) -> list[str]:
-        with open(run.output, encoding="utf-8", errors="backslashreplace") as f:
-            content = f.read()
-        if workdir:
-            content = content.replace(run.directory, WORKDIR_MARK)
-        return content.splitlines(keepends=True)
-    first = text(runs[0])
     diffs = []
-    for run in runs[1:]:
-        diff = list(difflib.unified_diff(first, text(run), fromfile=runs[0].profile,
+    for run, text in zip(runs[1:], texts[1:]):
+        diff = list(difflib.unified_diff(texts[0], text, fromfile=runs[0].profile,
                                          tofile=run.profile))
         if diff:
             if len(diff) > DIFF_LINES:
@@ -188,6 +221,18 @@ def output_difference(runs: list[Run], workdir: str | None) -> str | None:
             diffs.append("".join(line if line.endswith("\n") else line + "\n"
                                  for line in diff))
     return "".join(diffs) or None
+
+
+def output_difference(runs: list[Run], workdir: str | None) -> str | None:
+    """A unified diff of the first run's output against each run that printed otherwise
+    (a copy's own path written as in `invocations`), or None."""
+    def text(run: Run) -> list[str]:
+        with open(run.output, encoding="utf-8", errors="backslashreplace") as f:
+            content = f.read()
+        if workdir:
+            content = content.replace(run.directory, WORKDIR_MARK)
+        return content.splitlines(keepends=True)
+    return _unified(runs, [text(run) for run in runs])
 
 
 DIFF_LINES = 60
@@ -217,6 +262,8 @@ def report(runs: list[Run], found: list[dict], output_diff: str | None,
             else:
                 duration = "" if result["duration"] is None else f" in {result['duration']:.3f}s"
                 out.append(f"    {profile:18} {result['status']}{duration}")
+        if "output_diff" in item:
+            out += ["    " + line for line in item["output_diff"].rstrip("\n").splitlines()]
     return "\n".join(out)
 
 

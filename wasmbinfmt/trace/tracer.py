@@ -126,7 +126,8 @@ class Tracer:
     def __init__(self, rules: list[Rule], arch: Arch, root: int, log: TextIOBase | None = None,
                  verbose: bool = False, log_is_stderr: bool = True,
                  exec_log: ExecLog | None = None,
-                 not_installed: list[tuple[Rule, str]] = (), warm: bool = False):
+                 not_installed: list[tuple[Rule, str]] = (), warm: bool = False,
+                 capture: str | None = None):
         self.matcher = Matcher(rules)
         # -v: the packaged rules left out for want of their emulator, to say which would
         # have run a file that runs natively (once per rule).
@@ -155,7 +156,12 @@ class Tracer:
         self.builtin_runner = [os.fsencode(sys.executable),
                                *map(os.fsencode, builtin_runner_args())]
         self.runner_compiled = False  # its bytecode, written before its first start
-        self.warm_wanted = warm  # hand its execs to the warm runner (handoff.py)
+        self.warm_wanted = warm and capture is None  # hand its execs to the warm runner
+        # --log-output: every rerouted exec runs under report/capture.py, which logs here.
+        self.capture = None if capture is None else [
+            os.fsencode(sys.executable), b"-I", b"-S", b"-B",
+            os.fsencode(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+                __file__))), "report", "capture.py")), os.fsencode(capture), b"--"]
         self.warm = None  # the WarmRunner, made at the first such exec
         self.warm_clients: dict[int, int] = {}  # the WarmRunner's clients (handoff.py)
 
@@ -436,7 +442,9 @@ class Tracer:
         if not caller_argv and rewrite.argv.skip == 0:
             strings.append(b"")  # the "" argv[0] Linux gives an empty argv
         handoff = None
-        if self.warm_wanted and strings[:runner] == self.builtin_runner:
+        if self.capture is not None:
+            strings[:0] = self.capture
+        elif self.warm_wanted and strings[:runner] == self.builtin_runner:
             handoff = self._handoff(tid, strings[runner:], tail, envp_at, rewrite.env)
         env_kept, env_added, envp = array("Q"), 0, envp_at
         if handoff is not None:  # the client instead, with an empty environment
