@@ -7,6 +7,8 @@
 #                                wasmbinfmt-wasi)
 #   RUNNER=native                CMD... as it is, the project built for the host instead
 #                                (the reference for time: `building_for_wasm` is false)
+#   RUNNER=cargo-runner          CMD... as it is, built for wasm: cargo runs the tests with
+#                                the runner its variable names (examples/cargo only)
 # and leaves the command's time in seconds in $test_seconds. `runner_label` names the
 # runner (builtin, wasmtime-cli, ..., proot or native); $configure_under is what runs
 # the project's configure (wasmbinfmt, for wasm builds: it runs their test programs);
@@ -19,10 +21,12 @@ rm -f "$work/result.md"  # a row left by an earlier run in the same WORKDIR
 # The runner's compiled modules are kept in the work directory: a run starts with none,
 # as on a fresh machine, and takes nothing from, or leaves nothing to, the next.
 export WASMBINFMT_CACHE_DIR="$work/module-cache"
+# So does the wasmtime CLI (its cache, on by default, is under $XDG_CACHE_HOME/wasmtime).
+export XDG_CACHE_HOME="$work/cache-home"
 
 runner_label() {
     case ${RUNNER:-wasmbinfmt} in
-        proot|native) echo "$RUNNER" ;;
+        proot|native|cargo-runner) echo "$RUNNER" ;;
         *) echo "${PROFILE:-builtin}" ;;
     esac
 }
@@ -40,7 +44,7 @@ under_test() {
             cc -O2 -DEMULATOR="\"$(command -v wasmbinfmt-wasi)\"" -o "$wrapper" \
                 "$here/../../scripts/bench/proot-wasm-wrapper.c"
             set -- proot -q "$wrapper" "$@" ;;
-        native) ;;
+        native|cargo-runner) ;;
         *) set -- $wasmbinfmt --profile "${PROFILE:-builtin}" -- "$@" ;;
     esac
     start=$(date +%s.%N)

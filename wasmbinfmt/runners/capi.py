@@ -217,10 +217,11 @@ class Engine:
 
 
 class Module:
-    def __init__(self, engine: Engine, pointer: int, file: str | None = None) -> None:
+    def __init__(self, engine: Engine, pointer: int, file: tuple[int, int] | None = None
+                 ) -> None:
         self.engine = engine
         self.pointer = pointer
-        self.file = file  # deserialized from this file, which wasmtime keeps open
+        self.file = file  # (st_dev, st_ino) of the file it came from, which wasmtime keeps open
 
     @classmethod
     def compile(cls, engine: Engine, wasm: bytes) -> Module:
@@ -232,9 +233,18 @@ class Module:
     def deserialize_file(cls, engine: Engine, path: str) -> Module:
         """Load a module `serialize` made. Trusts the file: check who may write it."""
         module = c_void_p()
-        _check(load().wasmtime_module_deserialize_file(engine.pointer, os.fsencode(path),
-                                                        byref(module)))
-        return cls(engine, module.value, path)
+        # Through a descriptor of ours: the file wasmtime keeps open is then known for sure
+        # (its name may be another file's by the time anyone asks).
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        by_fd = b"/proc/self/fd/%d" % fd
+        try:
+            st = os.fstat(fd)
+            _check(load().wasmtime_module_deserialize_file(
+                engine.pointer, by_fd if os.path.exists(by_fd) else os.fsencode(path),
+                byref(module)))
+        finally:
+            os.close(fd)
+        return cls(engine, module.value, (st.st_dev, st.st_ino))
 
     def serialize(self) -> bytes:
         lib = load()

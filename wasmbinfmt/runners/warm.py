@@ -299,14 +299,16 @@ def _work(client: int, state: tuple, std: dict[int, int],
     return wasi.start(prepared, options, env_pairs, closed, cwd, layout)
 
 
-def _close_all_but(module_file: str | None) -> None:
+def _close_all_but(module_file: tuple[int, int] | None) -> None:
     """Close every descriptor but 0-2 and the module's compiled file (wasmtime maps its
-    memory from it): the host's, and the files of the other modules it keeps loaded, which
-    would count against the program's RLIMIT_NOFILE."""
+    memory from it; `module_file` is its (st_dev, st_ino)): the host's, and the files of
+    the other modules it keeps loaded, which would count against the program's
+    RLIMIT_NOFILE."""
     for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
         if fd > 2:
             try:
-                if module_file is None or os.readlink(f"/proc/self/fd/{fd}") != module_file:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != module_file:
                     os.close(fd)
             except OSError:
                 pass  # the descriptor listdir used
