@@ -173,3 +173,18 @@ def test_compare_needs_two_profiles_and_a_command(tree):
     work, _ = tree
     assert wasmbinfmt("compare", "--profile", "builtin", "--", "true", cwd=work).returncode == 2
     assert wasmbinfmt("compare", "--profile", "a", "--profile", "b", cwd=work).returncode == 2
+
+
+def test_compare_diffs_an_invocations_output_as_any_user(box, user):
+    from test_safety import wasmbinfmt as as_user
+
+    done = as_user(user, ["compare", "--profile", "builtin", "--profile", "wasmtime-cli",
+                          "--", "sh", "-c", "./probe.wasm x >/dev/null; ./probe.wasm exit 4"],
+                   cwd=box)
+    report = done.stdout.decode()
+    assert done.returncode == 1, report + done.stderr.decode()
+    assert "the runs printed different output" not in report  # the run's own output agrees
+    assert "./probe.wasm x   (in " in report and "; output)" in report
+    assert "    -stdout: argv[0]=./probe.wasm" in report
+    assert "    +stdout: argv[0]=probe.wasm" in report
+    assert "./probe.wasm exit 4" not in report
