@@ -38,6 +38,7 @@ import socket
 import sys
 import _signal as signal
 
+from ..util import stdio
 from ..util.procstate import adopt_signal_state
 from . import wasi
 
@@ -77,7 +78,7 @@ class Host:
         self.selector.register(channel, selectors.EVENT_READ, self._on_message)
         self.jobs: dict[int, Job] = {}
         self.engines: dict[int, object] = {}  # by stack limit
-        self.linkers: dict[int, object] = {}  # by engine
+        self.linkers: dict[object, object] = {}  # by engine
         self.prepared: dict[tuple, wasi.Prepared] = {}  # by module file and settings
         self.devnull = os.open(os.devnull, os.O_RDWR)
 
@@ -184,27 +185,29 @@ class Host:
         key = (before, options.cache, options.verbose, cwd is not None, stack_limit,
                wasi.cache_dir_for(options, env))
         prepared = self.prepared.pop(key, None) if before is not None else None
-        if prepared is None:
+        fresh = prepared is None
+        if fresh:
             prepared = wasi.prepare(options, cwd, env, self._engine, stack_limit)
         if prepared.module is None:
             prepared.load(options.module, compile=False)  # a worker may have compiled it
         if prepared.module is not None and prepared.pre is None:
             prepared.linker = self._linker(prepared.engine)
             prepared.pre = prepared.linker.instantiate_pre(prepared.module)
-        try:
-            after = _identity(options.module)
-        except OSError:
-            after = None
-        if before is not None and before == after:
+        if fresh:  # kept only if the file did not change while it was read
+            try:
+                after = _identity(options.module)
+            except OSError:
+                after = None
+        if before is not None and (not fresh or before == after):
             self.prepared[key] = prepared  # the most recently used last
             while len(self.prepared) > KEPT_MODULES:
                 del self.prepared[next(iter(self.prepared))]
         return prepared
 
     def _linker(self, engine):
-        linker = self.linkers.get(id(engine))
+        linker = self.linkers.get(engine)
         if linker is None:
-            linker = self.linkers[id(engine)] = wasi.new_linker(engine)
+            linker = self.linkers[engine] = wasi.new_linker(engine)
         return linker
 
     def _engine(self, stack_limit: int):
@@ -224,19 +227,13 @@ class Host:
         self.selector.unregister(job.worker_pidfd)
         os.close(job.worker_pidfd)
         job.worker_pidfd = -1
-        if job.client_pidfd >= 0:
-            self.selector.unregister(job.client_pidfd)
-            os.close(job.client_pidfd)
-            job.client_pidfd = -1
         self.jobs.pop(job.client, None)
         self._finish(job, status)
 
     def _on_client_exit(self, job: Job) -> None:
         """The client died first (killed): so does the module, as natively."""
         _kill(job.worker_pidfd)
-        self.selector.unregister(job.client_pidfd)
-        os.close(job.client_pidfd)
-        job.client_pidfd = -1
+        self._forget_client(job)
 
     def _finish(self, job: Job, status: bytes) -> None:
         try:
@@ -244,8 +241,14 @@ class Host:
         except OSError:
             pass  # the client is gone
         os.close(job.status_fd)
-        if job.worker_pidfd < 0 and job.client_pidfd >= 0:
+        self._forget_client(job)
+
+    def _forget_client(self, job: Job) -> None:
+        if job.client_pidfd >= 0:
+            if job.client_pidfd in self.selector.get_map():
+                self.selector.unregister(job.client_pidfd)
             os.close(job.client_pidfd)
+            job.client_pidfd = -1
 
 
 _prctl = ctypes.CDLL(None).prctl
@@ -283,7 +286,11 @@ def _work(client: int, state: tuple, std: dict[int, int],
             os.dup2(std[n], n)
         else:
             closed.add(n)
-    _close_all_but(prepared.module.file if prepared and prepared.module else None)
+    # Every descriptor but 0-2 and the module's compiled file (wasmtime maps its memory
+    # from it) goes: the host's, and the other modules' files it keeps loaded, which would
+    # count against the program's RLIMIT_NOFILE.
+    module_file = prepared.module.file if prepared and prepared.module else None
+    stdio.close_all_but(lambda fd: fd <= 2 or _inode(fd) == module_file)
     os.umask(umask)
     _adopt_limits(client)
     adopt_signal_state(ignored, blocked)
@@ -299,19 +306,9 @@ def _work(client: int, state: tuple, std: dict[int, int],
     return wasi.start(prepared, options, env_pairs, closed, cwd, layout)
 
 
-def _close_all_but(module_file: tuple[int, int] | None) -> None:
-    """Close every descriptor but 0-2 and the module's compiled file (wasmtime maps its
-    memory from it; `module_file` is its (st_dev, st_ino)): the host's, and the files of
-    the other modules it keeps loaded, which would count against the program's
-    RLIMIT_NOFILE."""
-    for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
-        if fd > 2:
-            try:
-                st = os.fstat(fd)
-                if (st.st_dev, st.st_ino) != module_file:
-                    os.close(fd)
-            except OSError:
-                pass  # the descriptor listdir used
+def _inode(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def _adopt_limits(client: int) -> None:
@@ -350,12 +347,7 @@ def serve(channel_fd: int, tree: int) -> None:
         devnull = os.open(os.devnull, os.O_RDWR)
         for n in (0, 1, 2):
             os.dup2(devnull, n)
-        for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
-            if fd > 2 and fd != channel_fd:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        stdio.close_all_but(lambda fd: fd <= 2 or fd == CHANNEL_FD)
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP,
                     signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_IGN)

@@ -24,7 +24,7 @@ from array import array
 
 from ..runners import warm
 from . import kernel
-from .tracee import Memory
+from .tracee import Memory, status_fields
 
 CLIENT_SHELL = b"/bin/sh"
 # The status arrives as "N" (exit N) or "-S" (killed by signal S). No status (the host
@@ -40,11 +40,6 @@ MAX_ARG_STRLEN = 32 * 4096
 # Below this soft RLIMIT_NOFILE the runner starts itself, where its every descriptor is
 # counted (wasi.fit_descriptors) and the client could lack one for its pipe.
 FEWEST_DESCRIPTORS = 64
-
-
-def _status(pid: int | str) -> dict[bytes, bytes]:
-    with open(f"/proc/{pid}/status", "rb") as f:
-        return dict(line.partition(b":\t")[::2] for line in f.read().splitlines())
 
 
 def _context(pid: int | str) -> tuple:
@@ -80,7 +75,7 @@ class WarmRunner:
         self.tree = tree  # the traced command: the host takes its CPUs
         self.channel: socket.socket | None = None
         self.usable = os.access(CLIENT_SHELL, os.X_OK)
-        own = _status("self")
+        own = status_fields("self")
         self.reference = {key: own.get(key) for key in SAME_AS_HOST}
         # Ours is the one filter the tree has beyond the host's (which are ours too).
         self.filters = int(own.get(b"Seccomp_filters", b"0")) + 1
@@ -93,7 +88,7 @@ class WarmRunner:
         if not self.usable:
             return None
         try:
-            status = _status(tid)
+            status = status_fields(tid)
             if (any(status.get(key) != value for key, value in self.reference.items())
                     or int(status.get(b"Seccomp_filters", b"-1")) != self.filters
                     or _context(tid) != self.context):

@@ -116,7 +116,9 @@ def _be_tracer(command_pid: int, from_command: int, to_command: int,
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
-        _close_fds_but({0, 1, 2, from_command, to_command})
+        # The tracer must hold none of the caller's files (a pipe it reads would never end).
+        kept = {0, 1, 2, from_command, to_command}
+        stdio.close_all_but(kept.__contains__)
         os.write(to_command, b"%d\n" % os.getpid())
         if os.read(from_command, 1) != b"s":
             os._exit(1)
@@ -165,16 +167,6 @@ def _stay_on_one_cpu() -> None:
             os.sched_setaffinity(0, {cpu if cpu in cpus else min(cpus)})
     except (OSError, ValueError, IndexError):
         pass  # a speed-up only
-
-
-def _close_fds_but(keep: set[int]) -> None:
-    """The tracer must hold none of the caller's files (a pipe it reads would never end)."""
-    for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
-        if fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass  # the descriptor listdir itself used
 
 
 def _read_line(stream) -> bytes:

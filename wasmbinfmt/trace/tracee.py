@@ -157,6 +157,12 @@ def fs_credentials(tid: int) -> tuple[int, int, list[int]]:
     return uid, gid, groups
 
 
+def status_fields(pid: int | str) -> dict[bytes, bytes]:
+    """Every field of /proc/PID/status: name to value, as bytes."""
+    with open(f"/proc/{pid}/status", "rb") as f:
+        return dict(line.partition(b":\t")[::2] for line in f.read().splitlines())
+
+
 def ignored_signals(tid: int) -> int:
     """The signals `tid` ignores (SigIgn of /proc/TID/status), as a mask: bit N-1 for N."""
     with open(f"/proc/{tid}/status", "rb") as status:

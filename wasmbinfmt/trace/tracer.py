@@ -426,26 +426,27 @@ class Tracer:
         if None in strings:
             resume(PTRACE_CONT, tid)  # an unreadable argv string: EFAULT, the kernel's to say
             return
-        runner = len(self.builtin_runner)
-        if strings[:runner] == self.builtin_runner:
-            if not self.runner_compiled:
-                from ..runners.bytecode import compile_stale
-
-                compile_stale()
-                self.runner_compiled = True
-            ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
-            if ignored:
-                strings.insert(runner, b"--ignored-signals=%x" % ignored)
-            if self.verbose:
-                strings.insert(runner, b"--verbose")
         tail = caller_argv[rewrite.argv.skip:]
         if not caller_argv and rewrite.argv.skip == 0:
             strings.append(b"")  # the "" argv[0] Linux gives an empty argv
         handoff = None
+        runner = len(self.builtin_runner)
+        if strings[:runner] == self.builtin_runner:
+            if self.verbose:
+                strings.insert(runner, b"--verbose")
+            if self.warm_wanted:
+                handoff = self._handoff(tid, strings[runner:], tail, envp_at, rewrite.env)
+            if handoff is None:  # the runner starts itself
+                if not self.runner_compiled:
+                    from ..runners.bytecode import compile_stale
+
+                    compile_stale()
+                    self.runner_compiled = True
+                ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
+                if ignored:  # after --verbose
+                    strings.insert(runner + self.verbose, b"--ignored-signals=%x" % ignored)
         if self.capture is not None:
             strings[:0] = self.capture
-        elif self.warm_wanted and strings[:runner] == self.builtin_runner:
-            handoff = self._handoff(tid, strings[runner:], tail, envp_at, rewrite.env)
         env_kept, env_added, envp = array("Q"), 0, envp_at
         if handoff is not None:  # the client instead, with an empty environment
             strings, tail, envp = handoff.client_argv(), array("Q"), None

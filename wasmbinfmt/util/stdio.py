@@ -1,4 +1,4 @@
-"""Standard descriptors we were started without.
+"""Standard descriptors we were started without, and leaving none but those we keep.
 
 A program started with fd 0, 1 or 2 closed must keep it closed, yet the
 first file or pipe we open would take that number and become the program's
@@ -10,6 +10,17 @@ starts.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+
+
+def close_all_but(keep: Callable[[int], bool]) -> None:
+    """Close every open descriptor for which `keep(fd)` is false."""
+    for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
+        try:
+            if not keep(fd):
+                os.close(fd)
+        except OSError:
+            pass  # the descriptor listdir used
 
 
 def hold_closed() -> set[int]:
