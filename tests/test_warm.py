@@ -212,3 +212,37 @@ def test_a_module_reads_the_terminal_and_ctrl_z_and_fg_work_as_natively(box, use
     text = outputs[1][1].replace(b"\r\n", b"\n")
     assert text.startswith(b"one\n") and b"Stopped" in text and b"stopped 148\n" in text
     assert text.endswith(b"two\ndone\nstatus 0\n"), text
+
+
+def test_much_code_is_compiled_by_winch_then_by_cranelift_in_the_workers(box, user):
+    """A first run compiles in the worker (the host has no thread to lose), with Winch; the
+    second with Cranelift; the third compiles nothing. Each run is warm."""
+    from test_wasi_runner import big_module
+
+    path, status = big_module(box)
+    path.chmod(0o755)
+    script = ("export WASMBINFMT_CACHE_DIR=$PWD/cache; for i in 1 2 3; do ./big.wasm; "
+              "echo $? $(ls cache/modules | grep -o -e '-cranelift+' -e '-winch+' | sort); "
+              "done")
+    done = run(user, box, script)
+    assert done.stdout.decode().splitlines() == [
+        f"{status} -winch+", f"{status} -cranelift+ -winch+", f"{status} -cranelift+ -winch+"]
+    assert done.stderr.count(WARM) == 3
+
+
+@pytest.mark.parametrize("options", [(), ("--cold-runner",)])
+def test_a_module_keeps_to_one_of_its_callers_cpus_and_the_caller_to_all(box, user, options):
+    """wasmtime's WASI hands each file operation to a thread of its own: the module's
+    process keeps to one CPU, one the caller may use, so each hand-off is a switch there."""
+    cpus = sorted(os.sched_getaffinity(0))
+    script = (f"taskset -c {cpus[-1]} ./probe.wasm read /proc/self/status Cpus_allowed_list; "
+              f"./probe.wasm read /proc/self/status Cpus_allowed_list; "
+              f"grep Cpus_allowed_list /proc/$$/status")
+    done = run(user, box, script, *options)
+    lines = [line.split(b":")[1].strip().decode() for line in done.stdout.splitlines()]
+    assert len(lines) == 3, done.stderr
+    assert lines[0] == str(cpus[-1])
+    assert lines[1].isdigit() and int(lines[1]) in cpus
+    native = subprocess.run(["grep", "Cpus_allowed_list", "/proc/self/status"],
+                            capture_output=True).stdout.split(b":")[1].strip().decode()
+    assert lines[2] == native  # the shell that ran them: as natively

@@ -211,9 +211,124 @@ def test_eight_concurrent_first_runs_all_succeed_and_leave_one_valid_entry(tmp_p
     assert done.returncode == 0 and done.stdout == expected[:100]
 
 
+BIG_FUNCTIONS = 3600  # ~290 KB of code: over wasi.WINCH_FIRST_RUN_CODE
+
+
+def big_module(tmp_path: Path, exceptions: bool = False) -> tuple[Path, int]:
+    """A module with much code (a chain of distinct functions, as a test binary has) that
+    exits with what the chain computes; with `exceptions`, it also throws and catches (which
+    Winch cannot compile). The path and the exit status it must give."""
+    functions, x = [], 1
+    for i in range(BIG_FUNCTIONS):
+        rounds = " ".join(f"i32.const {2 * i + 3 + r} i32.mul local.get 0 i32.const "
+                          f"{i % 13 + 1} i32.shr_u i32.xor i32.const {i} i32.add local.set 0 "
+                          f"local.get 0" for r in range(4))
+        functions.append(f"(func $f{i} (param i32) (result i32) local.get 0 {rounds})")
+        for r in range(4):
+            x = ((x * (2 * i + 3 + r) & 0xFFFFFFFF) ^ (x >> (i % 13 + 1))) + i & 0xFFFFFFFF
+    calls = " ".join(f"call $f{i}" for i in range(BIG_FUNCTIONS))
+    thrown = """(block $caught (result i32)
+          (try_table (catch $thrown $caught) (throw $thrown (i32.const 0))) (unreachable))
+        drop""" if exceptions else ""
+    text = f"""(module
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      {"(tag $thrown (param i32))" if exceptions else ""}
+      {" ".join(functions)}
+      (func (export "_start") {thrown} i32.const 1 {calls} i32.const 255 i32.and call $exit))"""
+    path = tmp_path / ("big-exceptions.wasm" if exceptions else "big.wasm")
+    path.write_bytes(wasmtime.wat2wasm(text))
+    return path, x & 0xFF
+
+
+def compiled_by(cache_dir: Path) -> list[str]:
+    """The compilers of the cache's entries, sorted."""
+    return sorted(p.name.rsplit("-", 1)[1].split("+")[0]
+                  for p in (cache_dir / "modules").iterdir())
+
+
+def test_much_code_runs_first_compiled_by_winch_then_by_cranelift(tmp_path, cache_dir):
+    from wasmbinfmt.runners import wasi, wasm
+
+    path, status = big_module(tmp_path)
+    data = path.read_bytes()
+    code = wasm.section(wasm.sections(data), wasm.CODE_SECTION)
+    assert code.end - code.body >= wasi.WINCH_FIRST_RUN_CODE
+    done = run([path])
+    assert (done.returncode, done.stderr) == (status, b"")
+    assert compiled_by(cache_dir) == ["winch"]
+    assert run([path]).returncode == status
+    assert compiled_by(cache_dir) == ["cranelift", "winch"]
+    cranelift = next(p for p in (cache_dir / "modules").iterdir() if "-cranelift+" in p.name)
+    os.utime(cranelift, (1e9, 1e9))
+    assert run([path]).returncode == status
+    assert cranelift.stat().st_mtime > 1e9  # loaded from the cache: nothing compiled
+
+
+def test_a_module_winch_cannot_compile_gets_cranelift_on_its_first_run(tmp_path, cache_dir):
+    path, status = big_module(tmp_path, exceptions=True)
+    done = run([path])
+    assert (done.returncode, done.stderr) == (status, b"")
+    assert compiled_by(cache_dir) == ["cranelift"]
+
+
+def test_little_code_gets_cranelift_at_once_and_without_a_cache_too(fixtures, tmp_path,
+                                                                    cache_dir):
+    assert run([fixtures / "probe.wasm", "exit", "3"]).returncode == 3
+    assert compiled_by(cache_dir) == ["cranelift"]
+    path, status = big_module(tmp_path)
+    assert run(["--no-cache", path]).returncode == status
+    assert compiled_by(cache_dir) == ["cranelift"]  # nothing added
+
+
+@pytest.mark.parametrize("choice,first,second", [
+    ("cranelift", ["cranelift"], ["cranelift"]),
+    ("winch", ["winch"], ["winch"]),
+])
+def test_the_compiler_option_holds_on_every_run(tmp_path, cache_dir, choice, first, second):
+    path, status = big_module(tmp_path)
+    assert run([f"--compiler={choice}", path]).returncode == status
+    assert compiled_by(cache_dir) == first
+    assert run([f"--compiler={choice}", path]).returncode == status
+    assert compiled_by(cache_dir) == second
+
+
+@pytest.mark.parametrize("choice,code,winch_cached,expected", [
+    ("auto", 0, False, ("cranelift",)),
+    ("auto", (256 << 10) - 1, False, ("cranelift",)),
+    ("auto", 256 << 10, False, ("winch", "cranelift")),
+    ("auto", 50 << 20, False, ("winch", "cranelift")),
+    ("auto", 256 << 10, True, ("cranelift",)),  # its second run
+    ("cranelift", 50 << 20, False, ("cranelift",)),
+    ("winch", 0, False, ("winch", "cranelift")),
+    ("winch", 50 << 20, True, ("winch", "cranelift")),
+])
+def test_which_compilers_a_module_gets(choice, code, winch_cached, expected):
+    from wasmbinfmt.runners.wasi import compilers_for
+
+    assert compilers_for(choice, code, winch_cached) == expected
+
+
+@pytest.mark.parametrize("name", ["trap", "features"])
+def test_winchs_code_traps_and_exits_as_cranelifts(tmp_path, cache_dir, name):
+    path = module(tmp_path, name)
+    runs = [run([f"--compiler={choice}", path]) for choice in ("cranelift", "winch")]
+    assert [(r.returncode, r.stdout, r.stderr) for r in runs][0] == \
+        [(r.returncode, r.stdout, r.stderr) for r in runs][1]
+    assert runs[0].returncode == (134 if name == "trap" else 7)
+
+
+def test_winchs_code_recurses_as_deep_as_natively(fixtures, cache_dir):
+    done = run(["--compiler=winch", fixtures / "probe.wasm", "recurse", "100000"])
+    assert done.stdout == b"depth 100000\n"
+
+
 def test_usage_errors(cache_dir):
     done = run(["--bogus", "x.wasm"])
     assert done.returncode == 2 and b"unknown option '--bogus'" in done.stderr
+    done = run(["--compiler=llvm", "x.wasm"])
+    assert done.returncode == 2 and b"--compiler takes one of auto, cranelift, winch" in \
+        done.stderr
     assert run([]).returncode == 2
 
 

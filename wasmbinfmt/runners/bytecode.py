@@ -5,7 +5,10 @@ bytecode file written there can be cut short (``ulimit -f``: CPython renames
 a short write into place, and every later start fails on the truncated
 file). So the tracer, under the caller's own limits, compiles what is
 missing or older than its source before the first exec it sends to the
-runner, once per change; the runner only reads.
+runner, once per change; the runner only reads. Where Python writes no
+bytecode at all (PYTHONDONTWRITEBYTECODE, which container images often set),
+the tracer also compiles it once its tree has gone, or every start of
+``wasmbinfmt`` would compile each of its modules (~20 ms).
 """
 
 from __future__ import annotations

@@ -87,6 +87,7 @@ _SIGNATURES = {
     "wasmtime_config_wasm_bulk_memory_set": (None, [c_void_p, c_bool]),
     "wasmtime_config_wasm_multi_value_set": (None, [c_void_p, c_bool]),
     "wasmtime_config_wasm_reference_types_set": (None, [c_void_p, c_bool]),
+    "wasmtime_config_strategy_set": (None, [c_void_p, c_uint8]),
     "wasmtime_config_max_wasm_stack_set": (None, [c_void_p, c_size_t]),
     "wasmtime_config_async_stack_size_set": (None, [c_void_p, c_size_t]),
     "wasm_engine_new_with_config": (c_void_p, [c_void_p]),
@@ -201,19 +202,29 @@ def _names(vector: _PointerVec, *getters) -> list[tuple[str, ...]]:
                   for getter in getters) for i in range(vector.size)]
 
 
+STRATEGIES = {"cranelift": 1, "winch": 2}  # wasmtime_strategy_t
+
+
 class Engine:
-    def __init__(self, features: tuple[str, ...], max_wasm_stack: int | None = None) -> None:
-        """An engine with these wasm features on; `max_wasm_stack` bytes of native stack for
-        wasm code (None: wasmtime's default, 512 KiB)."""
+    def __init__(self, features: tuple[str, ...], max_wasm_stack: int | None = None,
+                 compiler: str = "cranelift", off: tuple[str, ...] = ()) -> None:
+        """An engine with these wasm features on and those `off` off (the others as
+        wasmtime has them), compiling with `compiler` (a key of STRATEGIES);
+        `max_wasm_stack` bytes of native stack for wasm code (None: wasmtime's default,
+        512 KiB)."""
         lib = load()
         config = lib.wasm_config_new()
         for feature in features:
             getattr(lib, f"wasmtime_config_wasm_{feature}_set")(config, True)
+        for feature in off:
+            getattr(lib, f"wasmtime_config_wasm_{feature}_set")(config, False)
+        lib.wasmtime_config_strategy_set(config, STRATEGIES[compiler])
         if max_wasm_stack is not None:
             # wasmtime refuses a wasm stack larger than its async stacks (unused here).
             lib.wasmtime_config_async_stack_size_set(config, max_wasm_stack + (1 << 20))
             lib.wasmtime_config_max_wasm_stack_set(config, max_wasm_stack)
         self.pointer = lib.wasm_engine_new_with_config(config)
+        self.compiler = compiler
 
 
 class Module:

@@ -77,7 +77,7 @@ class Host:
         self.selector = selectors.DefaultSelector()
         self.selector.register(channel, selectors.EVENT_READ, self._on_message)
         self.jobs: dict[int, Job] = {}
-        self.engines: dict[int, object] = {}  # by stack limit
+        self.engines: dict[tuple, object] = {}  # by stack limit and compiler
         self.linkers: dict[object, object] = {}  # by engine
         self.prepared: dict[tuple, wasi.Prepared] = {}  # by module file and settings
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -182,8 +182,8 @@ class Host:
             before = _identity(options.module)
         except OSError:
             before = None
-        key = (before, options.cache, options.verbose, cwd is not None, stack_limit,
-               wasi.cache_dir_for(options, env))
+        key = (before, options.cache, options.verbose, options.compiler, cwd is not None,
+               stack_limit, wasi.cache_dir_for(options, env))
         prepared = self.prepared.pop(key, None) if before is not None else None
         fresh = prepared is None
         if fresh:
@@ -191,7 +191,7 @@ class Host:
         if prepared.module is None:
             prepared.load(options.module, compile=False)  # a worker may have compiled it
         if prepared.module is not None and prepared.pre is None:
-            prepared.linker = self._linker(prepared.engine)
+            prepared.linker = self._linker(prepared.module.engine)
             prepared.pre = prepared.linker.instantiate_pre(prepared.module)
         if fresh:  # kept only if the file did not change while it was read
             try:
@@ -210,10 +210,10 @@ class Host:
             linker = self.linkers[engine] = wasi.new_linker(engine)
         return linker
 
-    def _engine(self, stack_limit: int):
-        engine = self.engines.get(stack_limit)
+    def _engine(self, stack_limit: int, compiler: str):
+        engine = self.engines.get((stack_limit, compiler))
         if engine is None:
-            engine = self.engines[stack_limit] = wasi.new_engine(stack_limit)
+            engine = self.engines[stack_limit, compiler] = wasi.new_engine(stack_limit, compiler)
         return engine
 
     # -- ends ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """wasmbinfmt-wasi: run a WASI command module like a native program (docs/wasi.md).
 
     wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache]
-                    [--ignored-signals=MASK] [--verbose] [--] MODULE [ARGS...]
+                    [--compiler=auto|cranelift|winch] [--ignored-signals=MASK]
+                    [--verbose] [--] MODULE [ARGS...]
 
 The program's argv is ``MODULE ARGS...``; with ``--preserve-argv0`` (what a
 rule with the P flag passes) it is ``ARGS...``: the kernel puts the caller's
@@ -25,7 +26,12 @@ what this runner does not provide, such as ``wali``); 127 for a module
 that does not exist.
 
 Compiled modules are cached (see wasmbinfmt/util/cache.py for where), keyed by
-the module's content, wasmtime's build and the engine settings. wasmtime is
+the module's content, wasmtime's build and the engine settings. ``--compiler``:
+``cranelift`` always (optimised code, slower to compile); ``winch`` (wasmtime's
+baseline compiler: quick to compile, slower code) where it can; ``auto``, the
+default, Winch for the first run of a module with much code, which is what a
+test binary run once needs, and Cranelift from its second run on (without a
+cache, Cranelift). wasmtime is
 called through capi.py, not the wasmtime package's Python API (whose import
 alone would triple a small program's run time).
 """
@@ -42,14 +48,16 @@ except ImportError:  # pragma: no cover - CPython always has it
     from hashlib import blake2b as _blake2b
 
 from ..util import cache, stdio
-from ..util.procstate import restore_signals
+from ..util.procstate import restore_signals, stay_on_current_cpu
 from . import capi, wasi_cwd
+from . import wasm as wasm_format
 
 EXIT_TRAP = 134  # what the wasmtime CLI exits with after a trap
 EXIT_CANNOT_RUN = 126
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 USAGE = "usage: wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache] " \
-        "[--ignored-signals=MASK] [--verbose] [--] MODULE [ARGS...]"
+        "[--compiler=auto|cranelift|winch] [--ignored-signals=MASK] [--verbose] [--] MODULE " \
+        "[ARGS...]"
 
 
 class Options:
@@ -59,6 +67,7 @@ class Options:
         self.cache = True
         self.ignored_signals = 0
         self.verbose = False
+        self.compiler = "auto"
         self.module = ""
         self.argv: list[str] = []
 
@@ -78,6 +87,11 @@ def parse_args(args: list[str]) -> Options:
             options.cache = False
         elif arg == "--verbose":
             options.verbose = True
+        elif arg.startswith("--compiler="):
+            options.compiler = arg[len("--compiler="):]
+            if options.compiler not in COMPILERS:
+                raise ValueError(f"--compiler takes one of {', '.join(COMPILERS)}, not "
+                                 f"{options.compiler!r}")
         elif arg.startswith("--ignored-signals="):
             try:
                 options.ignored_signals = int(arg[len("--ignored-signals="):], 16)
@@ -115,29 +129,54 @@ def complain(message: str) -> None:
         print(f"wasmbinfmt-wasi: {message}", file=sys.stderr)
 
 
-def load_module(engine: capi.Engine, wasm: bytes, directory: str | None,
-                name: str, compile: bool = True) -> capi.Module | None:
+def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
+                choice: str = "auto", compile: bool = True) -> capi.Module | None:
     """Compile `wasm`, or load it compiled from the cache in `directory` (None: no cache),
-    where it is `name` (its content's digest, and what was done to it). With `compile`
-    False, None unless it is in the cache."""
-    if directory is None:
-        return capi.Module.compile(engine, wasm) if compile else None
+    where it is `name` (its content's digest, and what was done to it), with the compilers
+    `choice` (one of COMPILERS) leads to; `engine_for(compiler)` gives the engines. With
+    `compile` False, None unless it is in the cache."""
+    if directory is None:  # no cache, so no telling a first run: Cranelift
+        return capi.Module.compile(engine_for("cranelift"), wasm) if compile else None
     modules = os.path.join(directory, "modules")
-    entry = os.path.join(modules, f"{name}-{_wasmtime_build()}-{ENGINE_SETTINGS}.cwasm")
-    if cache.is_ours(entry):
+
+    def entry(compiler: str) -> str:
+        return os.path.join(modules,
+                            f"{name}-{_wasmtime_build()}-{engine_settings(compiler)}.cwasm")
+    cached = [c for c in (("winch",) if choice == "winch" else ("cranelift",))
+              if cache.is_ours(entry(c))]
+    for compiler in cached:
         try:
-            module = capi.Module.deserialize_file(engine, entry)
+            module = capi.Module.deserialize_file(engine_for(compiler), entry(compiler))
         except capi.WasmtimeError:  # damaged, or another build's: rebuilt
-            pass
-        else:
-            cache.touch(entry)
-            return module
+            continue
+        cache.touch(entry(compiler))
+        return module
     if not compile:
         return None
-    module = capi.Module.compile(engine, wasm)
-    cache.store_bytes(entry, module.serialize())
-    cache.trim(modules, cache.size_limit(), keep=entry)
-    return module
+    choices = ("cranelift",)
+    if choice != "cranelift":
+        choices = compilers_for(choice, _code_bytes(wasm), cache.is_ours(entry("winch")))
+
+    def compiled(compiler: str) -> capi.Module:
+        module = capi.Module.compile(engine_for(compiler), wasm)
+        cache.store_bytes(entry(compiler), module.serialize())
+        cache.trim(modules, cache.size_limit(), keep=entry(compiler))
+        return module
+    *first, last = choices
+    for compiler in first:
+        try:
+            return compiled(compiler)
+        except capi.WasmtimeError:
+            pass  # what Winch does not support: the next
+    return compiled(last)
+
+
+def _code_bytes(wasm: bytes) -> int:
+    try:
+        code = wasm_format.section(wasm_format.sections(wasm), wasm_format.CODE_SECTION)
+    except wasm_format.WasmFormatError:
+        return 0  # wasmtime will say what is wrong
+    return code.end - code.body if code else 0
 
 
 def _libc_cwd(wasm: bytes, directory: str | None, digest: str, doubts: list[str]):
@@ -166,7 +205,31 @@ def _wasmtime_build() -> str:
 # SIMD, tail calls, ...): on, so that no module needs flags. Part of the cache key.
 ENGINE_FEATURES = ("exceptions", "tail_call", "simd", "bulk_memory", "multi_value",
                    "reference_types")
-ENGINE_SETTINGS = "+".join(ENGINE_FEATURES)  # in the names of cache entries
+# Winch, wasmtime's baseline compiler, compiles ~4x faster than Cranelift and its code runs
+# ~3x slower (docs/performance.md); it has no exception handling (setjmp/longjmp), so a
+# module that needs it does not compile under Winch and gets Cranelift.
+COMPILER_FEATURES = {"cranelift": ENGINE_FEATURES,
+                     "winch": tuple(f for f in ENGINE_FEATURES if f != "exceptions")}
+COMPILERS = ("auto", "cranelift", "winch")
+# `auto` compiles a module's first run with Winch when it has this much code or more (a
+# cargo test binary has ~0.4 MB: 0.3 s of Cranelift against 0.08 s), and with Cranelift
+# from its second run on; a smaller module gets Cranelift at once (it costs little).
+WINCH_FIRST_RUN_CODE = 256 << 10
+
+
+def compilers_for(choice: str, code_bytes: int, compiled_by_winch: bool) -> tuple[str, ...]:
+    """The compilers to try, in order, for a module that Cranelift's code for is not
+    cached: `choice` is --compiler's, `code_bytes` the size of its code section, and
+    `compiled_by_winch` whether Winch's code for it is cached (it has run before)."""
+    if choice == "winch" or choice == "auto" and code_bytes >= WINCH_FIRST_RUN_CODE \
+            and not compiled_by_winch:
+        return ("winch", "cranelift")
+    return ("cranelift",)
+
+
+def engine_settings(compiler: str) -> str:
+    """What a cache entry's name says of the engine that compiled it."""
+    return "+".join((compiler, *COMPILER_FEATURES[compiler]))
 STACK_CAP = 64 << 20
 STACK_MARGIN = 1 << 20  # for Python and wasmtime below the module's frames
 WASMTIME_DEFAULT_STACK = 512 << 10
@@ -210,12 +273,14 @@ class CannotRun(Exception):
 
 
 class Prepared:
-    """A module ready to instantiate: its engine, its compiled code (None: still to be
-    compiled, by load()), its entry point, and where its libc keeps the current directory."""
+    """A module ready to instantiate: its compiled code (None: still to be compiled, by
+    load(); its engine is the compiler's that `engine_for` gives), its entry point, and
+    where its libc keeps the current directory."""
 
-    def __init__(self, engine: capi.Engine, wasm: bytes, directory: str | None, name: str,
-                 libc_cwd) -> None:
-        self.engine = engine
+    def __init__(self, engine_for, compiler: str, wasm: bytes, directory: str | None,
+                 name: str, libc_cwd) -> None:
+        self.engine_for = engine_for
+        self.compiler = compiler  # one of COMPILERS
         self.wasm = wasm
         self.directory = directory
         self.name = name  # of its cache entry
@@ -229,7 +294,8 @@ class Prepared:
         """Compile the module or load it from the cache, and check it can run (CannotRun);
         with compile False, only from the cache: False when it is not there."""
         try:
-            module = load_module(self.engine, self.wasm, self.directory, self.name, compile)
+            module = load_module(self.engine_for, self.wasm, self.directory, self.name,
+                                 self.compiler, compile)
         except capi.WasmtimeError as e:
             raise CannotRun(f"{module_path}: not a valid WebAssembly module: "
                             f"{_first_line(e)}", EXIT_CANNOT_RUN) from None
@@ -251,9 +317,12 @@ class Prepared:
         return True
 
 
-def new_engine(stack_limit: int) -> capi.Engine:
-    """The engine for a process whose soft RLIMIT_STACK is `stack_limit`."""
-    return capi.Engine(ENGINE_FEATURES, max_wasm_stack(stack_limit))
+def new_engine(stack_limit: int, compiler: str = "cranelift") -> capi.Engine:
+    """The engine compiling with `compiler` for a process whose soft RLIMIT_STACK is
+    `stack_limit`."""
+    features = COMPILER_FEATURES[compiler]
+    return capi.Engine(features, max_wasm_stack(stack_limit), compiler,
+                       off=tuple(f for f in ENGINE_FEATURES if f not in features))
 
 
 def cache_dir_for(options: Options, env: Mapping[str, str]) -> str | None:
@@ -278,7 +347,7 @@ def prepare(options: Options, cwd: str | None, env: Mapping[str, str],
             engine_for=None, stack_limit: int | None = None) -> Prepared:
     """Read the module and make what running it in `cwd` needs (CannotRun if it cannot be
     run), for a process with this soft RLIMIT_STACK (default: ours) and environment;
-    `engine_for(stack_limit)` gives the engine (default: a new one)."""
+    `engine_for(stack_limit, compiler)` gives the engines (default: new ones)."""
     try:
         with open(options.module, "rb") as f:
             wasm = f.read()
@@ -298,12 +367,13 @@ def prepare(options: Options, cwd: str | None, env: Mapping[str, str],
         import resource  # a C module, nothing to pay for
 
         stack_limit = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    engines = engine_for or new_engine
     try:
-        engine = (engine_for or new_engine)(stack_limit)
+        engines(stack_limit, "cranelift")  # wasmtime's own complaint, if any, comes here
     except capi.WasmtimeError as e:
         raise CannotRun(f"{options.module}: {e}", EXIT_CANNOT_RUN) from None
-    return Prepared(engine, wasm, directory, digest + ("-seeded" if libc_cwd else ""),
-                    libc_cwd)
+    return Prepared(lambda compiler: engines(stack_limit, compiler), options.compiler, wasm,
+                    directory, digest + ("-seeded" if libc_cwd else ""), libc_cwd)
 
 
 def run(options: Options) -> int:
@@ -329,8 +399,11 @@ def start(prepared: Prepared, options: Options, env: list[tuple[bytes, bytes]],
     if problem:
         return _fail(options.module, f"{problem}, and a WASI program's strings are UTF-8: "
                      f"not run", EXIT_CANNOT_RUN)
-    process = capi.WasiProcess(prepared.engine, argv, env,
-                               prepared.linker or new_linker(prepared.engine))
+    # wasmtime-wasi hands every file operation to a thread of its own and waits: kept on
+    # the module's CPU, that costs a switch, not a wake-up of another CPU (docs/wasi.md).
+    stay_on_current_cpu()
+    engine = prepared.module.engine
+    process = capi.WasiProcess(engine, argv, env, prepared.linker or new_linker(engine))
     # A stream closed for us stays closed for the program (reads and writes fail).
     for fd, stream in enumerate(("stdin", "stdout", "stderr")):
         if fd not in closed:

@@ -26,11 +26,11 @@ import sys
 from collections.abc import Callable
 
 from ..util import stdio
-from ..util.procstate import restore_signals
+from ..util.procstate import restore_signals, stay_on_current_cpu
 from . import kernel
 from .arch import host_arch
 from .seccomp import exec_filter
-from .tracee import command_name, stat_field, tracer_of
+from .tracee import command_name, tracer_of
 from .tracer import OPTIONS
 
 EXIT_CANNOT_TRACE = 125  # our own failure, as env(1) and timeout(1) use it
@@ -112,7 +112,9 @@ def _be_tracer(command_pid: int, from_command: int, to_command: int,
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGPIPE,
                     signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_IGN)
-        _stay_on_one_cpu()
+        # The tracer, not the tree: every stop hands the CPU from a tracee to the tracer
+        # and back (scripts/bench.py's exec loop, 2 vCPUs: 1.44x native -> 1.28-1.34x).
+        stay_on_current_cpu()
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
@@ -148,25 +150,6 @@ def _name_tracer() -> None:
             comm.write(TRACER_NAME.encode())
     except OSError:
         pass  # a name only
-
-
-def _stay_on_one_cpu() -> None:
-    """Pin the tracer (not the tree) to the CPU it runs on.
-
-    Every stop hands the CPU from a tracee to the tracer and back. A tracer
-    free to move sleeps on another CPU, which each stop must wake (an IPI,
-    and on a VM an exit from idle); kept on one CPU, the scheduler tends to
-    wake the tracee it resumes next to it. Measured on the exec loop of
-    scripts/bench.py, 2 vCPUs: 1.44x native -> 1.28-1.34x.
-    The tree itself stays free to use every CPU.
-    """
-    try:
-        cpus = os.sched_getaffinity(0)
-        if len(cpus) > 1:
-            cpu = stat_field("self", 39)  # the CPU it last ran on
-            os.sched_setaffinity(0, {cpu if cpu in cpus else min(cpus)})
-    except (OSError, ValueError, IndexError):
-        pass  # a speed-up only
 
 
 def _read_line(stream) -> bytes:

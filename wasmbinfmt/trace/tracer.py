@@ -155,7 +155,7 @@ class Tracer:
         # How the built-in runner starts: it is told what its Python's start hides.
         self.builtin_runner = [os.fsencode(sys.executable),
                                *map(os.fsencode, builtin_runner_args())]
-        self.runner_compiled = False  # its bytecode, written before its first start
+        self.bytecode_compiled = False  # before the runner's first start, or at the end
         self.warm_wanted = warm and capture is None  # hand its execs to the warm runner
         # --log-output: every rerouted exec runs under report/capture.py, which logs here.
         self.capture = None if capture is None else [
@@ -184,6 +184,11 @@ class Tracer:
             except ChildProcessError:
                 if self.exec_log is not None:
                     self.exec_log.close()
+                if sys.dont_write_bytecode:
+                    # Nobody writes our bytecode (PYTHONDONTWRITEBYTECODE, as container
+                    # images set it), so each start would compile every module: once the
+                    # tree has gone, nothing waits for this.
+                    self._compile_bytecode()
                 return
             if status & 0xFF != 0x7F:  # exited or killed
                 self._on_exit(tid, status)
@@ -210,6 +215,14 @@ class Tracer:
                 self.parked.add(tid)
             else:
                 resume(PTRACE_CONT, tid, 0)
+
+    def _compile_bytecode(self) -> None:
+        """The package's bytecode where missing or stale (runners/bytecode.py), once."""
+        if not self.bytecode_compiled:
+            from ..runners.bytecode import compile_stale
+
+            compile_stale()
+            self.bytecode_compiled = True
 
     def _on_exit(self, tid: int, status: int) -> None:
         if self.pending:
@@ -437,11 +450,7 @@ class Tracer:
             if self.warm_wanted:
                 handoff = self._handoff(tid, strings[runner:], tail, envp_at, rewrite.env)
             if handoff is None:  # the runner starts itself
-                if not self.runner_compiled:
-                    from ..runners.bytecode import compile_stale
-
-                    compile_stale()
-                    self.runner_compiled = True
+                self._compile_bytecode()
                 ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
                 if ignored:  # after --verbose
                     strings.insert(runner + self.verbose, b"--ignored-signals=%x" % ignored)

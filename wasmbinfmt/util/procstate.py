@@ -11,6 +11,7 @@ it at the exec stop) passes it as `ignored`, a SigIgn-style mask.
 
 from __future__ import annotations
 
+import os
 import _signal as signal  # the C module: signal.py imports enum (~4 ms a start)
 
 PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -42,3 +43,20 @@ def adopt_signal_state(ignored: int, blocked: int) -> None:
             pass  # the C library's own (32, 33)
     signal.pthread_sigmask(signal.SIG_SETMASK,
                            [sig for sig in range(1, signal.NSIG) if blocked >> (sig - 1) & 1])
+
+
+def stay_on_current_cpu() -> None:
+    """Keep this thread, and the threads it starts from now on, on the CPU it runs on.
+
+    A thread that hands work to another and sleeps until it is done then wakes it next to
+    itself; threads free to move are woken on an idle CPU instead: an IPI, and on a VM an
+    exit from idle, at every hand-off."""
+    import ctypes  # loaded already by whoever calls this (ptrace, wasmtime)
+
+    try:
+        cpus = os.sched_getaffinity(0)
+        if len(cpus) > 1:
+            cpu = ctypes.CDLL(None).sched_getcpu()
+            os.sched_setaffinity(0, {cpu if cpu in cpus else min(cpus)})
+    except (OSError, AttributeError):
+        pass  # a speed-up only
