@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -376,3 +377,23 @@ def test_every_dependency_is_used():
     for name, (path, use) in DEPENDENCY_USES.items():
         with open(os.path.join(ROOT, "wasmbinfmt", path)) as f:
             assert use in f.read(), (name, path)
+
+
+def test_without_bytecode_writing_the_tracer_writes_the_packages_bytecode_at_its_end(tmp_path):
+    """Under PYTHONDONTWRITEBYTECODE (container images set it) Python writes none, and
+    every start would compile each module again; the tracer writes it once its tree has
+    gone, so later starts read it."""
+    from wasmbinfmt.runners.bytecode import stale_sources
+
+    package = tmp_path / "wasmbinfmt"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "..", "wasmbinfmt"), package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    assert len(stale_sources(str(package))) > 20
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-m", "wasmbinfmt", "--", "sh", "-c", "echo ran"],
+                          cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    assert done.stdout == b"ran\n", done.stderr
+    deadline = time.monotonic() + 30  # the tracer outlives the command a little
+    while stale_sources(str(package)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stale_sources(str(package)) == []
