@@ -42,6 +42,8 @@ CORPUS = [
     "for i in $p; do wait $i; echo $?; done; "
     "for i in 1 2 3; do ./probe.wasm x$i >o$i & done; wait; cat o1 o2 o3",
     "./probe.wasm $(printf '\\377'); echo $?",
+    "cp probe.wasm m.wasm; for i in 1 2 3; do ./m.wasm $i; done; cp hello.wasm m.wasm; "
+    "./m.wasm; ./m.wasm; cp probe.wasm m.wasm; ./m.wasm again",
 ]
 
 
@@ -103,19 +105,48 @@ def run_in_own_session(user, box, script: str) -> tuple[subprocess.CompletedProc
     return done, session_processes(process.pid)
 
 
+# What runs before a module's exec so that a worker forked for it serves it, or the spare
+# (a worker forked ahead, which has the module ready once the host has had it).
+SERVED_BY = {"fork": "", "spare": "./probe.wasm x >/dev/null; ./probe.wasm x >/dev/null; "}
+
+
+@pytest.fixture(params=sorted(SERVED_BY))
+def served_by(request) -> str:
+    return SERVED_BY[request.param]
+
+
+def test_a_spare_forked_before_the_exec_serves_a_module_the_host_has_ready(box, user):
+    """The worker's pid (the module reads its /proc/self/status) against its client's:
+    forked after it for the first exec of a module, before it once the spare has it."""
+    script = ("export WASMBINFMT_CACHE_DIR=$PWD/cache; for i in 1 2 3 4; do "
+              "./probe.wasm read /proc/self/status Pid: & c=$!; wait; echo $c; done")
+    done = run(user, box, script)
+    workers, clients = [], []
+    for line in done.stdout.decode().splitlines():
+        if line.startswith("Pid:"):
+            workers.append(int(line.split()[1]))
+        else:
+            clients.append(int(line))
+    assert len(workers) == len(clients) == 4, done.stderr
+    assert workers[0] > clients[0]  # compiled in a worker forked for it
+    assert workers[3] < clients[3]  # the spare
+
+
 # (Not SIGINT: a shell without job control starts background jobs with it ignored.)
 @pytest.mark.parametrize("sig, status", [("TERM", 143), ("USR1", 138), ("KILL", 137),
                                          ("HUP", 129)])
-def test_a_signal_to_the_module_ends_it_and_leaves_nothing_behind(box, user, sig, status):
-    script = (f"./probe.wasm spin & pid=$!; sleep 1; kill -{sig} $pid; wait $pid; "
+def test_a_signal_to_the_module_ends_it_and_leaves_nothing_behind(box, user, sig, status,
+                                                                   served_by):
+    script = (f"{served_by}./probe.wasm spin & pid=$!; sleep 1; kill -{sig} $pid; wait $pid; "
               f"echo status $?")
     done, left = run_in_own_session(user, box, script)
     assert done.stdout == f"ready\nstatus {status}\n".encode(), done.stderr
     assert WARM in done.stderr and left == []
 
 
-def test_timeout_ends_a_module_as_natively(box, user):
-    done, left = run_in_own_session(user, box, "timeout 1 ./probe.wasm spin; echo status $?")
+def test_timeout_ends_a_module_as_natively(box, user, served_by):
+    done, left = run_in_own_session(user, box,
+                                    f"{served_by}timeout 1 ./probe.wasm spin; echo status $?")
     assert done.stdout == b"ready\nstatus 124\n" and WARM in done.stderr and left == []
 
 
@@ -136,9 +167,9 @@ GROUP_STATES = ("g=$(ps -o pgid= $pid | tr -d ' '); ps -eo pgid=,stat=,comm= | "
                 "{print substr($2, 1, 1), $3}' | sort; echo -")
 
 
-def test_stop_and_continue_reach_the_module(box, user):
+def test_stop_and_continue_reach_the_module(box, user, served_by):
     """SIGSTOP to the module's pid stops the client and the worker; SIGCONT resumes both."""
-    script = (f"./probe.wasm spin & pid=$!; sleep 1; kill -STOP $pid; sleep 0.5; "
+    script = (f"{served_by}./probe.wasm spin & pid=$!; sleep 1; kill -STOP $pid; sleep 0.5; "
               f"{GROUP_STATES}; kill -CONT $pid; sleep 0.5; {GROUP_STATES}; kill $pid; "
               f"wait $pid; echo status $?")
     done, left = run_in_own_session(user, box, script)
@@ -191,8 +222,9 @@ def in_terminal(user, box, command: list[str], keys: list[tuple[float, bytes]] =
     return status, output
 
 
-def test_ctrl_c_in_a_terminal_ends_the_module_and_its_shell(box, user):
-    status, output = in_terminal(user, box, ["sh", "-c", "./probe.wasm spin; echo after"],
+def test_ctrl_c_in_a_terminal_ends_the_module_and_its_shell(box, user, served_by):
+    status, output = in_terminal(user, box,
+                                 ["sh", "-c", f"{served_by}./probe.wasm spin; echo after"],
                                  [(2, b"\x03")])
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT, (status, output)
     assert b"ready" in output and b"after" not in output

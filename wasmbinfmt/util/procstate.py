@@ -46,7 +46,8 @@ def adopt_signal_state(ignored: int, blocked: int) -> None:
 
 
 def stay_on_current_cpu() -> None:
-    """Keep this thread, and the threads it starts from now on, on the CPU it runs on.
+    """Keep this process's threads, and those it starts from now on, on the CPU this one
+    runs on (among those it may use).
 
     A thread that hands work to another and sleeps until it is done then wakes it next to
     itself; threads free to move are woken on an idle CPU instead: an IPI, and on a VM an
@@ -55,8 +56,9 @@ def stay_on_current_cpu() -> None:
 
     try:
         cpus = os.sched_getaffinity(0)
-        if len(cpus) > 1:
-            cpu = ctypes.CDLL(None).sched_getcpu()
-            os.sched_setaffinity(0, {cpu if cpu in cpus else min(cpus)})
+        cpu = ctypes.CDLL(None).sched_getcpu()
+        target = {cpu if cpu in cpus else min(cpus)}
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(tid), target)
     except (OSError, AttributeError):
         pass  # a speed-up only
