@@ -145,6 +145,7 @@ class Host:
         os.chdir(f"/proc/{job.client}/cwd")  # the worker inherits it
         env_pairs = [tuple(entry.split(b"=", 1)) for entry in env if b"=" in entry]
         options = error = prepared = cwd = layout = key = None
+        ready_before = self._ready()
         # Messages while preparing (-v's doubts) go to the client's stderr, as the runner's.
         os.dup2(std.get(2, self.devnull), 2)
         try:
@@ -183,7 +184,7 @@ class Host:
         self.selector.register(job.client_pidfd, selectors.EVENT_READ,
                                lambda: self._on_client_exit(job))
         os.chdir("/")
-        self._keep_a_spare()
+        self._keep_a_spare(repeated=key in ready_before)
 
     # -- the spare: a worker forked before its job ---------------------------------------
 
@@ -192,14 +193,17 @@ class Host:
         return frozenset(key for key, prepared in self.prepared.items()
                          if prepared.pre is not None)
 
-    def _keep_a_spare(self) -> None:
-        """A spare with every module ready that the host has: the next exec of any of them
-        skips the fork (~2 ms of copying a 40 MB process's page tables on this VM).
+    def _keep_a_spare(self, repeated: bool) -> None:
+        """A spare, with the modules ready that the host has: the next exec of any of them
+        skips the fork (~2 ms of copying a 40 MB process's page tables on this VM). One
+        that lacks a module is replaced when that module runs again (`repeated`: the exec
+        just served was of a module the host had ready), not at each new module, which a
+        suite of programs run once would pay a second fork for at every exec.
         (Starting wasmtime-wasi's runtime in the spare as well measured slower: its
         threads, forked ahead, then sit on another CPU.)"""
         ready = self._ready()
         if self.spare is not None:
-            if self.spare.ready == ready:
+            if self.spare.ready == ready or not repeated:
                 return
             self._retire(self.spare)
         host_end, spare_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
