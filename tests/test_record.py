@@ -42,3 +42,31 @@ def test_a_field_without_default_after_one_with_is_refused():
         class Bad:
             a: int = 0
             b: int
+
+
+def test_arguments_are_checked_as_a_function_s_would_be():
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        Point(1, 2, "a", 4)
+    with pytest.raises(TypeError, match="repeated arguments: x"):
+        Point(1, x=2)
+    with pytest.raises(TypeError, match="unexpected or repeated arguments: z"):
+        Point(1, z=2)
+    with pytest.raises(TypeError, match="unexpected or repeated arguments: z"):
+        Point(1)._replace(z=3)
+    assert Point(1, 2)._replace(label="a") == Point(1, 2, "a")
+
+
+def test_copies_pickles_and_patterns_as_a_tuple_with_names():
+    import copy
+    import pickle
+
+    p = Point(1, 2, "a")
+    assert pickle.loads(pickle.dumps(p)) == p and type(pickle.loads(pickle.dumps(p))) is Point
+    assert copy.copy(p) == p and copy.deepcopy(p) == p
+    match p:
+        case Point(x, y, label):
+            assert (x, y, label) == (1, 2, "a")
+    match p:
+        case Point(x=1, label=found):
+            assert found == "a"
+

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from types import SimpleNamespace as Namespace
 
 from . import __version__
@@ -22,6 +21,7 @@ from .rules.model import Rule, RuleError
 from .rules.sources import (
     RuleSet, choose_emulators, collect, interpreter_problem, profile_choices,
 )
+from .util.abcs import Callable
 
 SUBCOMMANDS = ("list", "which", "check", "log", "compare")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Callable
 
+from ..util.abcs import Callable
 from .match import Matcher
 from .rewrite import FileKind, classify
 from ..rules.model import HEADER_SIZE, Rule

@@ -10,8 +10,8 @@ match since extensions have no ``/``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
 
+from ..util.abcs import Callable, Iterable, Iterator
 from ..rules.model import HEADER_SIZE, Rule
 
 _PADDING = bytes(HEADER_SIZE)

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Sequence
 
+from ..util.abcs import Callable, Sequence
 from .match import Matcher
 from ..util.record import record
 from ..rules.model import HEADER_SIZE, Rule

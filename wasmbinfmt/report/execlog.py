@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
 from io import TextIOBase
+
+from ..util.abcs import Iterable
 
 
 def _text(value: bytes) -> str:

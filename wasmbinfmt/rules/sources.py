@@ -25,8 +25,8 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Mapping
 
+from ..util.abcs import Mapping
 from .loaders import load_file, parse_binfmt_lines, parse_binfmt_support, read_text
 from .model import Loaded, Origin, Rule, RuleError, parse_registration
 from ..util.userdirs import user_dir

@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
 
 try:  # the builtin module: hashlib would load OpenSSL first (~5 ms a start)
     from _blake2 import blake2b as _blake2b
 except ImportError:  # pragma: no cover - CPython always has it
     from hashlib import blake2b as _blake2b
 
+from ..util.abcs import Mapping
 from ..util import cache, stdio
 from ..util.procstate import restore_signals, stay_on_current_cpu
 from . import capi, wasi_cwd

@@ -45,18 +45,19 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import namedtuple
-from collections.abc import Callable  # not typing: ~15 ms a start
 
+from ..util.abcs import Callable
+from ..util.record import record
 from . import wasm
 
 STACK_POINTER_EXPORT = "__wasmbinfmt_stack_pointer"
 LONGEST_SEEDED_CWD = 4096  # PATH_MAX; a longer cwd is left unseeded
 
 
-# address: of wasi-libc's ``char *__wasilibc_cwd``;
-# resolves_paths: chdir is linked, relative paths go through it
-LibcCwd = namedtuple("LibcCwd", "address resolves_paths")
+@record
+class LibcCwd:
+    address: int  # of wasi-libc's ``char *__wasilibc_cwd``
+    resolves_paths: bool  # chdir is linked: relative paths go through it
 
 
 def find_libc_cwd(data: bytes, doubts: list[str] | None = None) -> LibcCwd | None:

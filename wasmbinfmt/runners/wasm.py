@@ -9,7 +9,8 @@ input and never reads past the buffer, whatever the module claims.
 from __future__ import annotations
 
 import struct
-from collections import namedtuple  # not typing: ~15 ms, on the WASI runner's path
+
+from ..util.record import record
 
 MAGIC = b"\0asm\x01\0\0\0"
 CUSTOM_SECTION = 0
@@ -33,8 +34,12 @@ class WasmFormatError(ValueError):
     pass
 
 
-# start: the id byte; body: the first byte of the contents
-Section = namedtuple("Section", "id start body end")
+@record
+class Section:
+    id: int
+    start: int  # the id byte
+    body: int  # the first byte of the contents
+    end: int
 
 
 def read_uleb(data: bytes, pos: int, limit: int = 5) -> tuple[int, int]:

@@ -20,7 +20,6 @@ import os
 import resource
 import select
 import socket
-from array import array
 
 from ..runners import warm
 from . import kernel
@@ -82,7 +81,7 @@ class WarmRunner:
         self.context = _context("self")
         self.clients = clients  # pid: its pipe's read end, which it opens by path
 
-    def handoff(self, tid: int, memory: Memory, runner_argv: list[bytes], tail: array,
+    def handoff(self, tid: int, memory: Memory, runner_argv: list[bytes], tail: list[int],
                 envp_at: int, added_env: list[tuple[bytes, bytes]]) -> Handoff | None:
         """The hand-off of this exec, or None where the runner must start itself."""
         if not self.usable:
@@ -107,7 +106,7 @@ class WarmRunner:
                 return None  # EFAULT: the kernel's to say, through the runner's own exec
             argv.append(arg)
         env = []
-        pointers = memory.read_pointers(tid, envp_at) if envp_at else array("Q")
+        pointers = memory.read_pointers(tid, envp_at) if envp_at else []
         if pointers is None:
             return None
         replaced = tuple(key + b"=" for key, _ in added_env)

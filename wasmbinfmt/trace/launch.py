@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 import _signal as signal  # the C module: signal.py adds enums, and enum costs ~4 ms a start
 import sys
-from collections.abc import Callable
 
+from ..util.abcs import Callable
 from ..util import stdio
 from ..util.procstate import restore_signals, stay_on_current_cpu
 from . import kernel

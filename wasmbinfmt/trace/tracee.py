@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from array import array
 
 from .kernel import IoVec, vm_readv, vm_writev
 
@@ -91,13 +90,13 @@ class Memory:
             end = data.find(b"\0")
         return data[:end] if end >= 0 else None
 
-    def read_pointers(self, tid: int, address: int) -> array | None:
+    def read_pointers(self, tid: int, address: int) -> list[int] | None:
         """The NULL-terminated pointer array at `address` (argv, envp), or None if unreadable."""
-        words = array("Q")
+        words: list[int] = []
         chunk = PAGE
         while len(words) * 8 < MAX_ARGV_BYTES:
             data = self.read(tid, address + len(words) * 8, chunk)
-            more = array("Q", data[:len(data) - len(data) % 8])
+            more = memoryview(data[:len(data) - len(data) % 8]).cast("Q").tolist()
             try:
                 end = more.index(0)
             except ValueError:

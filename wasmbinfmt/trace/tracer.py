@@ -23,12 +23,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 import sys
 import _signal as signal  # the C module: signal.py adds enums, and enum costs ~4 ms a start
-from array import array
-from collections.abc import Callable
 from io import TextIOBase
 
+from ..util.abcs import Callable
 from ..report.execlog import ExecLog
 from ..exec.files import Inspector
 from ..exec.match import Matcher
@@ -75,9 +75,9 @@ class NewExec:
     syscall: int
     strings: list[bytes]  # new strings; argv is strings[:n_head] + tail; the first is the path
     n_head: int
-    tail: array  # the caller's own argv pointers that follow
+    tail: list[int]  # the caller's own argv pointers that follow
     envp: int | None  # the caller's envp, kept as is, or None when rebuilt below
-    env_kept: array  # with envp None: the caller's env pointers that stay
+    env_kept: list[int]  # with envp None: the caller's env pointers that stay
     env_added: int  # with envp None: how many of `strings` (at the end) are added variables
 
     def size(self) -> int:
@@ -95,7 +95,7 @@ class NewExec:
         for s in self.strings:
             addresses.append(at)
             at += len(s) + 1
-        argv = array("Q", addresses[:self.n_head])
+        argv = addresses[:self.n_head]
         argv.extend(self.tail)
         argv.append(0)
         envp = self.envp
@@ -105,7 +105,8 @@ class NewExec:
             pointers.extend(self.env_kept)
             pointers.extend(addresses[len(self.strings) - self.env_added:])
             pointers.append(0)
-        blob = pointers.tobytes() + b"".join(s + b"\0" for s in self.strings)
+        blob = (struct.pack(f"{len(pointers)}Q", *pointers)
+                + b"".join(s + b"\0" for s in self.strings))
         return blob, addresses[0], base, envp
 
 
@@ -430,7 +431,7 @@ class Tracer:
 
     def _rewrite(self, tid: int, syscall: int, rewrite: Rewrite, argv_at: int,
                  envp_at: int) -> None:
-        caller_argv = self.memory.read_pointers(tid, argv_at) if argv_at else array("Q")
+        caller_argv = self.memory.read_pointers(tid, argv_at) if argv_at else []
         if caller_argv is None:
             resume(PTRACE_CONT, tid)  # EFAULT: the kernel's to say
             return
@@ -456,11 +457,11 @@ class Tracer:
                     strings.insert(runner + self.verbose, b"--ignored-signals=%x" % ignored)
         if self.capture is not None:
             strings[:0] = self.capture
-        env_kept, env_added, envp = array("Q"), 0, envp_at
+        env_kept, env_added, envp = [], 0, envp_at
         if handoff is not None:  # the client instead, with an empty environment
-            strings, tail, envp = handoff.client_argv(), array("Q"), None
+            strings, tail, envp = handoff.client_argv(), [], None
         elif rewrite.env:
-            caller_env = self.memory.read_pointers(tid, envp_at) if envp_at else array("Q")
+            caller_env = self.memory.read_pointers(tid, envp_at) if envp_at else []
             if caller_env is None:
                 resume(PTRACE_CONT, tid)
                 return
@@ -505,7 +506,7 @@ class Tracer:
         self.pending[tid] = Pending(saved, "mmap", new_exec, length=length, handoff=handoff)
         resume(PTRACE_SYSCALL, tid)
 
-    def _handoff(self, tid: int, runner_argv: list[bytes], tail: array, envp_at: int,
+    def _handoff(self, tid: int, runner_argv: list[bytes], tail: list[int], envp_at: int,
                  added_env: list[tuple[bytes, bytes]]):
         if self.warm is None:
             from .handoff import WarmRunner
@@ -531,20 +532,19 @@ class Tracer:
         for n, value in enumerate(values, 1):
             arch.set_arg(regs, n, value)
 
-    def _caller_string(self, tid: int, caller_argv: array, index: int) -> bytes | None:
+    def _caller_string(self, tid: int, caller_argv: list[int], index: int) -> bytes | None:
         """The caller's argv[index], moved by an argv0-option rule ("" past the end)."""
         if index >= len(caller_argv):
             return b""
         return self.memory.read_string(tid, caller_argv[index], MAX_ARG_STRLEN)
 
-    def _env_without(self, tid: int, env: array, keys: set[bytes]) -> array:
+    def _env_without(self, tid: int, env: list[int], keys: set[bytes]) -> list[int]:
         """The caller's environment pointers, less the variables the rule sets."""
         prefixes = tuple(k + b"=" for k in keys)
         longest = max(map(len, prefixes))
-        return array("Q", (p for p in env
-                           if not self.memory.read(tid, p, longest).startswith(prefixes)))
+        return [p for p in env if not self.memory.read(tid, p, longest).startswith(prefixes)]
 
-    def _report(self, tid: int, rewrite: Rewrite, caller_argv: array, warm: bool) -> None:
+    def _report(self, tid: int, rewrite: Rewrite, caller_argv: list[int], warm: bool) -> None:
         for rule in rewrite.rules:
             if rule.name in self.checked_rules:
                 continue
@@ -564,7 +564,7 @@ class Tracer:
                       + " ".join(os.fsdecode(a) for a in argv) + more
                       + (" (warm runner)" if warm else ""))
 
-    def _log_exec(self, tid: int, rewrite: Rewrite, caller_argv: array) -> None:
+    def _log_exec(self, tid: int, rewrite: Rewrite, caller_argv: list[int]) -> None:
         argv = [self.memory.read_string(tid, p, LOGGED_STRING) or b"?"
                 for p in caller_argv[:LOGGED_ARGS]]
         try:

@@ -24,8 +24,8 @@ import os
 import stat
 import time
 import zlib
-from collections.abc import Mapping  # not typing: ~15 ms, on the WASI runner's path
 
+from .abcs import Mapping
 from .userdirs import user_dir
 
 

@@ -1,8 +1,9 @@
-"""`@record`: typing.NamedTuple's class syntax without importing typing.
+"""`@record`: typing.NamedTuple's class syntax without importing typing or collections.
 
 Every start of `wasmbinfmt` and of the WASI runner would otherwise import
-typing, which imports re and enum: ~10 ms on our machines, a quarter of the
-start-up budget. Dataclasses cost more still (dataclasses imports inspect).
+typing, which imports re and enum (~10 ms on our machines); dataclasses
+import inspect; and collections.namedtuple costs ~1.5 ms to import plus
+~0.1 ms for each class it builds with exec.
 
     @record
     class Origin:
@@ -10,24 +11,59 @@ start-up budget. Dataclasses cost more still (dataclasses imports inspect).
         line: int | None = None      # fields with defaults come last
         def __str__(self): ...
 
-gives a tuple subclass with named fields, defaults, _replace, and the
-methods written in the class body.
+gives a tuple subclass with named fields (read-only), defaults, keyword
+arguments, _replace, _fields, a repr, and the methods written in the class body.
 """
 
 from __future__ import annotations
 
-from collections import namedtuple
+from operator import itemgetter
 
 _NOT_COPIED = frozenset(("__dict__", "__weakref__", "__annotations__"))
 
 
 def record(cls: type) -> type:
-    fields = list(cls.__dict__.get("__annotations__", {}))
-    defaults = [cls.__dict__[name] for name in fields if name in cls.__dict__]
-    if any(name not in cls.__dict__ for name in fields[len(fields) - len(defaults):]):
-        raise TypeError(f"{cls.__name__}: fields without a default must come first")
-    base = namedtuple(cls.__name__, fields, defaults=defaults, module=cls.__module__)
+    name = cls.__name__
+    fields = tuple(cls.__dict__.get("__annotations__", {}))
+    defaults = {field: cls.__dict__[field] for field in fields if field in cls.__dict__}
+    if any(field not in defaults for field in fields[len(fields) - len(defaults):]):
+        raise TypeError(f"{name}: fields without a default must come first")
+    count = len(fields)
+
+    def bind(args: tuple, kwargs: dict) -> tuple:
+        if len(args) > count:
+            raise TypeError(f"{name}() takes {count} arguments ({len(args)} given)")
+        values = list(args)
+        for field in fields[len(args):]:
+            if field in kwargs:
+                values.append(kwargs.pop(field))
+            elif field in defaults:
+                values.append(defaults[field])
+            else:
+                raise TypeError(f"{name}() missing argument {field!r}")
+        if kwargs:
+            raise TypeError(f"{name}() got unexpected or repeated arguments: {', '.join(kwargs)}")
+        return tuple(values)
+
+    def __new__(klass, *args, **kwargs):
+        if kwargs or len(args) != count:
+            args = bind(args, kwargs)
+        return tuple.__new__(klass, args)
+
+    def _replace(self, **changes):
+        return tuple.__new__(type(self), bind((), {**dict(zip(fields, self)), **changes}))
+
+    def __repr__(self) -> str:
+        return f"{name}({', '.join(f'{f}={v!r}' for f, v in zip(fields, self))})"
+
+    def __getnewargs__(self) -> tuple:
+        return tuple(self)
+
     namespace = {key: value for key, value in cls.__dict__.items()
                  if key not in _NOT_COPIED and key not in fields}
-    namespace["__slots__"] = ()
-    return type(cls.__name__, (base,), namespace)
+    namespace.update(__slots__=(), __new__=__new__, _replace=_replace, _fields=fields,
+                     __match_args__=fields, __getnewargs__=__getnewargs__)
+    namespace.setdefault("__repr__", __repr__)
+    for index, field in enumerate(fields):
+        namespace[field] = property(itemgetter(index), doc=f"field {index}: {field}")
+    return type(name, (tuple,), namespace)

@@ -10,7 +10,8 @@ starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+
+from .abcs import Callable
 
 
 def close_all_but(keep: Callable[[int], bool]) -> None:

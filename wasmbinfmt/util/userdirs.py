@@ -9,7 +9,8 @@ directory's `.config/wasmbinfmt/rules.yaml` (or cache) as the user's.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+
+from .abcs import Mapping
 
 
 def user_dir(env: Mapping[str, str], variable: str, under_home: str) -> str | None:
