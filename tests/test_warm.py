@@ -278,3 +278,19 @@ def test_a_module_keeps_to_one_of_its_callers_cpus_and_the_caller_to_all(box, us
     native = subprocess.run(["grep", "Cpus_allowed_list", "/proc/self/status"],
                             capture_output=True).stdout.split(b":")[1].strip().decode()
     assert lines[2] == native  # the shell that ran them: as natively
+
+
+@pytest.mark.parametrize("options", [(), ("--cold-runner",)])
+def test_a_module_runs_without_wakeup_preemption_and_a_caller_s_policy_stays(box, user, options):
+    """wasmtime's WASI wakes the module's thread at the end of each file operation: run
+    SCHED_BATCH (3), it lets the helper thread go back to its pool first (procstate.py).
+    A policy the caller chose (SCHED_IDLE, 5) is kept, and the caller's own is untouched."""
+    if not os.path.exists("/proc/self/sched"):
+        pytest.fail("this kernel has no /proc/PID/sched (CONFIG_SCHED_DEBUG): the test "
+                    "reads the module's policy there")
+    script = ("./probe.wasm read /proc/self/sched policy; "
+              "chrt -i 0 ./probe.wasm read /proc/self/sched policy; "
+              "grep policy /proc/$$/sched")
+    done = run(user, box, script, *options)
+    policies = [line.split(b":")[1].strip() for line in done.stdout.splitlines()]
+    assert policies == [b"3", b"5", b"0"], done.stdout + done.stderr

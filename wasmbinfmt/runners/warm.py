@@ -410,7 +410,7 @@ def _inode(fd: int) -> tuple[int, int]:
 
 
 def _adopt_limits(client: int) -> None:
-    """The client's resource limits, scheduling priority and CPU affinity."""
+    """The client's resource limits, scheduling priority and policy, and CPU affinity."""
     import resource
 
     for limit in {getattr(resource, name) for name in dir(resource)
@@ -421,6 +421,10 @@ def _adopt_limits(client: int) -> None:
             pass  # one we may not raise: the host's lower limit stays
     try:
         os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, client))
+    except OSError:
+        pass
+    try:  # chrt: SCHED_IDLE, SCHED_BATCH (a real-time one where we may)
+        os.sched_setscheduler(0, os.sched_getscheduler(client), os.sched_getparam(client))
     except OSError:
         pass
     try:

@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover - CPython always has it
 
 from ..util.abcs import Mapping
 from ..util import cache, stdio
-from ..util.procstate import restore_signals, stay_on_current_cpu
+from ..util.procstate import no_wakeup_preemption, restore_signals, stay_on_current_cpu
 from . import capi, wasi_cwd
 from . import wasm as wasm_format
 
@@ -400,8 +400,10 @@ def start(prepared: Prepared, options: Options, env: list[tuple[bytes, bytes]],
         return _fail(options.module, f"{problem}, and a WASI program's strings are UTF-8: "
                      f"not run", EXIT_CANNOT_RUN)
     # wasmtime-wasi hands every file operation to a thread of its own and waits: kept on
-    # the module's CPU, that costs a switch, not a wake-up of another CPU (docs/wasi.md).
+    # the module's CPU, that costs a switch, not a wake-up of another CPU (docs/wasi.md),
+    # and without wake-up preemption, no more switches than that.
     stay_on_current_cpu()
+    no_wakeup_preemption()
     engine = prepared.module.engine
     process = capi.WasiProcess(engine, argv, env, prepared.linker or new_linker(engine))
     # A stream closed for us stays closed for the program (reads and writes fail).
