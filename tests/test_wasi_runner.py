@@ -293,20 +293,23 @@ def test_the_compiler_option_holds_on_every_run(tmp_path, cache_dir, choice, fir
     assert compiled_by(cache_dir) == second
 
 
-@pytest.mark.parametrize("choice,code,winch_cached,expected", [
-    ("auto", 0, False, ("cranelift",)),
-    ("auto", (256 << 10) - 1, False, ("cranelift",)),
-    ("auto", 256 << 10, False, ("winch", "cranelift")),
-    ("auto", 50 << 20, False, ("winch", "cranelift")),
-    ("auto", 256 << 10, True, ("cranelift",)),  # its second run
-    ("cranelift", 50 << 20, False, ("cranelift",)),
-    ("winch", 0, False, ("winch", "cranelift")),
-    ("winch", 50 << 20, True, ("winch", "cranelift")),
+@pytest.mark.parametrize("choice,code,winch_cached,tiered,expected", [
+    ("auto", 0, False, False, ("cranelift",)),
+    ("auto", (256 << 10) - 1, False, False, ("cranelift",)),
+    ("auto", 256 << 10, False, False, ("winch", "cranelift")),
+    ("auto", 50 << 20, False, False, ("winch", "cranelift")),
+    ("auto", 256 << 10, True, False, ("cranelift",)),  # its second run
+    ("auto", (64 << 10) - 1, False, True, ("cranelift",)),  # Cranelift in the background:
+    ("auto", 64 << 10, False, True, ("winch", "cranelift")),  # Winch from less code
+    ("cranelift", 50 << 20, False, False, ("cranelift",)),
+    ("cranelift", 50 << 20, False, True, ("cranelift",)),
+    ("winch", 0, False, False, ("winch", "cranelift")),
+    ("winch", 50 << 20, True, False, ("winch", "cranelift")),
 ])
-def test_which_compilers_a_module_gets(choice, code, winch_cached, expected):
+def test_which_compilers_a_module_gets(choice, code, winch_cached, tiered, expected):
     from wasmbinfmt.runners.wasi import compilers_for
 
-    assert compilers_for(choice, code, winch_cached) == expected
+    assert compilers_for(choice, code, winch_cached, tiered) == expected
 
 
 @pytest.mark.parametrize("name", ["trap", "features"])

@@ -23,6 +23,12 @@ alone; the client's death (SIGKILL too) kills the worker. Nothing outlives
 the run: the host leaves when the tracer's socket closes, workers die with
 the host (PR_SET_PDEATHSIG).
 
+Tiers: a module with much code (wasi.TIERED_WINCH_FIRST_RUN_CODE) runs first
+with Winch's code, quick to compile, while a process the host forks compiles
+Cranelift's at the lowest priority (SCHED_IDLE: on a CPU the run leaves idle)
+into the cache; until that is there, later runs take Winch's from the cache,
+and none waits for a compile. A run that ends first ends that compile too.
+
 Fork safety: the host never compiles or runs wasm, so it has no thread for a
 fork to lose (Cranelift's pool and WASI's async runtime start in the
 worker); it only loads compiled modules from the cache, which starts none.
@@ -89,6 +95,9 @@ class Host:
         self.linkers: dict[object, object] = {}  # by engine
         self.prepared: dict[tuple, wasi.Prepared] = {}  # by module file and settings
         self.spare: Spare | None = None
+        # Cranelift compiles in the background, by cache entry (directory, name): its
+        # compiler's pidfd while it runs, -1 once it has ended.
+        self.tiering: dict[tuple, int] = {}
         self.devnull = os.open(os.devnull, os.O_RDWR)
 
     def serve(self) -> None:
@@ -108,6 +117,8 @@ class Host:
         if not data:  # the tracer has left: so does everyone
             for job in self.jobs.values():
                 _kill(job.worker_pidfd)
+            for pidfd in self.tiering.values():
+                _kill(pidfd)
             os._exit(0)
         message = marshal.loads(data)
         if message[0] == "signal":
@@ -257,8 +268,11 @@ class Host:
         fresh = prepared is None
         if fresh:
             prepared = wasi.prepare(options, cwd, env, self._engine, stack_limit)
+            prepared.tiered = self._tiers(prepared)
         if prepared.module is None:
             prepared.load(options.module, compile=False)  # a worker may have compiled it
+        if prepared.tiered and prepared.compiled_by != "cranelift":
+            self._compile_in_background(prepared, options, cwd, env, stack_limit)
         if prepared.module is not None and prepared.pre is None:
             prepared.linker = self._linker(prepared.module.engine)
             prepared.pre = prepared.linker.instantiate_pre(prepared.module)
@@ -273,6 +287,44 @@ class Host:
                 del self.prepared[next(iter(self.prepared))]
             return prepared, key
         return prepared, None
+
+    def _tiers(self, prepared: wasi.Prepared) -> bool:
+        """Whether the module runs Winch's code while Cranelift's compiles in the
+        background: under --compiler=auto, with a cache, and much code."""
+        if prepared.compiler != "auto" or prepared.directory is None:
+            return False
+        entry = (prepared.directory, prepared.name)
+        if entry in self.tiering:
+            return True
+        return (prepared.module is not None and prepared.compiled_by == "winch"
+                or wasi.code_bytes(prepared.wasm) >= wasi.TIERED_WINCH_FIRST_RUN_CODE)
+
+    def _compile_in_background(self, prepared: wasi.Prepared, options: wasi.Options,
+                               cwd: str | None, env: dict[str, str], stack_limit: int) -> None:
+        """Cranelift's code for `prepared` into the cache, by a process of its own (once per
+        entry); in the client's directory, where the module's path leads."""
+        entry = (prepared.directory, prepared.name)
+        if entry in self.tiering:
+            return
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:
+            _compile(prepared.name, options, cwd, env, self._engine, stack_limit)
+        pidfd = os.pidfd_open(pid)
+        self.tiering[entry] = pidfd
+        self.selector.register(pidfd, selectors.EVENT_READ,
+                               lambda: self._on_compiled(entry, pidfd))
+
+    def _on_compiled(self, entry: tuple, pidfd: int) -> None:
+        """Cranelift's code is in the cache (or could not be made): the modules kept with
+        Winch's are dropped, and their next run loads it."""
+        os.waitid(P_PIDFD, pidfd, os.WEXITED)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        self.tiering[entry] = -1
+        for key, prepared in list(self.prepared.items()):
+            if (prepared.directory, prepared.name) == entry and prepared.compiled_by == "winch":
+                del self.prepared[key]
 
     def _linker(self, engine):
         linker = self.linkers.get(engine)
@@ -402,6 +454,31 @@ def _be_spare(prepared: dict, channel: socket.socket) -> None:
         wasi.complain(f"internal error: {type(e).__name__}: {e}")
     finally:
         wasi.leave(status)
+
+
+def _compile(name: str, options: wasi.Options, cwd: str | None, env: dict[str, str],
+             engines, stack_limit: int) -> None:
+    """In a process forked by the host: compile the module with Cranelift into the cache
+    entry `name` (unless its file has changed meanwhile), on CPU time nothing else wants.
+    Never returns."""
+    status = 1
+    try:
+        host = os.getppid()
+        gc.disable()
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != host:
+            os._exit(status)
+        stdio.close_all_but(lambda fd: fd <= 2)  # the host's 0-2: /dev/null
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        prepared = wasi.prepare(options, cwd, env, engines, stack_limit)
+        if prepared.name == name:
+            prepared.compiler = "cranelift"
+            prepared.load(options.module)
+        status = 0
+    except BaseException:  # noqa: BLE001 - a forked child must never return
+        pass  # a speed-up only: the module keeps Winch's code
+    finally:
+        os._exit(status)
 
 
 def _inode(fd: int) -> tuple[int, int]:

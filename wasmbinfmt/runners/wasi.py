@@ -31,7 +31,9 @@ the module's content, wasmtime's build and the engine settings. ``--compiler``:
 baseline compiler: quick to compile, slower code) where it can; ``auto``, the
 default, Winch for the first run of a module with much code, which is what a
 test binary run once needs, and Cranelift from its second run on (without a
-cache, Cranelift). wasmtime is
+cache, Cranelift); under ``wasmbinfmt --``, the warm runner compiles with
+Cranelift in the background meanwhile, and runs Winch's code until Cranelift's is
+there (runners/warm.py). wasmtime is
 called through capi.py, not the wasmtime package's Python API (whose import
 alone would triple a small program's run time).
 """
@@ -130,32 +132,39 @@ def complain(message: str) -> None:
 
 
 def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
-                choice: str = "auto", compile: bool = True) -> capi.Module | None:
+                choice: str = "auto", compile: bool = True,
+                tiered: bool = False) -> tuple[capi.Module | None, str]:
     """Compile `wasm`, or load it compiled from the cache in `directory` (None: no cache),
     where it is `name` (its content's digest, and what was done to it), with the compilers
     `choice` (one of COMPILERS) leads to; `engine_for(compiler)` gives the engines. With
-    `compile` False, None unless it is in the cache."""
+    `compile` False, None unless it is in the cache. `tiered`: Cranelift's code is being
+    compiled elsewhere (the warm runner's background), so Winch's serves until it is there.
+    The module and the compiler of its code."""
     if directory is None:  # no cache, so no telling a first run: Cranelift
-        return capi.Module.compile(engine_for("cranelift"), wasm) if compile else None
+        return (capi.Module.compile(engine_for("cranelift"), wasm) if compile else None,
+                "cranelift")
     modules = os.path.join(directory, "modules")
 
     def entry(compiler: str) -> str:
         return os.path.join(modules,
                             f"{name}-{_wasmtime_build()}-{engine_settings(compiler)}.cwasm")
-    cached = [c for c in (("winch",) if choice == "winch" else ("cranelift",))
-              if cache.is_ours(entry(c))]
-    for compiler in cached:
+    wanted = {"winch": ("winch",), "cranelift": ("cranelift",)}.get(
+        choice, ("cranelift", "winch") if tiered else ("cranelift",))
+    for compiler in wanted:
+        if not cache.is_ours(entry(compiler)):
+            continue
         try:
             module = capi.Module.deserialize_file(engine_for(compiler), entry(compiler))
         except capi.WasmtimeError:  # damaged, or another build's: rebuilt
             continue
         cache.touch(entry(compiler))
-        return module
+        return module, compiler
     if not compile:
-        return None
+        return None, ""
     choices = ("cranelift",)
     if choice != "cranelift":
-        choices = compilers_for(choice, _code_bytes(wasm), cache.is_ours(entry("winch")))
+        choices = compilers_for(choice, code_bytes(wasm), cache.is_ours(entry("winch")),
+                                tiered)
 
     def compiled(compiler: str) -> capi.Module:
         module = capi.Module.compile(engine_for(compiler), wasm)
@@ -165,13 +174,13 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
     *first, last = choices
     for compiler in first:
         try:
-            return compiled(compiler)
+            return compiled(compiler), compiler
         except capi.WasmtimeError:
             pass  # what Winch does not support: the next
-    return compiled(last)
+    return compiled(last), last
 
 
-def _code_bytes(wasm: bytes) -> int:
+def code_bytes(wasm: bytes) -> int:
     try:
         code = wasm_format.section(wasm_format.sections(wasm), wasm_format.CODE_SECTION)
     except wasm_format.WasmFormatError:
@@ -215,14 +224,22 @@ COMPILERS = ("auto", "cranelift", "winch")
 # cargo test binary has ~0.4 MB: 0.3 s of Cranelift against 0.08 s), and with Cranelift
 # from its second run on; a smaller module gets Cranelift at once (it costs little).
 WINCH_FIRST_RUN_CODE = 256 << 10
+# Tiered (the warm runner: Cranelift compiles in the background while Winch's code runs,
+# so no later run waits for it), from less code: zlib's programs (~90 KB of code) compile
+# in ~20 ms with Winch against ~70 ms with Cranelift.
+TIERED_WINCH_FIRST_RUN_CODE = 64 << 10
 
 
-def compilers_for(choice: str, code_bytes: int, compiled_by_winch: bool) -> tuple[str, ...]:
+def compilers_for(choice: str, code_bytes: int, compiled_by_winch: bool,
+                  tiered: bool = False) -> tuple[str, ...]:
     """The compilers to try, in order, for a module that Cranelift's code for is not
-    cached: `choice` is --compiler's, `code_bytes` the size of its code section, and
-    `compiled_by_winch` whether Winch's code for it is cached (it has run before)."""
-    if choice == "winch" or choice == "auto" and code_bytes >= WINCH_FIRST_RUN_CODE \
-            and not compiled_by_winch:
+    cached: `choice` is --compiler's, `code_bytes` the size of its code section,
+    `compiled_by_winch` whether Winch's code for it is cached (it has run before), and
+    `tiered` whether Cranelift's is being compiled in the background."""
+    if choice == "winch":
+        return ("winch", "cranelift")
+    if choice == "auto" and not compiled_by_winch and code_bytes >= (
+            TIERED_WINCH_FIRST_RUN_CODE if tiered else WINCH_FIRST_RUN_CODE):
         return ("winch", "cranelift")
     return ("cranelift",)
 
@@ -286,6 +303,8 @@ class Prepared:
         self.name = name  # of its cache entry
         self.libc_cwd = libc_cwd
         self.module: capi.Module | None = None
+        self.compiled_by = ""  # the compiler of the module's code
+        self.tiered = False  # Cranelift's code is compiled in the background (warm.py)
         self.entry = ""
         self.linker: capi.WasiLinker | None = None  # shared, with its instantiate_pre
         self.pre: int | None = None
@@ -294,8 +313,8 @@ class Prepared:
         """Compile the module or load it from the cache, and check it can run (CannotRun);
         with compile False, only from the cache: False when it is not there."""
         try:
-            module = load_module(self.engine_for, self.wasm, self.directory, self.name,
-                                 self.compiler, compile)
+            module, compiled_by = load_module(self.engine_for, self.wasm, self.directory,
+                                              self.name, self.compiler, compile, self.tiered)
         except capi.WasmtimeError as e:
             raise CannotRun(f"{module_path}: not a valid WebAssembly module: "
                             f"{_first_line(e)}", EXIT_CANNOT_RUN) from None
@@ -313,7 +332,7 @@ class Prepared:
         if entry is None:
             raise CannotRun(f"{module_path}: not a WASI command or reactor (it exports neither "
                             f"_start nor _initialize)", EXIT_CANNOT_RUN)
-        self.module, self.entry, self.wasm = module, entry, b""
+        self.module, self.compiled_by, self.entry, self.wasm = module, compiled_by, entry, b""
         return True
 
 
