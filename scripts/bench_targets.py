@@ -120,9 +120,13 @@ def main() -> int:
             "plain": ([WASMBINFMT, "--", "/bin/true"], warm),
             "PYTHONDONTWRITEBYTECODE=1": ([WASMBINFMT, "--", "/bin/true"],
                                           {**warm, "PYTHONDONTWRITEBYTECODE": "1"}),
+            "/bin/true": (["/bin/true"], None),
+            "python": ([os.path.join(BIN, "python3"), "-c", "pass"], None),
         }, args.rounds * 4)
+        beside = (f"/bin/true alone {starts.pop('/bin/true') * 1000:.1f} ms, our Python "
+                  f"(-c pass) {starts.pop('python') * 1000:.1f} ms")
         for name, value in starts.items():
-            results.append((f"start-up ({name})", f"{value * 1000:.1f} ms", "", "",
+            results.append((f"start-up ({name})", f"{value * 1000:.1f} ms", beside, "",
                             "<= 20 ms", value <= 0.020))
 
         spew = [os.path.join(BUILD, "probe.wasm"), "spew", "100000", "out.txt"]
