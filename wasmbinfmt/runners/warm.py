@@ -24,10 +24,11 @@ the run: the host leaves when the tracer's socket closes, workers die with
 the host (PR_SET_PDEATHSIG).
 
 Tiers: a module with much code (wasi.TIERED_WINCH_FIRST_RUN_CODE) runs first
-with Winch's code, quick to compile, while a process the host forks compiles
-Cranelift's at the lowest priority (SCHED_IDLE: on a CPU the run leaves idle)
-into the cache; until that is there, later runs take Winch's from the cache,
-and none waits for a compile. A run that ends first ends that compile too.
+with Winch's code, quick to compile. When it runs again, a process the host
+forks compiles Cranelift's at the lowest priority (SCHED_IDLE: on a CPU the run
+leaves idle) into the cache; until that is there, runs take Winch's from the
+cache, so none waits for a compile, and a module run once (a test binary) costs
+no second compile. A run that ends first ends that compile too.
 
 Fork safety: the host never compiles or runs wasm, so it has no thread for a
 fork to lose (Cranelift's pool and WASI's async runtime start in the
@@ -271,7 +272,7 @@ class Host:
             prepared.tiered = self._tiers(prepared)
         if prepared.module is None:
             prepared.load(options.module, compile=False)  # a worker may have compiled it
-        if prepared.tiered and prepared.compiled_by != "cranelift":
+        if prepared.tiered and prepared.compiled_by == "winch":  # it has run before
             self._compile_in_background(prepared, options, cwd, env, stack_limit)
         if prepared.module is not None and prepared.pre is None:
             prepared.linker = self._linker(prepared.module.engine)
