@@ -294,10 +294,7 @@ class Host:
         background: under --compiler=auto, with a cache, and much code."""
         if prepared.compiler != "auto" or prepared.directory is None:
             return False
-        entry = (prepared.directory, prepared.name)
-        if entry in self.tiering:
-            return True
-        return (prepared.module is not None and prepared.compiled_by == "winch"
+        return ((prepared.directory, prepared.name) in self.tiering
                 or wasi.code_bytes(prepared.wasm) >= wasi.TIERED_WINCH_FIRST_RUN_CODE)
 
     def _compile_in_background(self, prepared: wasi.Prepared, options: wasi.Options,
