@@ -31,9 +31,9 @@ the module's content, wasmtime's build and the engine settings. ``--compiler``:
 baseline compiler: quick to compile, slower code) where it can; ``auto``, the
 default, Winch for the first run of a module with much code, which is what a
 test binary run once needs, and Cranelift from its second run on (without a
-cache, Cranelift); under ``wasmbinfmt --``, the warm runner compiles with
-Cranelift in the background meanwhile, and runs Winch's code until Cranelift's is
-there (runners/warm.py). wasmtime is
+cache, Cranelift); under ``wasmbinfmt --``, the warm runner compiles Cranelift's
+code in the background from a module's second run, which takes Winch's code from
+the cache until Cranelift's is there (runners/warm.py). wasmtime is
 called through capi.py, not the wasmtime package's Python API (whose import
 alone would triple a small program's run time).
 """
@@ -137,8 +137,8 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
     """Compile `wasm`, or load it compiled from the cache in `directory` (None: no cache),
     where it is `name` (its content's digest, and what was done to it), with the compilers
     `choice` (one of COMPILERS) leads to; `engine_for(compiler)` gives the engines. With
-    `compile` False, None unless it is in the cache. `tiered`: Cranelift's code is being
-    compiled elsewhere (the warm runner's background), so Winch's serves until it is there.
+    `compile` False, None unless it is in the cache. `tiered`: the warm runner compiles
+    Cranelift's code in the background, so Winch's cached code serves until it is there.
     The module and the compiler of its code."""
     if directory is None:  # no cache, so no telling a first run: Cranelift
         return (capi.Module.compile(engine_for("cranelift"), wasm) if compile else None,
@@ -224,8 +224,8 @@ COMPILERS = ("auto", "cranelift", "winch")
 # cargo test binary has ~0.4 MB: 0.3 s of Cranelift against 0.08 s), and with Cranelift
 # from its second run on; a smaller module gets Cranelift at once (it costs little).
 WINCH_FIRST_RUN_CODE = 256 << 10
-# Tiered (the warm runner: Cranelift compiles in the background while Winch's code runs,
-# so no later run waits for it), from less code: zlib's programs (~90 KB of code) compile
+# Tiered (the warm runner: Cranelift compiles in the background from the second run, while
+# Winch's code serves, so no run waits for it), from less code: zlib's programs (~90 KB of code) compile
 # in ~20 ms with Winch against ~70 ms with Cranelift.
 TIERED_WINCH_FIRST_RUN_CODE = 64 << 10
 
@@ -235,7 +235,7 @@ def compilers_for(choice: str, code_bytes: int, compiled_by_winch: bool,
     """The compilers to try, in order, for a module that Cranelift's code for is not
     cached: `choice` is --compiler's, `code_bytes` the size of its code section,
     `compiled_by_winch` whether Winch's code for it is cached (it has run before), and
-    `tiered` whether Cranelift's is being compiled in the background."""
+    `tiered` whether the warm runner compiles Cranelift's in the background."""
     if choice == "winch":
         return ("winch", "cranelift")
     if choice == "auto" and not compiled_by_winch and code_bytes >= (
@@ -304,7 +304,7 @@ class Prepared:
         self.libc_cwd = libc_cwd
         self.module: capi.Module | None = None
         self.compiled_by = ""  # the compiler of the module's code
-        self.tiered = False  # Cranelift's code is compiled in the background (warm.py)
+        self.tiered = False  # the warm runner compiles Cranelift's in the background
         self.entry = ""
         self.linker: capi.WasiLinker | None = None  # shared, with its instantiate_pre
         self.pre: int | None = None
