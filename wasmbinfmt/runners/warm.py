@@ -390,16 +390,13 @@ def _kill(pidfd: int, sig: int = signal.SIGKILL) -> None:
 def _work(client: int, state: tuple, std: dict[int, int],
           env_pairs: list[tuple[bytes, bytes]], options, prepared, cwd, layout, error) -> int:
     """In the worker: become the client's process, then run the module; its status."""
-    host = os.getppid()
-    gc.disable()
+    if not _tied_to_host():
+        return wasi.EXIT_CANNOT_RUN
     ignored, blocked, umask, pgid = state
     try:
         os.setpgid(0, pgid)
     except OSError:
         pass  # the group has gone with its members: none left to signal it
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != host:
-        return wasi.EXIT_CANNOT_RUN  # the host died meanwhile
     closed = set()
     for n in (0, 1, 2):  # the host's own are /dev/null: what a closed one stays, unused
         if n in std:
@@ -426,15 +423,22 @@ def _work(client: int, state: tuple, std: dict[int, int],
     return wasi.start(prepared, options, env_pairs, closed, cwd, layout)
 
 
+def _tied_to_host() -> bool:
+    """In a process the host forked: die with the host (PR_SET_PDEATHSIG), and collect no
+    garbage (a collection would touch, and copy, every object shared with the host). False
+    when the host died before the tie was made."""
+    host = os.getppid()
+    gc.disable()
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return os.getppid() == host
+
+
 def _be_spare(prepared: dict, channel: socket.socket) -> None:
     """In a spare: wait for a request, then work as a worker forked for it would (the
     modules ready in `prepared`, the host's as they were at the fork). Never returns."""
     status = wasi.EXIT_CANNOT_RUN
     try:
-        host = os.getppid()
-        gc.disable()
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != host:
+        if not _tied_to_host():
             os._exit(0)
         files = {p.module.file for p in prepared.values() if p.module is not None}
         stdio.close_all_but(lambda fd: fd <= 2 or fd == channel.fileno() or _inode(fd) in files)
@@ -461,10 +465,7 @@ def _compile(name: str, options: wasi.Options, cwd: str | None, env: dict[str, s
     Never returns."""
     status = 1
     try:
-        host = os.getppid()
-        gc.disable()
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != host:
+        if not _tied_to_host():
             os._exit(status)
         stdio.close_all_but(lambda fd: fd <= 2)  # the host's 0-2: /dev/null
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

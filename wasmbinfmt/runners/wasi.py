@@ -225,8 +225,8 @@ COMPILERS = ("auto", "cranelift", "winch")
 # from its second run on; a smaller module gets Cranelift at once (it costs little).
 WINCH_FIRST_RUN_CODE = 256 << 10
 # Tiered (the warm runner: Cranelift compiles in the background from the second run, while
-# Winch's code serves, so no run waits for it), from less code: zlib's programs (~90 KB of code) compile
-# in ~20 ms with Winch against ~70 ms with Cranelift.
+# Winch's code serves, so no run waits for it), from less code: zlib's programs (~90 KB of
+# code) compile in ~20 ms with Winch against ~70 ms with Cranelift.
 TIERED_WINCH_FIRST_RUN_CODE = 64 << 10
 
 

@@ -58,8 +58,8 @@ def stay_on_current_cpu() -> None:
         cpus = os.sched_getaffinity(0)
         cpu = ctypes.CDLL(None).sched_getcpu()
         target = {cpu if cpu in cpus else min(cpus)}
-        for tid in os.listdir("/proc/self/task"):
-            os.sched_setaffinity(int(tid), target)
+        for tid in _threads():
+            os.sched_setaffinity(tid, target)
     except (OSError, AttributeError):
         pass  # a speed-up only
 
@@ -78,7 +78,12 @@ def no_wakeup_preemption() -> None:
         if os.sched_getscheduler(0) != os.SCHED_OTHER:
             return
         batch = os.sched_param(0)
-        for tid in os.listdir("/proc/self/task"):
-            os.sched_setscheduler(int(tid), os.SCHED_BATCH, batch)
+        for tid in _threads():
+            os.sched_setscheduler(tid, os.SCHED_BATCH, batch)
     except (OSError, AttributeError):
         pass  # a speed-up only
+
+
+def _threads() -> list[int]:
+    """This process's threads (a setting made for each applies to those they start)."""
+    return [int(tid) for tid in os.listdir("/proc/self/task")]
