@@ -62,10 +62,10 @@ def test_host_arch_is_known_here():
     assert host_arch().name in ("x86_64", "aarch64")
 
 
-def run_bpf(program, nr: int, audit_arch: int, arg0: int = 0) -> int:
+def run_bpf(program, nr: int, audit_arch: int, arg0: int = 0, arg3: int = 0) -> int:
     """A classic-BPF interpreter for the instructions the filter uses."""
     # struct seccomp_data: nr, arch, instruction_pointer, args[6]
-    data = struct.pack("=iIQ6Q", nr, audit_arch, 0, arg0, 0, 0, 0, 0, 0)
+    data = struct.pack("=iIQ6Q", nr, audit_arch, 0, arg0, 0, 0, arg3, 0, 0)
     acc, pc = 0, 0
     while True:
         insn = program[pc]
@@ -80,10 +80,14 @@ def run_bpf(program, nr: int, audit_arch: int, arg0: int = 0) -> int:
         pc += 1
 
 
+KEY = 0x8BADF00D_DEADBEEF
+
+
+@pytest.mark.parametrize("key", [None, KEY])
 @pytest.mark.parametrize("arch,foreign,foreign_execve", [
     (X86_64, AUDIT_ARCH_I386, 11), (AARCH64, AUDIT_ARCH_ARM, 11)])
-def test_filter_traces_only_native_execs(arch, foreign, foreign_execve):
-    program = exec_filter(arch)
+def test_filter_traces_only_native_execs(arch, foreign, foreign_execve, key):
+    program = exec_filter(arch, key)
     assert run_bpf(program, arch.execve, arch.audit_arch) == TRACE_OURS
     assert run_bpf(program, arch.execveat, arch.audit_arch) == TRACE_OURS
     for other in range(0, 460):
@@ -96,10 +100,26 @@ def test_filter_traces_only_native_execs(arch, foreign, foreign_execve):
 
 
 @pytest.mark.parametrize("arch", [X86_64, AARCH64])
-def test_filter_traces_only_the_ptrace_requests_that_make_a_tracer(arch):
+def test_the_pass_key_lets_only_an_execve_carrying_it_through(arch):
+    """The command's first exec, judged native, carries the key as execve's unused fourth
+    argument; every other exec, and execveat even with the key, still stops."""
+    keyed = exec_filter(arch, KEY)
+    assert run_bpf(keyed, arch.execve, arch.audit_arch, arg3=KEY) == SECCOMP_RET_ALLOW
+    for other in (0, KEY & 0xFFFFFFFF, KEY & ~0xFFFFFFFF, KEY ^ 1, KEY ^ (1 << 63)):
+        assert run_bpf(keyed, arch.execve, arch.audit_arch, arg3=other) == TRACE_OURS, other
+    assert run_bpf(keyed, arch.execveat, arch.audit_arch, arg3=KEY) == TRACE_OURS
+    assert run_bpf(exec_filter(arch), arch.execve, arch.audit_arch, arg3=KEY) == TRACE_OURS
+    # Other syscalls carrying the key are what they were: allowed, or (ptrace) stopped.
+    assert run_bpf(keyed, arch.ptrace, arch.audit_arch, arg3=KEY) == TRACE_OURS
+    assert run_bpf(keyed, arch.clone, arch.audit_arch, arg3=KEY) == SECCOMP_RET_ALLOW
+
+
+@pytest.mark.parametrize("key", [None, KEY])
+@pytest.mark.parametrize("arch", [X86_64, AARCH64])
+def test_filter_traces_only_the_ptrace_requests_that_make_a_tracer(arch, key):
     """PTRACE_TRACEME, PTRACE_ATTACH and PTRACE_SEIZE stop, so the tracer can say why they
     fail; a debugger's other requests (PEEKDATA, CONT, GETREGSET...) run at native speed."""
-    program = exec_filter(arch)
+    program = exec_filter(arch, key)
     stopping = {request for request in range(0, 0x4300)
                 if run_bpf(program, arch.ptrace, arch.audit_arch, request) == TRACE_OURS}
     assert stopping == {0, 16, 0x4206}
@@ -122,9 +142,9 @@ def test_pack_is_struct_sock_filter():
 INSTALLED_FILTER_PROBE = """
 import errno, os, sys
 from wasmbinfmt.trace.arch import host_arch
-from wasmbinfmt.trace.kernel import install_seccomp_filter
+from wasmbinfmt.trace.kernel import install_seccomp_filter, pack_filter
 from wasmbinfmt.trace.seccomp import exec_filter
-install_seccomp_filter(exec_filter(host_arch()), host_arch().seccomp)
+install_seccomp_filter(pack_filter(exec_filter(host_arch())), host_arch().seccomp)
 with open("/proc/self/status") as f:
     status = dict(line.split(":", 1) for line in f)
 print("seccomp", status["Seccomp"].strip(), "nnp", status["NoNewPrivs"].strip())

@@ -9,6 +9,7 @@ wasmbinfmt could not trace it, 126/127 that it could not be run or found.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from types import SimpleNamespace as Namespace
@@ -448,7 +449,6 @@ def _mistyped_subcommand(name: str) -> bool:
 def cmd_run(args: Namespace) -> int:
     from .trace.arch import host_arch
     from .trace.launch import run_traced
-    from .trace.tracer import Tracer
 
     ruleset = _load(args)
     if _fatal_errors(ruleset):
@@ -470,6 +470,8 @@ def cmd_run(args: Namespace) -> int:
                 return 2
 
     def start_tracer(command_pid: int) -> None:
+        from .trace.tracer import Tracer  # here, in the tracer: the command never needs it
+
         log = open(args.log_file, "a", buffering=1) if args.log_file else sys.stderr
         exec_log = None
         if args.exec_log:
@@ -482,7 +484,17 @@ def cmd_run(args: Namespace) -> int:
                warm=not args.cold_runner,
                capture=os.path.abspath(args.exec_log) if args.log_output else None).run()
 
-    run_traced([os.fsencode(word) for word in args.command], start_tracer)
+    run_traced([os.fsencode(word) for word in args.command], start_tracer,
+               None if args.verbose or args.exec_log else _native_judge(ruleset.active()))
+
+
+def _native_judge(rules: list[Rule]) -> Callable[[bytes], bool]:
+    """Whether exec'ing a file runs it natively, judged in our own process as the tracer
+    judges a tracee's exec (-v and --log leave the command's first exec to the tracer,
+    which says and records what it saw)."""
+    inspector = Inspector(Matcher(rules), lambda name: name,
+                          lambda path, first: os.access(path, os.X_OK, effective_ids=True))
+    return lambda path: resolve_exec(path, inspector) is None
 
 
 def cmd_log(args: Namespace) -> int:
@@ -564,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
             if args is None:
                 return 2
             command = args.command
+    if command != "run":
+        gc.enable()  # off for the start (bin/wasmbinfmt); a run's tracer turns it on itself
     try:
         return COMMANDS[command](args)
     except RuleError as e:

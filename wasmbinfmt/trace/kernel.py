@@ -13,7 +13,7 @@ import ctypes
 import errno
 import os
 
-from .seccomp import Insn, pack
+from .seccomp import SOCK_FILTER_SIZE, Insn, pack
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_PTRACER = 0x59616D61  # Yama: let this process (not an ancestor) trace us
@@ -55,6 +55,12 @@ for _name in ("process_vm_readv", "process_vm_writev"):
     getattr(_libc, _name).restype = ctypes.c_ssize_t
 _libc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_void_p]
 _libc.execvp.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)]
+_raw_syscall = _libc["syscall"]  # a function object of its own: its argtypes are not ours
+_raw_syscall.argtypes = [ctypes.c_long, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p),
+                         ctypes.c_void_p, ctypes.c_ulong]
+# What execvp passes. Looked up in the global scope: where the program refers to `environ`,
+# the live variable is its copy, and libc.so.6's own stays NULL.
+_environ = ctypes.c_void_p.in_dll(ctypes.CDLL(None), "environ")
 
 
 class IoVec(ctypes.Structure):
@@ -75,9 +81,15 @@ def _check(result: int, what: str) -> None:
         raise _error(what)
 
 
-def install_seccomp_filter(program: list[Insn], seccomp_syscall: int,
+def pack_filter(program: list[Insn]) -> ctypes.Array:
+    """`program` as the kernel reads it, for install_seccomp_filter."""
+    code = pack(program)
+    return ctypes.create_string_buffer(code, len(code))
+
+
+def install_seccomp_filter(program: ctypes.Array, seccomp_syscall: int,
                            no_new_privs: bool = True) -> None:
-    """Install `program` on the calling thread.
+    """Install `program` (from pack_filter) on the calling thread.
 
     Without CAP_SYS_ADMIN the kernel requires NO_NEW_PRIVS first (setuid
     programs then run without their privileges); root may go without it.
@@ -89,8 +101,7 @@ def install_seccomp_filter(program: list[Insn], seccomp_syscall: int,
     """
     if no_new_privs:
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-    code = ctypes.create_string_buffer(pack(program))
-    fprog = _SockFprog(len(program), ctypes.cast(code, ctypes.c_void_p))
+    fprog = _SockFprog(len(program) // SOCK_FILTER_SIZE, ctypes.cast(program, ctypes.c_void_p))
     for flags in (SECCOMP_FILTER_FLAG_SPEC_ALLOW, 0):
         result = _libc.syscall(seccomp_syscall, SECCOMP_SET_MODE_FILTER, flags,
                                ctypes.addressof(fprog))
@@ -110,6 +121,14 @@ def execvp(argv: list[bytes]) -> OSError:
     array = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
     _libc.execvp(argv[0], array)
     return _error(os.fsdecode(argv[0]))
+
+
+def execve_with_key(path: bytes, argv: list[bytes], execve_nr: int, key: int) -> OSError:
+    """execve(path, argv, environ) with `key` as its (ignored) fourth argument, which our
+    seccomp filter can let through (seccomp.py). Returns the error when it fails."""
+    array = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
+    _raw_syscall(execve_nr, path, array, _environ.value, key)
+    return _error(os.fsdecode(path))
 
 
 def ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
