@@ -122,7 +122,7 @@ def main() -> int:
                                           {**warm, "PYTHONDONTWRITEBYTECODE": "1"}),
             "/bin/true": (["/bin/true"], None),
             "python": ([os.path.join(BIN, "python3"), "-c", "pass"], None),
-        }, args.rounds * 4)
+        }, args.rounds * 20)  # each sample is short: many, for a steady median
         beside = (f"/bin/true alone {starts.pop('/bin/true') * 1000:.1f} ms, our Python "
                   f"(-c pass) {starts.pop('python') * 1000:.1f} ms")
         for name, value in starts.items():

@@ -10,8 +10,14 @@ Python's), or of the interpreter's own prefix. Run as a plain script (not
 ``-m``): under -I nothing else is on the path.
 """
 
-import os
-import sys
+import gc
+
+# The runner imports thousands of objects, runs one module (no Python runs meanwhile but
+# proc_exit) and leaves without teardown: collections would find nothing (~0.4 ms a start).
+gc.disable()
+
+import os  # noqa: E402
+import sys  # noqa: E402
 
 _prefix = os.path.dirname(os.path.dirname(sys.executable))
 if not os.path.exists(os.path.join(_prefix, "pyvenv.cfg")):

@@ -17,7 +17,7 @@ arguments, _replace, _fields, a repr, and the methods written in the class body.
 
 from __future__ import annotations
 
-from operator import itemgetter
+from _operator import itemgetter  # the C module: operator.py costs ~0.2 ms a start
 
 _NOT_COPIED = frozenset(("__dict__", "__weakref__", "__annotations__"))
 
