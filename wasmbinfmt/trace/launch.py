@@ -61,11 +61,7 @@ def run_traced(command: list[bytes], start_tracer: Callable[[int], None],
     command_pid = os.getpid()
     _refuse_if_traced()
     # Before the forks: what runs after them copies each page it writes to.
-    native = None
-    if runs_natively is not None:
-        native = execvp_target(command[0], os.environ.get("PATH", os.defpath))
-        if native is not None and not runs_natively(native):
-            native = None
+    native = _native_first_exec(command[0], runs_natively)
     key = int.from_bytes(os.urandom(8), "little") if native is not None else None
     arch = host_arch()
     program = kernel.pack_filter(exec_filter(arch, key))
@@ -104,6 +100,15 @@ def run_traced(command: list[bytes], start_tracer: Callable[[int], None],
     error = kernel.execvp(command)
     _die(f"{os.fsdecode(command[0])}: {error.strerror}",
          EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_RUN)
+
+
+def _native_first_exec(name: bytes, runs_natively: Callable[[bytes], bool] | None
+                       ) -> bytes | None:
+    """The file the command's first exec runs, when no rule applies to it."""
+    if runs_natively is None:
+        return None
+    path = execvp_target(name, os.environ.get("PATH", os.defpath))
+    return path if path is not None and runs_natively(path) else None
 
 
 def execvp_target(name: bytes, search_path: str) -> bytes | None:
