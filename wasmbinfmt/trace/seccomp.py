@@ -14,7 +14,7 @@ command's own first exec, when it runs natively, need not wait for the tracer
 (trace/launch.py). The key is 64 random bits known only to the process that
 installs the filter, and that process's memory is gone once the exec succeeds.
 
-Pure: this module only builds the program; the tracer installs it.
+Pure: this module only builds the program; the command installs it (launch.py).
 """
 
 from __future__ import annotations
