@@ -41,34 +41,22 @@ import ctypes
 import gc
 import marshal
 import os
-import selectors
-import socket
+import select
 import sys
 import _signal as signal
 
-from ..util import stdio
+from ..util import fdpass, stdio
+from ..util.abcs import Callable
 from ..util.procstate import adopt_signal_state
 from . import wasi
+from .warm_messages import MAX_FDS, MAX_MESSAGE, decode
 
-MAX_MESSAGE = 1 << 16  # a request: the argv and environment (larger ones run cold)
-MAX_FDS = 5  # client pidfd, status pipe, stdin, stdout, stderr
 KEPT_MODULES = 64  # prepared modules kept in memory, least recently used dropped
 PR_SET_PDEATHSIG = 1
 P_PIDFD = 3
 HOST_NAME = b"wasmbinfmt-wasi"
 CHANNEL_FD = 3
 CLD_EXITED = 1
-
-
-def encode_request(client: int, argv: list[bytes], env: list[bytes], state: tuple,
-                   std: int) -> bytes:
-    """A request; `state` is (ignored signals, blocked signals, umask, process group) and
-    `std` has bit n set when descriptor n is among the message's."""
-    return marshal.dumps(("run", client, argv, env, state, std))
-
-
-def encode_signal(client: int, sig: int) -> bytes:
-    return marshal.dumps(("signal", client, sig))
 
 
 class Job:
@@ -80,17 +68,18 @@ class Job:
 
 
 class Spare:
-    def __init__(self, pidfd: int, channel: socket.socket, ready: frozenset) -> None:
+    def __init__(self, pidfd: int, channel: fdpass.Socket, ready: frozenset) -> None:
         self.pidfd = pidfd
         self.channel = channel  # where its request goes
         self.ready = ready  # the keys of the modules it has ready (Host._ready())
 
 
 class Host:
-    def __init__(self, channel: socket.socket) -> None:
+    def __init__(self, channel: fdpass.Socket) -> None:
         self.channel = channel
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(channel, selectors.EVENT_READ, self._on_message)
+        self.poller = select.epoll()
+        self.handlers: dict[int, Callable[[], None]] = {}  # by descriptor, for the poller
+        self._watch(channel.fileno(), self._on_message)
         self.jobs: dict[int, Job] = {}
         self.engines: dict[tuple, object] = {}  # by stack limit and compiler
         self.linkers: dict[object, object] = {}  # by engine
@@ -101,16 +90,39 @@ class Host:
         self.tiering: dict[tuple, int] = {}
         self.devnull = os.open(os.devnull, os.O_RDWR)
 
+    def warm_up(self) -> None:
+        """What the first request most likely needs, made while it is on its way (the
+        tracer sends it once the client's exec has succeeded): wasmtime's library, and
+        Cranelift's engine and linker for our stack limit, which is the tree's."""
+        import resource
+
+        try:
+            self._linker(self._engine(resource.getrlimit(resource.RLIMIT_STACK)[0],
+                                      "cranelift"))
+        except Exception:  # noqa: BLE001 - a head start only: a request meets the error again
+            pass
+
     def serve(self) -> None:
         while True:
-            for key, _ in self.selector.select():
-                key.data()
+            # The handlers of what was ready, taken before any runs (one may unwatch another).
+            for handler in [self.handlers[fd] for fd, _ in self.poller.poll()
+                            if fd in self.handlers]:
+                handler()
+
+    def _watch(self, fd: int, handler: Callable[[], None]) -> None:
+        """`handler()` when `fd` is readable (a pidfd: its process has exited)."""
+        self.poller.register(fd, select.EPOLLIN)
+        self.handlers[fd] = handler
+
+    def _unwatch(self, fd: int) -> None:
+        self.poller.unregister(fd)
+        del self.handlers[fd]
 
     # -- messages from the tracer -------------------------------------------------------
 
     def _on_message(self) -> None:
         try:
-            data, fds, _, _ = socket.recv_fds(self.channel, MAX_MESSAGE, MAX_FDS)
+            data, fds = fdpass.recv_fds(self.channel, MAX_MESSAGE, MAX_FDS)
         except InterruptedError:
             return
         except OSError:
@@ -121,7 +133,7 @@ class Host:
             for pidfd in self.tiering.values():
                 _kill(pidfd)
             os._exit(0)
-        message = marshal.loads(data)
+        message = decode(data)
         if message[0] == "signal":
             job = self.jobs.get(message[1])
             if job is not None:
@@ -191,10 +203,8 @@ class Host:
                     wasi.leave(status)
             job.worker_pidfd = os.pidfd_open(pid)
         self.jobs[job.client] = job
-        self.selector.register(job.worker_pidfd, selectors.EVENT_READ,
-                               lambda: self._on_worker_exit(job))
-        self.selector.register(job.client_pidfd, selectors.EVENT_READ,
-                               lambda: self._on_client_exit(job))
+        self._watch(job.worker_pidfd, lambda: self._on_worker_exit(job))
+        self._watch(job.client_pidfd, lambda: self._on_client_exit(job))
         os.chdir("/")
         self._keep_a_spare(repeated=key in ready_before)
 
@@ -218,7 +228,7 @@ class Host:
             if self.spare.ready == ready or not repeated:
                 return
             self._retire(self.spare)
-        host_end, spare_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        host_end, spare_end = fdpass.seqpacket_pair()
         gc.freeze()
         pid = os.fork()
         if pid == 0:
@@ -232,7 +242,7 @@ class Host:
         spare, self.spare = self.spare, None
         mask = sum(1 << n for n in std)
         try:
-            socket.send_fds(spare.channel, [marshal.dumps((*request, mask))],
+            fdpass.send_fds(spare.channel, marshal.dumps((*request, mask)),
                             [std[n] for n in sorted(std)])
         except OSError:
             self._retire(spare)
@@ -246,9 +256,9 @@ class Host:
 
         def reap() -> None:
             os.waitid(P_PIDFD, spare.pidfd, os.WEXITED)
-            self.selector.unregister(spare.pidfd)
+            self._unwatch(spare.pidfd)
             os.close(spare.pidfd)
-        self.selector.register(spare.pidfd, selectors.EVENT_READ, reap)
+        self._watch(spare.pidfd, reap)
 
     def _prepare(self, options: wasi.Options, cwd: str | None,
                  env_pairs: list[tuple[bytes, bytes]], client: int) -> tuple:
@@ -310,14 +320,13 @@ class Host:
             _compile(prepared.name, options, cwd, env, self._engine, stack_limit)
         pidfd = os.pidfd_open(pid)
         self.tiering[entry] = pidfd
-        self.selector.register(pidfd, selectors.EVENT_READ,
-                               lambda: self._on_compiled(entry, pidfd))
+        self._watch(pidfd, lambda: self._on_compiled(entry, pidfd))
 
     def _on_compiled(self, entry: tuple, pidfd: int) -> None:
         """Cranelift's code is in the cache (or could not be made): the modules kept with
         Winch's are dropped, and their next run loads it."""
         os.waitid(P_PIDFD, pidfd, os.WEXITED)
-        self.selector.unregister(pidfd)
+        self._unwatch(pidfd)
         os.close(pidfd)
         self.tiering[entry] = -1
         for key, prepared in list(self.prepared.items()):
@@ -344,7 +353,7 @@ class Host:
             status = b"%d\n" % info.si_status
         else:  # killed, or dumped core
             status = b"-%d\n" % info.si_status
-        self.selector.unregister(job.worker_pidfd)
+        self._unwatch(job.worker_pidfd)
         os.close(job.worker_pidfd)
         job.worker_pidfd = -1
         self.jobs.pop(job.client, None)
@@ -365,8 +374,8 @@ class Host:
 
     def _forget_client(self, job: Job) -> None:
         if job.client_pidfd >= 0:
-            if job.client_pidfd in self.selector.get_map():
-                self.selector.unregister(job.client_pidfd)
+            if job.client_pidfd in self.handlers:
+                self._unwatch(job.client_pidfd)
             os.close(job.client_pidfd)
             job.client_pidfd = -1
 
@@ -433,7 +442,7 @@ def _tied_to_host() -> bool:
     return os.getppid() == host
 
 
-def _be_spare(prepared: dict, channel: socket.socket) -> None:
+def _be_spare(prepared: dict, channel: fdpass.Socket) -> None:
     """In a spare: wait for a request, then work as a worker forked for it would (the
     modules ready in `prepared`, the host's as they were at the fork). Never returns."""
     status = wasi.EXIT_CANNOT_RUN
@@ -442,7 +451,7 @@ def _be_spare(prepared: dict, channel: socket.socket) -> None:
             os._exit(0)
         files = {p.module.file for p in prepared.values() if p.module is not None}
         stdio.close_all_but(lambda fd: fd <= 2 or fd == channel.fileno() or _inode(fd) in files)
-        data, fds, _, _ = socket.recv_fds(channel, MAX_MESSAGE, 3)
+        data, fds = fdpass.recv_fds(channel, MAX_MESSAGE, 3)
         if not data:
             os._exit(0)  # retired
         client, state, env_pairs, argv, key, cwd, layout, std_mask = marshal.loads(data)
@@ -509,9 +518,8 @@ def _adopt_limits(client: int) -> None:
         pass
 
 
-def serve(channel_fd: int, tree: int) -> None:
-    """The host's life: `channel_fd` is its end of the tracer's socket; `tree` a process
-    of the traced tree, whose CPUs it takes (the tracer keeps to one). Never returns."""
+def serve(channel_fd: int) -> None:
+    """The host's life: `channel_fd` is its end of the tracer's socket. Never returns."""
     try:
         with open("/proc/self/comm", "wb") as comm:
             comm.write(HOST_NAME)  # what ps shows (the tracer's would be "wasmbinfmt")
@@ -529,11 +537,9 @@ def serve(channel_fd: int, tree: int) -> None:
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP,
                     signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_IGN)
-        try:
-            os.sched_setaffinity(0, os.sched_getaffinity(tree))
-        except OSError:
-            pass
         sys.stdout = sys.stderr = open(2, "w", buffering=1, closefd=False)
-        Host(socket.socket(fileno=channel_fd)).serve()
+        host = Host(fdpass.Socket(fileno=channel_fd))
+        host.warm_up()
+        host.serve()
     finally:
         os._exit(0)

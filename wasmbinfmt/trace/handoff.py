@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import resource
 import select
-import socket
 
-from ..runners import warm
+from ..runners import warm_messages
+from ..util import fdpass
 from . import kernel
 from .tracee import Memory, status_fields
 
@@ -72,7 +72,7 @@ class Handoff:
 class WarmRunner:
     def __init__(self, tree: int, clients: dict[int, int]) -> None:
         self.tree = tree  # the traced command: the host takes its CPUs
-        self.channel: socket.socket | None = None
+        self.channel: fdpass.Socket | None = None
         self.usable = os.access(CLIENT_SHELL, os.X_OK)
         own = status_fields("self")
         self.reference = {key: own.get(key) for key in SAME_AS_HOST}
@@ -117,7 +117,7 @@ class WarmRunner:
             if not (replaced and entry.startswith(replaced)):
                 env.append(entry)
         env += [key + b"=" + value for key, value in added_env]
-        if sum(map(len, argv)) + sum(map(len, env)) > warm.MAX_MESSAGE - 4096:
+        if sum(map(len, argv)) + sum(map(len, env)) > warm_messages.MAX_MESSAGE - 4096:
             return None  # more than one message carries
         if self.channel is None:
             if not self._start_host():
@@ -138,8 +138,8 @@ class WarmRunner:
                 if fd is not None:
                     fds.append(fd)
                     std |= 1 << n
-            socket.send_fds(self.channel, [warm.encode_request(
-                tid, handoff.argv, handoff.env, handoff.state, std)],
+            fdpass.send_fds(self.channel, warm_messages.encode_request(
+                tid, handoff.argv, handoff.env, handoff.state, std),
                 [pidfd, handoff.write_end, *fds])
         except OSError:
             # No host to take it: the client reads no status and says so (126).
@@ -162,7 +162,7 @@ class WarmRunner:
         if code <= 0 and sender == tid:
             return
         try:
-            self.channel.send(warm.encode_signal(tid, sig))
+            self.channel.send(warm_messages.encode_signal(tid, sig))
         except OSError:
             pass
 
@@ -172,7 +172,7 @@ class WarmRunner:
     def _start_host(self) -> bool:
         """Start the host, in the tracer's session (the command's), its parent leaving at
         once: it must outlive no one and be no one's child to wait for."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = fdpass.seqpacket_pair()
         try:
             middle = os.fork()
         except OSError:
@@ -180,9 +180,17 @@ class WarmRunner:
             return False
         if middle == 0:
             try:
+                try:  # the tree's CPUs, not the one the tracer keeps to, from the start
+                    os.sched_setaffinity(0, os.sched_getaffinity(self.tree))
+                except OSError:
+                    pass
                 if os.fork() == 0:
                     ours.close()
-                    warm.serve(theirs.detach(), self.tree)
+                    # Here, in the host: the runner's imports (~2 ms) run while the
+                    # tracer goes on with the exec.
+                    from ..runners import warm
+
+                    warm.serve(theirs.detach())
             finally:
                 os._exit(0)
         theirs.close()
