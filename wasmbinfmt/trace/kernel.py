@@ -118,17 +118,20 @@ def allow_tracer(pid: int) -> None:
 def execvp(argv: list[bytes]) -> OSError:
     """libc's execvp (PATH search, and /bin/sh for a file the kernel calls ENOEXEC, as
     shells do; os.execvp does not). Returns the error when it fails."""
-    array = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
-    _libc.execvp(argv[0], array)
+    _libc.execvp(argv[0], _c_argv(argv))
     return _error(os.fsdecode(argv[0]))
 
 
 def execve_with_key(path: bytes, argv: list[bytes], execve_nr: int, key: int) -> OSError:
     """execve(path, argv, environ) with `key` as its (ignored) fourth argument, which our
     seccomp filter can let through (seccomp.py). Returns the error when it fails."""
-    array = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
-    _raw_syscall(execve_nr, path, array, _environ.value, key)
+    _raw_syscall(execve_nr, path, _c_argv(argv), _environ.value, key)
     return _error(os.fsdecode(path))
+
+
+def _c_argv(argv: list[bytes]) -> ctypes.Array:
+    """A NULL-terminated char *[] of `argv`."""
+    return (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
 
 
 def ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:

@@ -11,10 +11,11 @@ with them until they exit.
 The handshake, before the command's first exec::
 
     command (our process)             tracer (grandchild, own group)
-      fork a middle process  ──────►  forked by the middle one, which exits
       judge its first exec,
-      install the exec-only
+      build the exec-only
       seccomp filter
+      fork a middle process  ──────►  forked by the middle one, which exits
+      install the filter
       learn the tracer's pid ◄──────  its pid
       allow it (Yama)        ──────►  PTRACE_SEIZE the command
       exec the command       ◄──────  "go"; then the rest of its set-up
