@@ -9,11 +9,13 @@
 #                                (the reference for time: `building_for_wasm` is false)
 #   RUNNER=cargo-runner          CMD... as it is, built for wasm: cargo runs the tests with
 #                                the runner its variable names (examples/cargo only)
+#   RUNNER=go-wrapper            CMD... as it is, built for wasm: go runs the tests with
+#                                Go's own go_wasip1_wasm_exec (examples/go only)
 # and leaves the command's time in seconds in $test_seconds. `runner_label` names the
 # runner (builtin, wasmtime-cli, ..., proot or native); $configure_under is what runs
 # the project's configure (wasmbinfmt, for wasm builds: it runs their test programs);
-# `report_row PROJECT PASSED FAILED EXPECTED` writes the results table's row to
-# $work/result.md (examples/table.sh collects them).
+# `report_row PROJECT PASSED FAILED EXPECTED [TIME]` writes the results table's row to
+# $work/result.md (examples/table.sh collects them; TIME: "$test_seconds s" by default).
 # Needs $here (the sourcing script's directory) and $work.
 wasmbinfmt=${WASMBINFMT:-wasmbinfmt}
 mkdir -p "$work"
@@ -26,7 +28,7 @@ export XDG_CACHE_HOME="$work/cache-home"
 
 runner_label() {
     case ${RUNNER:-wasmbinfmt} in
-        proot|native|cargo-runner) echo "$RUNNER" ;;
+        proot|native|cargo-runner|go-wrapper) echo "$RUNNER" ;;
         *) echo "${PROFILE:-builtin}" ;;
     esac
 }
@@ -44,7 +46,7 @@ under_test() {
             cc -O2 -DEMULATOR="\"$(command -v wasmbinfmt-wasi)\"" -o "$wrapper" \
                 "$here/../../scripts/bench/proot-wasm-wrapper.c"
             set -- proot -q "$wrapper" "$@" ;;
-        native|cargo-runner) ;;
+        native|cargo-runner|go-wrapper) ;;
         *) set -- $wasmbinfmt --profile "${PROFILE:-builtin}" -- "$@" ;;
     esac
     start=$(date +%s.%N)
@@ -55,5 +57,5 @@ under_test() {
 }
 
 report_row() {
-    echo "| $1 | $(runner_label) | $2 | $3 | $4 | $test_seconds s |" > "$work/result.md"
+    echo "| $1 | $(runner_label) | $2 | $3 | $4 | ${5:-$test_seconds s} |" > "$work/result.md"
 }

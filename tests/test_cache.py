@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -118,29 +119,50 @@ def test_a_cached_start_does_not_import_yaml(tmp_path):
     assert runs == ["True", "False"]
 
 
-def test_trim_removes_the_least_recently_used_first_and_keeps_the_new_entry(tmp_path):
+def test_trim_removes_the_least_recently_used_first_and_never_what_the_run_used(tmp_path):
     for age, name in enumerate(["newest", "middle", "oldest"]):
         (tmp_path / name).write_bytes(b"x" * 1000)
         os.utime(tmp_path / name, (1e9 - age * 100, 1e9 - age * 100))
-    cache.trim(str(tmp_path), 2000)
+    cache.trim(str(tmp_path), keep_since=2e9, limit=2000)
     assert sorted(os.listdir(tmp_path)) == ["middle", "newest"]
-    cache.trim(str(tmp_path), 0, keep=str(tmp_path / "middle"))
-    assert os.listdir(tmp_path) == ["middle"]
+    # The run started between the two: what it used stays, even over the limit.
+    cache.trim(str(tmp_path), keep_since=1e9 - 50, limit=0)
+    assert os.listdir(tmp_path) == ["newest"]
 
 
 def test_trim_clears_temporaries_whose_writer_is_gone(tmp_path):
     (tmp_path / "a.cwasm.123.tmp").write_bytes(b"old")
     os.utime(tmp_path / "a.cwasm.123.tmp", (1e9, 1e9))
     (tmp_path / "b.cwasm.456.tmp").write_bytes(b"being written")
-    cache.trim(str(tmp_path), 1 << 20)
+    cache.trim(str(tmp_path), keep_since=time.time(), limit=1 << 20)
     assert os.listdir(tmp_path) == ["b.cwasm.456.tmp"]
-    cache.trim(str(tmp_path / "missing"), 0)  # nothing to do, no error
+    cache.trim(str(tmp_path / "missing"), keep_since=0, limit=0)  # nothing to do, no error
 
 
-def test_size_limit_from_the_environment():
-    assert cache.size_limit({}) == 512 << 20
-    assert cache.size_limit({"WASMBINFMT_CACHE_MAX_MB": "3"}) == 3 << 20
-    assert cache.size_limit({"WASMBINFMT_CACHE_MAX_MB": "lots"}) == 512 << 20
+class Disk:
+    def __init__(self, free: int) -> None:
+        self.f_bavail, self.f_frsize = free, 1
+
+
+@pytest.mark.parametrize("free,held,limit", [
+    (100 << 30, 0, 16 << 30),  # at most 16 GiB
+    (8 << 30, 2 << 30, (10 << 30) // 4),  # a quarter of the free space and the folder's own
+    (287 << 20, 0, (287 << 20) // 4),  # a nearly full disk: a small cache, not a full disk
+])
+def test_the_default_size_limit_follows_the_free_disk(monkeypatch, free, held, limit):
+    monkeypatch.setattr(cache.os, "statvfs", lambda path: Disk(free))
+    assert cache.size_limit("/somewhere", held, {}) == limit
+    assert cache.size_limit("/somewhere", held, {"WASMBINFMT_CACHE_MAX_MB": "3"}) == 3 << 20
+    assert cache.size_limit("/somewhere", held, {"WASMBINFMT_CACHE_MAX_MB": "lots"}) == limit
+
+
+def test_trim_uses_the_default_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache.os, "statvfs", lambda path: Disk(4000))  # a quarter: 1,000
+    for age, name in enumerate(["newest", "middle", "oldest"]):
+        (tmp_path / name).write_bytes(b"x" * 1000)
+        os.utime(tmp_path / name, (1e9 - age * 100, 1e9 - age * 100))
+    cache.trim(str(tmp_path), keep_since=2e9, env={})  # (4,000 free + 3,000 held) / 4
+    assert os.listdir(tmp_path) == ["newest"]
 
 
 def test_without_a_writable_home_the_cache_is_private_and_temporary(tmp_path):

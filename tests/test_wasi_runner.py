@@ -242,24 +242,48 @@ def big_module(tmp_path: Path, exceptions: bool = False) -> tuple[Path, int]:
 
 
 def compiled_by(cache_dir: Path) -> list[str]:
-    """The compilers of the cache's entries, sorted."""
+    """The compilers of the cache's compiled entries, sorted."""
     return sorted(p.name.rsplit("-", 1)[1].split("+")[0]
-                  for p in (cache_dir / "modules").iterdir())
+                  for p in (cache_dir / "modules").iterdir() if p.name.endswith(".cwasm"))
 
 
-def test_much_code_runs_first_compiled_by_winch_then_by_cranelift(tmp_path, cache_dir):
-    from wasmbinfmt.runners import wasi, wasm
+def usage_record(cache_dir: Path) -> tuple[Path, tuple]:
+    """The one usage record of the cache (runners/tiers.py): its path and (runs on Winch's
+    code, their CPU seconds, Winch's compile's CPU seconds)."""
+    import marshal
+
+    (path,) = (cache_dir / "modules").glob("*.usage")
+    return path, tuple(marshal.loads(path.read_bytes())[1])
+
+
+def test_much_code_runs_on_winchs_code_until_cranelifts_pays(tmp_path, cache_dir):
+    """A first run compiles with Winch; each run on Winch's code adds its CPU time to the
+    module's usage record, and a run compiles Cranelift's code first once the time lost on
+    Winch's reaches Cranelift's price (tiers.py): this module runs in milliseconds, so its
+    record is made to say so; Winch's code and the record then go, and later runs load
+    Cranelift's."""
+    import marshal
+
+    from wasmbinfmt.runners import tiers, wasi, wasm
 
     path, status = big_module(tmp_path)
     data = path.read_bytes()
     code = wasm.section(wasm.sections(data), wasm.CODE_SECTION)
     assert code.end - code.body >= wasi.WINCH_FIRST_RUN_CODE
-    done = run([path])
-    assert (done.returncode, done.stderr) == (status, b"")
-    assert compiled_by(cache_dir) == ["winch"]
+    for runs in (1, 2):
+        done = run([path])
+        assert (done.returncode, done.stderr) == (status, b"")
+        assert compiled_by(cache_dir) == ["winch"]
+        record_path, record = usage_record(cache_dir)
+        assert record[0] == runs and record[1] > 0 and record[2] > 0
+        assert not tiers.compile_before_run(record, code.end - code.body)
+    name = record_path.name[:-len(".usage")]
+    lost = tiers.price(record, 0) / tiers.SAVED_SHARE
+    record_path.write_bytes(marshal.dumps((name, (2, lost, record[2]))))
     assert run([path]).returncode == status
-    assert compiled_by(cache_dir) == ["cranelift", "winch"]
-    cranelift = next(p for p in (cache_dir / "modules").iterdir() if "-cranelift+" in p.name)
+    assert compiled_by(cache_dir) == ["cranelift"]
+    assert not list((cache_dir / "modules").glob("*.usage"))
+    cranelift = next((cache_dir / "modules").iterdir())
     os.utime(cranelift, (1e9, 1e9))
     assert run([path]).returncode == status
     assert cranelift.stat().st_mtime > 1e9  # loaded from the cache: nothing compiled
@@ -293,12 +317,12 @@ def test_the_compiler_option_holds_on_every_run(tmp_path, cache_dir, choice, fir
     assert compiled_by(cache_dir) == second
 
 
-@pytest.mark.parametrize("choice,code,winch_cached,tiered,expected", [
+@pytest.mark.parametrize("choice,code,cranelift_due,tiered,expected", [
     ("auto", 0, False, False, ("cranelift",)),
     ("auto", (256 << 10) - 1, False, False, ("cranelift",)),
     ("auto", 256 << 10, False, False, ("winch", "cranelift")),
     ("auto", 50 << 20, False, False, ("winch", "cranelift")),
-    ("auto", 256 << 10, True, False, ("cranelift",)),  # its second run
+    ("auto", 256 << 10, True, False, ("cranelift",)),  # lost what Cranelift costs
     ("auto", (64 << 10) - 1, False, True, ("cranelift",)),  # Cranelift in the background:
     ("auto", 64 << 10, False, True, ("winch", "cranelift")),  # Winch from less code
     ("cranelift", 50 << 20, False, False, ("cranelift",)),
@@ -306,10 +330,10 @@ def test_the_compiler_option_holds_on_every_run(tmp_path, cache_dir, choice, fir
     ("winch", 0, False, False, ("winch", "cranelift")),
     ("winch", 50 << 20, True, False, ("winch", "cranelift")),
 ])
-def test_which_compilers_a_module_gets(choice, code, winch_cached, tiered, expected):
+def test_which_compilers_a_module_gets(choice, code, cranelift_due, tiered, expected):
     from wasmbinfmt.runners.wasi import compilers_for
 
-    assert compilers_for(choice, code, winch_cached, tiered) == expected
+    assert compilers_for(choice, code, cranelift_due, tiered) == expected
 
 
 @pytest.mark.parametrize("name", ["trap", "features"])

@@ -24,11 +24,13 @@ the run: the host leaves when the tracer's socket closes, workers die with
 the host (PR_SET_PDEATHSIG).
 
 Tiers: a module with much code (wasi.TIERED_WINCH_FIRST_RUN_CODE) runs first
-with Winch's code, quick to compile. When it runs again, a process the host
-forks compiles Cranelift's at the lowest priority (SCHED_IDLE: on a CPU the run
-leaves idle) into the cache; until that is there, runs take Winch's from the
-cache, so none waits for a compile, and a module run once (a test binary) costs
-no second compile. A run that ends first ends that compile too.
+with Winch's code, quick to compile. Once Cranelift's code pays (tiers.py: the
+CPU time its runs spend on Winch's code, counted across runs, and watched live
+while one runs), a process the host forks compiles it into the cache, one module
+at a time, niced so that the run's own work comes first; until that is there,
+runs take Winch's from the cache, so none waits for a compile. A run that ends
+first ends that compile too; when the time lost on Winch's code reaches the
+compile's price, a run compiles Cranelift's code before it starts.
 
 Fork safety: the host never compiles or runs wasm, so it has no thread for a
 fork to lose (Cranelift's pool and WASI's async runtime start in the
@@ -43,15 +45,19 @@ import marshal
 import os
 import select
 import sys
+import time
 import _signal as signal
 
 from ..util import fdpass, stdio
 from ..util.abcs import Callable
 from ..util.procstate import adopt_signal_state
-from . import wasi
+from . import compiler, tiers, wasi
 from .warm_messages import MAX_FDS, MAX_MESSAGE, decode
 
 KEPT_MODULES = 64  # prepared modules kept in memory, least recently used dropped
+QUEUED, ENDED = 0, 1  # Host.tiering's states
+LIVE_CHECK_INTERVAL = 0.05  # seconds, at least, between two looks at a run's CPU time
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
 P_PIDFD = 3
 HOST_NAME = b"wasmbinfmt-wasi"
@@ -65,10 +71,25 @@ class Job:
         self.client_pidfd = client_pidfd
         self.status_fd = status_fd  # where the status goes: "N" or "-SIGNAL", a line
         self.worker_pidfd = -1
+        self.worker_pid = 0
+        self.tier: Tier | None = None  # a run on Winch's code, timed live
+        self.check_at = 0.0  # when to look at its CPU time next (time.monotonic())
+
+
+class Tier:
+    """What a run on Winch's code needs for Cranelift's compile to be decided while it runs:
+    the module, where its compile would start from, and whether the worker compiles
+    Winch's code first (that CPU time is not the run's)."""
+
+    def __init__(self, prepared: wasi.Prepared, start: tuple, compiles_first: bool) -> None:
+        self.prepared = prepared
+        self.start = start  # the module's path, and _compile's (cwd, env, stack_limit)
+        self.compiles_first = compiles_first
 
 
 class Spare:
-    def __init__(self, pidfd: int, channel: fdpass.Socket, ready: frozenset) -> None:
+    def __init__(self, pid: int, pidfd: int, channel: fdpass.Socket, ready: frozenset) -> None:
+        self.pid = pid
         self.pidfd = pidfd
         self.channel = channel  # where its request goes
         self.ready = ready  # the keys of the modules it has ready (Host._ready())
@@ -85,9 +106,11 @@ class Host:
         self.linkers: dict[object, object] = {}  # by engine
         self.prepared: dict[tuple, wasi.Prepared] = {}  # by module file and settings
         self.spare: Spare | None = None
-        # Cranelift compiles in the background, by cache entry (directory, name): its
-        # compiler's pidfd while it runs, -1 once it has ended.
+        # Cranelift's compiles of this run, by cache entry (directory, name): QUEUED until
+        # the compiler has made it, then ENDED (so too when a run compiled it first).
         self.tiering: dict[tuple, int] = {}
+        self.compiler: fdpass.Socket | None = None  # runners/compiler.py's, once started
+        self.watched: dict[int, Job] = {}  # by client: runs on Winch's code, timed live
         self.devnull = os.open(os.devnull, os.O_RDWR)
 
     def warm_up(self) -> None:
@@ -105,9 +128,11 @@ class Host:
     def serve(self) -> None:
         while True:
             # The handlers of what was ready, taken before any runs (one may unwatch another).
-            for handler in [self.handlers[fd] for fd, _ in self.poller.poll()
+            for handler in [self.handlers[fd] for fd, _ in self.poller.poll(self._next_check())
                             if fd in self.handlers]:
                 handler()
+            if self.watched:
+                self._check_watched()
 
     def _watch(self, fd: int, handler: Callable[[], None]) -> None:
         """`handler()` when `fd` is readable (a pidfd: its process has exited)."""
@@ -130,8 +155,6 @@ class Host:
         if not data:  # the tracer has left: so does everyone
             for job in self.jobs.values():
                 _kill(job.worker_pidfd)
-            for pidfd in self.tiering.values():
-                _kill(pidfd)
             os._exit(0)
         message = decode(data)
         if message[0] == "signal":
@@ -168,14 +191,14 @@ class Host:
                std: dict[int, int]) -> None:
         os.chdir(f"/proc/{job.client}/cwd")  # the worker inherits it
         env_pairs = [tuple(entry.split(b"=", 1)) for entry in env if b"=" in entry]
-        options = error = prepared = cwd = layout = key = None
+        options = error = prepared = cwd = layout = key = tier = None
         ready_before = self._ready()
         # Messages while preparing (-v's doubts) go to the client's stderr, as the runner's.
         os.dup2(std.get(2, self.devnull), 2)
         try:
             options = wasi.parse_args([os.fsdecode(arg) for arg in argv])
             cwd = None if options.dirs else wasi.current_directory()
-            prepared, key = self._prepare(options, cwd, env_pairs, job.client)
+            prepared, key, tier = self._prepare(options, cwd, env_pairs, job.client)
             if cwd is not None and not options.dirs:
                 layout = wasi.default_layout(prepared, cwd)  # quicker here than in a fork
         except ValueError as e:
@@ -188,7 +211,7 @@ class Host:
         request = (job.client, state, env_pairs, argv, key, cwd, layout)
         job.worker_pidfd = -1
         if error is None and self.spare is not None and key in self.spare.ready:
-            job.worker_pidfd = self._hand_to_spare(request, std)
+            job.worker_pid, job.worker_pidfd = self._hand_to_spare(request, std)
         if job.worker_pidfd < 0:
             gc.freeze()  # the worker's collections would touch (and copy) every object
             pid = os.fork()
@@ -201,8 +224,10 @@ class Host:
                     wasi.complain(f"internal error: {type(e).__name__}: {e}")
                 finally:
                     wasi.leave(status)
-            job.worker_pidfd = os.pidfd_open(pid)
+            job.worker_pid, job.worker_pidfd = pid, os.pidfd_open(pid)
         self.jobs[job.client] = job
+        if tier is not None:
+            self._time_live(job, tier)
         self._watch(job.worker_pidfd, lambda: self._on_worker_exit(job))
         self._watch(job.client_pidfd, lambda: self._on_client_exit(job))
         os.chdir("/")
@@ -235,10 +260,11 @@ class Host:
             host_end.close()
             _be_spare(self.prepared, spare_end)
         spare_end.close()
-        self.spare = Spare(os.pidfd_open(pid), host_end, ready)
+        self.spare = Spare(pid, os.pidfd_open(pid), host_end, ready)
 
-    def _hand_to_spare(self, request: tuple, std: dict[int, int]) -> int:
-        """The spare's pidfd once it has the request, or -1 (it has died: a fork, then)."""
+    def _hand_to_spare(self, request: tuple, std: dict[int, int]) -> tuple[int, int]:
+        """The spare's pid and pidfd once it has the request, or (0, -1) (it has died: a
+        fork, then)."""
         spare, self.spare = self.spare, None
         mask = sum(1 << n for n in std)
         try:
@@ -246,9 +272,9 @@ class Host:
                             [std[n] for n in sorted(std)])
         except OSError:
             self._retire(spare)
-            return -1
+            return 0, -1
         spare.channel.close()
-        return spare.pidfd
+        return spare.pid, spare.pidfd
 
     def _retire(self, spare: Spare) -> None:
         spare.channel.close()  # it leaves when its channel ends
@@ -263,8 +289,8 @@ class Host:
     def _prepare(self, options: wasi.Options, cwd: str | None,
                  env_pairs: list[tuple[bytes, bytes]], client: int) -> tuple:
         """The module prepared (and loaded, when its compiled code is in the cache), from
-        memory when its file has not changed since; and its key among those kept (None:
-        not kept)."""
+        memory when its file has not changed since; its key among those kept (None: not
+        kept); and, for a run on Winch's code that is to be timed live, its Tier."""
         import resource
 
         stack_limit = resource.prlimit(client, resource.RLIMIT_STACK)[0]
@@ -280,10 +306,17 @@ class Host:
         if fresh:
             prepared = wasi.prepare(options, cwd, env, self._engine, stack_limit)
             prepared.tiered = self._tiers(prepared)
+        tier = None
+        if prepared.tiered and prepared.compiled_by != "cranelift":
+            start = (options.module, cwd, env, stack_limit)
+            if self._plan_cranelift(prepared, start):
+                tier = Tier(prepared, start, compiles_first=False)
         if prepared.module is None:
             prepared.load(options.module, compile=False)  # a worker may have compiled it
-        if prepared.tiered and prepared.compiled_by == "winch":  # it has run before
-            self._compile_in_background(prepared, options, cwd, env, stack_limit)
+            if tier is not None:
+                tier.compiles_first = prepared.module is None
+        if prepared.compiled_by == "cranelift":
+            tier = None
         if prepared.module is not None and prepared.pre is None:
             prepared.linker = self._linker(prepared.module.engine)
             prepared.pre = prepared.linker.instantiate_pre(prepared.module)
@@ -296,41 +329,127 @@ class Host:
             self.prepared[key] = prepared  # the most recently used last
             while len(self.prepared) > KEPT_MODULES:
                 del self.prepared[next(iter(self.prepared))]
-            return prepared, key
-        return prepared, None
+            return prepared, key, tier
+        return prepared, None, tier
 
     def _tiers(self, prepared: wasi.Prepared) -> bool:
-        """Whether the module runs Winch's code while Cranelift's compiles in the
-        background: under --compiler=auto, with a cache, and much code."""
+        """Whether the module runs Winch's code until Cranelift's pays (tiers.py): under
+        --compiler=auto, with a cache, and much code."""
         if prepared.compiler != "auto" or prepared.directory is None:
             return False
         return ((prepared.directory, prepared.name) in self.tiering
-                or wasi.code_bytes(prepared.wasm) >= wasi.TIERED_WINCH_FIRST_RUN_CODE)
+                or prepared.code_bytes >= wasi.TIERED_WINCH_FIRST_RUN_CODE)
 
-    def _compile_in_background(self, prepared: wasi.Prepared, options: wasi.Options,
-                               cwd: str | None, env: dict[str, str], stack_limit: int) -> None:
-        """Cranelift's code for `prepared` into the cache, by a process of its own (once per
-        entry); in the client's directory, where the module's path leads."""
+    def _plan_cranelift(self, prepared: wasi.Prepared, start: tuple) -> bool:
+        """Cranelift's code for a module that has none cached, as its runs so far decide:
+        compiled by this run before it starts (the time lost on Winch's code has reached its
+        price), queued (it pays), or to be decided while the run goes on (True)."""
         entry = (prepared.directory, prepared.name)
-        if entry in self.tiering:
-            return
-        gc.freeze()
-        pid = os.fork()
-        if pid == 0:
-            _compile(prepared.name, options, cwd, env, self._engine, stack_limit)
-        pidfd = os.pidfd_open(pid)
-        self.tiering[entry] = pidfd
-        self._watch(pidfd, lambda: self._on_compiled(entry, pidfd))
+        if entry in self.tiering:  # queued, compiling or compiled in this run
+            return False
+        record = tiers.load(os.path.join(prepared.directory, "modules"), prepared.name)
+        if prepared.module is None and tiers.compile_before_run(record, prepared.code_bytes):
+            prepared.cranelift_due = True  # the worker compiles it
+            self.tiering[entry] = ENDED
+            return False
+        if tiers.cranelift_pays(record, prepared.code_bytes):
+            self._queue_compile(entry, prepared, start)
+            return False
+        return True
 
-    def _on_compiled(self, entry: tuple, pidfd: int) -> None:
-        """Cranelift's code is in the cache (or could not be made): the modules kept with
-        Winch's are dropped, and their next run loads it."""
-        os.waitid(P_PIDFD, pidfd, os.WEXITED)
-        self._unwatch(pidfd)
-        os.close(pidfd)
-        self.tiering[entry] = -1
+    # -- Cranelift's compiles, in the background -----------------------------------------
+
+    def _time_live(self, job: Job, tier: Tier) -> None:
+        """Look at the worker's CPU time when it could first have made Cranelift's code pay
+        (it cannot use more CPU time than the time that passes, on its one CPU)."""
+        record = tiers.load(os.path.join(tier.prepared.directory, "modules"),
+                            tier.prepared.name)
+        job.tier = tier
+        job.check_at = time.monotonic() + max(
+            LIVE_CHECK_INTERVAL, tiers.running_seconds_until_it_pays(
+                record, tier.prepared.code_bytes))
+        self.watched[job.client] = job
+
+    def _next_check(self) -> float:
+        """The poller's timeout (seconds; -1: none) until the next look at a watched run."""
+        if not self.watched:
+            return -1
+        return max(0.0, min(job.check_at for job in self.watched.values()) - time.monotonic())
+
+    def _check_watched(self) -> None:
+        now = time.monotonic()
+        for client, job in list(self.watched.items()):
+            if job.check_at > now:
+                continue
+            prepared = job.tier.prepared
+            entry = (prepared.directory, prepared.name)
+            record = tiers.load(os.path.join(prepared.directory, "modules"), prepared.name)
+            running = _cpu_seconds(job.worker_pid)
+            if entry in self.tiering or running is None:
+                del self.watched[client]
+                continue
+            if job.tier.compiles_first:
+                if not record[2]:  # Winch's compile is still under way
+                    job.check_at = now + LIVE_CHECK_INTERVAL
+                    continue
+                running -= record[2]
+            if tiers.cranelift_pays(record, prepared.code_bytes, running):
+                del self.watched[client]
+                self._queue_compile(entry, prepared, job.tier.start)
+            else:
+                job.check_at = now + max(LIVE_CHECK_INTERVAL, tiers.running_seconds_until_it_pays(
+                    record, prepared.code_bytes) - running)
+
+    def _queue_compile(self, entry: tuple, prepared: wasi.Prepared, start: tuple) -> None:
+        """Cranelift's code for `prepared` into the cache, by the run's compiler (started
+        now, if not yet), which reads the module through a descriptor opened now."""
+        path, cwd, env, stack_limit = start
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if self.compiler is None:
+                self.compiler = self._start_compiler()
+            fdpass.send_fds(self.compiler, compiler.encode_request(prepared.name, cwd, env,
+                                                                   stack_limit), [fd])
+            self.tiering[entry] = QUEUED
+        except OSError:
+            pass  # a speed-up only: the module keeps Winch's code
+        finally:
+            os.close(fd)
+
+    def _start_compiler(self) -> fdpass.Socket:
+        ours, theirs = fdpass.seqpacket_pair()
+        gc.freeze()
+        if os.fork() == 0:
+            ours.close()
+            # What the host keeps loaded is not the compiler's to hold (it may outlive us).
+            self.prepared.clear()
+            self.spare = None
+            compiler.serve(theirs, self._engine)
+        theirs.close()
+        self._watch(ours.fileno(), self._on_compiled)
+        return ours
+
+    def _on_compiled(self) -> None:
+        """The compiler has made Cranelift's code for a module (or could not): the modules
+        kept with Winch's are dropped, and their next run loads it."""
+        try:
+            data = self.compiler.recv(compiler.MAX_REQUEST)
+        except InterruptedError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the compiler died: the modules keep Winch's code
+            self._unwatch(self.compiler.fileno())
+            return
+        name = marshal.loads(data)
+        for entry in self.tiering:
+            if entry[1] == name:
+                self.tiering[entry] = ENDED
         for key, prepared in list(self.prepared.items()):
-            if (prepared.directory, prepared.name) == entry and prepared.compiled_by == "winch":
+            if prepared.name == name and prepared.compiled_by == "winch":
                 del self.prepared[key]
 
     def _linker(self, engine):
@@ -357,6 +476,7 @@ class Host:
         os.close(job.worker_pidfd)
         job.worker_pidfd = -1
         self.jobs.pop(job.client, None)
+        self.watched.pop(job.client, None)
         self._finish(job, status)
 
     def _on_client_exit(self, job: Job) -> None:
@@ -467,26 +587,14 @@ def _be_spare(prepared: dict, channel: fdpass.Socket) -> None:
         wasi.leave(status)
 
 
-def _compile(name: str, options: wasi.Options, cwd: str | None, env: dict[str, str],
-             engines, stack_limit: int) -> None:
-    """In a process forked by the host: compile the module with Cranelift into the cache
-    entry `name` (unless its file has changed meanwhile), on CPU time nothing else wants.
-    Never returns."""
-    status = 1
+def _cpu_seconds(pid: int) -> float | None:
+    """The CPU time process `pid` (all its threads) has used, or None once it has gone."""
     try:
-        if not _tied_to_host():
-            os._exit(status)
-        stdio.close_all_but(lambda fd: fd <= 2)  # the host's 0-2: /dev/null
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        prepared = wasi.prepare(options, cwd, env, engines, stack_limit)
-        if prepared.name == name:
-            prepared.compiler = "cranelift"
-            prepared.load(options.module)
-        status = 0
-    except BaseException:  # noqa: BLE001 - a forked child must never return
-        pass  # a speed-up only: the module keeps Winch's code
-    finally:
-        os._exit(status)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _inode(fd: int) -> tuple[int, int]:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 try:  # the builtin module: hashlib would load OpenSSL first (~5 ms a start)
     from _blake2 import blake2b as _blake2b
@@ -51,7 +52,7 @@ except ImportError:  # pragma: no cover - CPython always has it
 from ..util.abcs import Mapping
 from ..util import cache, stdio
 from ..util.procstate import no_wakeup_preemption, restore_signals, stay_on_current_cpu
-from . import capi, wasi_cwd
+from . import capi, tiers, wasi_cwd
 from . import wasm as wasm_format
 
 EXIT_TRAP = 134  # what the wasmtime CLI exits with after a trap
@@ -132,14 +133,16 @@ def complain(message: str) -> None:
 
 
 def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
-                choice: str = "auto", compile: bool = True,
-                tiered: bool = False) -> tuple[capi.Module | None, str]:
+                choice: str = "auto", compile: bool = True, tiered: bool = False,
+                cranelift_due: bool | None = None) -> tuple[capi.Module | None, str]:
     """Compile `wasm`, or load it compiled from the cache in `directory` (None: no cache),
     where it is `name` (its content's digest, and what was done to it), with the compilers
     `choice` (one of COMPILERS) leads to; `engine_for(compiler)` gives the engines. With
     `compile` False, None unless it is in the cache. `tiered`: the warm runner compiles
-    Cranelift's code in the background, so Winch's cached code serves until it is there.
-    The module and the compiler of its code."""
+    Cranelift's code in the background when it pays (tiers.py), so a module runs on Winch's
+    code from less code on. `cranelift_due`: Cranelift's code is to be compiled for this run
+    rather than Winch's loaded (None: when tiers.compile_before_run says so). The module
+    and the compiler of its code."""
     if directory is None:  # no cache, so no telling a first run: Cranelift
         return (capi.Module.compile(engine_for("cranelift"), wasm) if compile else None,
                 "cranelift")
@@ -148,9 +151,14 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
     def entry(compiler: str) -> str:
         return os.path.join(modules,
                             f"{name}-{_wasmtime_build()}-{engine_settings(compiler)}.cwasm")
-    wanted = {"winch": ("winch",), "cranelift": ("cranelift",)}.get(
-        choice, ("cranelift", "winch") if tiered else ("cranelift",))
-    for compiler in wanted:
+    size = code_bytes(wasm)
+    if cranelift_due is None:
+        cranelift_due = tiers.compile_before_run(tiers.load(modules, name), size)
+    # Not when a compile of it is under way elsewhere: its result is the next run's.
+    cranelift_due = (cranelift_due and choice == "auto"
+                     and not tiers.being_compiled(modules, name))
+    for compiler in {"winch": ("winch",), "cranelift": ("cranelift",)}.get(
+            choice, ("cranelift",) if cranelift_due else ("cranelift", "winch")):
         if not cache.is_ours(entry(compiler)):
             continue
         try:
@@ -163,13 +171,21 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
         return None, ""
     choices = ("cranelift",)
     if choice != "cranelift":
-        choices = compilers_for(choice, code_bytes(wasm), cache.is_ours(entry("winch")),
-                                tiered)
+        choices = compilers_for(choice, size, cranelift_due, tiered)
 
     def compiled(compiler: str) -> capi.Module:
+        used = cpu_seconds()
         module = capi.Module.compile(engine_for(compiler), wasm)
         cache.store_bytes(entry(compiler), module.serialize())
-        cache.trim(modules, cache.size_limit(), keep=entry(compiler))
+        if compiler == "winch":
+            tiers.set_winch_compile(modules, name, cpu_seconds() - used)
+        else:  # Winch's code and its record serve no later run
+            for superseded in (entry("winch"), tiers.record_path(modules, name)):
+                try:
+                    os.unlink(superseded)
+                except OSError:
+                    pass
+        cache.trim(modules, RUN_STARTED)
         return module
     *first, last = choices
     for compiler in first:
@@ -178,6 +194,14 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
         except capi.WasmtimeError:
             pass  # what Winch does not support: the next
     return compiled(last), last
+
+
+def cpu_seconds() -> float:
+    """The CPU time this process has used, all its threads."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def code_bytes(wasm: bytes) -> int:
@@ -220,25 +244,28 @@ ENGINE_FEATURES = ("exceptions", "tail_call", "simd", "bulk_memory", "multi_valu
 COMPILER_FEATURES = {"cranelift": ENGINE_FEATURES,
                      "winch": tuple(f for f in ENGINE_FEATURES if f != "exceptions")}
 COMPILERS = ("auto", "cranelift", "winch")
-# `auto` compiles a module's first run with Winch when it has this much code or more (a
-# cargo test binary has ~0.4 MB: 0.3 s of Cranelift against 0.08 s), and with Cranelift
-# from its second run on; a smaller module gets Cranelift at once (it costs little).
+# `auto` compiles a module with Winch when it has this much code or more (a cargo test
+# binary has ~0.4 MB: 0.3 s of Cranelift against 0.08 s), and with Cranelift once that
+# pays (tiers.py); a smaller module gets Cranelift at once (it costs little).
 WINCH_FIRST_RUN_CODE = 256 << 10
-# Tiered (the warm runner: Cranelift compiles in the background from the second run, while
-# Winch's code serves, so no run waits for it), from less code: zlib's programs (~90 KB of
-# code) compile in ~20 ms with Winch against ~70 ms with Cranelift.
+# Tiered (the warm runner, which compiles Cranelift's code in the background while Winch's
+# serves, so no run waits for it), from less code: zlib's programs (~90 KB of code) compile
+# in ~20 ms with Winch against ~70 ms with Cranelift.
 TIERED_WINCH_FIRST_RUN_CODE = 64 << 10
+# Entries this run has used are never evicted (util/cache.py): the warm host imports this
+# module when the run's first module exec comes, a runner started per exec at its start.
+RUN_STARTED = time.time()
 
 
-def compilers_for(choice: str, code_bytes: int, compiled_by_winch: bool,
+def compilers_for(choice: str, code_bytes: int, cranelift_due: bool,
                   tiered: bool = False) -> tuple[str, ...]:
-    """The compilers to try, in order, for a module that Cranelift's code for is not
-    cached: `choice` is --compiler's, `code_bytes` the size of its code section,
-    `compiled_by_winch` whether Winch's code for it is cached (it has run before), and
+    """The compilers to try, in order, for a module whose code is to be compiled: `choice`
+    is --compiler's, `code_bytes` the size of its code section, `cranelift_due` whether
+    its runs on Winch's code have lost what Cranelift's compile costs (tiers.py), and
     `tiered` whether the warm runner compiles Cranelift's in the background."""
     if choice == "winch":
         return ("winch", "cranelift")
-    if choice == "auto" and not compiled_by_winch and code_bytes >= (
+    if choice == "auto" and not cranelift_due and code_bytes >= (
             TIERED_WINCH_FIRST_RUN_CODE if tiered else WINCH_FIRST_RUN_CODE):
         return ("winch", "cranelift")
     return ("cranelift",)
@@ -303,8 +330,10 @@ class Prepared:
         self.name = name  # of its cache entry
         self.libc_cwd = libc_cwd
         self.module: capi.Module | None = None
+        self.code_bytes = code_bytes(wasm)
         self.compiled_by = ""  # the compiler of the module's code
         self.tiered = False  # the warm runner compiles Cranelift's in the background
+        self.cranelift_due: bool | None = None  # load_module's, set by the warm runner
         self.entry = ""
         self.linker: capi.WasiLinker | None = None  # shared, with its instantiate_pre
         self.pre: int | None = None
@@ -314,7 +343,8 @@ class Prepared:
         with compile False, only from the cache: False when it is not there."""
         try:
             module, compiled_by = load_module(self.engine_for, self.wasm, self.directory,
-                                              self.name, self.compiler, compile, self.tiered)
+                                              self.name, self.compiler, compile, self.tiered,
+                                              self.cranelift_due)
         except capi.WasmtimeError as e:
             raise CannotRun(f"{module_path}: not a valid WebAssembly module: "
                             f"{_first_line(e)}", EXIT_CANNOT_RUN) from None
@@ -446,6 +476,7 @@ def start(prepared: Prepared, options: Options, env: list[tuple[bytes, bytes]],
                 return _fail(options.module, f"cannot map directory {host}", EXIT_CANNOT_RUN)
     except ShortOfDescriptors as e:
         return _fail(options.module, str(e), EXIT_CANNOT_RUN)
+    started = cpu_seconds()
     try:
         process.instantiate(prepared.module, prepared.pre)
         for fd in held:  # wasmtime has opened its own by now
@@ -453,13 +484,17 @@ def start(prepared: Prepared, options: Options, env: list[tuple[bytes, bytes]],
         if libc_cwd is not None:
             wasi_cwd.seed(process, libc_cwd, cwd)
         process.call(prepared.entry)
+        status = 0
     except _ProcExit as e:
-        return e.status
+        status = e.status
     except capi.Trap as e:
-        return _fail(options.module, f"trap: {_first_line(e)}", EXIT_TRAP)
+        status = _fail(options.module, f"trap: {_first_line(e)}", EXIT_TRAP)
     except capi.WasmtimeError as e:
         return _fail(options.module, _first_line(e), EXIT_CANNOT_RUN)
-    return 0
+    if prepared.compiled_by == "winch" and prepared.compiler == "auto":
+        tiers.add_run(os.path.join(prepared.directory, "modules"), prepared.name,
+                      cpu_seconds() - started)
+    return status
 
 
 RUNTIME_DESCRIPTORS = 4  # wasmtime's own: the compiled module, its async runtime's three

@@ -12,9 +12,14 @@ reader never sees half an entry. Where that directory cannot be written (no home
 read-only one), ``$TMPDIR/wasmbinfmt-cache-UID`` is used (a 0700 directory of ours, or
 nothing): a start without a cache costs ~20 ms more.
 
-Compiled modules are large: their folder is kept under a size limit
-(``$WASMBINFMT_CACHE_MAX_MB``, default 512) by removing the least recently
-used entries (a hit refreshes an entry's mtime) whenever one is added.
+Compiled modules are large: their folder is kept under a size limit by removing the
+least recently used entries (a hit refreshes an entry's mtime) whenever one is added,
+never one the current run has used (a suite larger than the limit would otherwise evict
+its own modules and compile them again at every run). The limit is
+``$WASMBINFMT_CACHE_MAX_MB``, else a quarter of what the cache's file system has free
+(counting what the folder holds), at most 16 GiB: a test suite's compiled modules take
+hundreds of MB to GBs (24 Go test binaries: ~0.7 GB), ccache's default is 5 GB and
+sccache's 10 GB, and a nearly full disk gets a small cache rather than a full disk.
 """
 
 from __future__ import annotations
@@ -136,16 +141,23 @@ def store_bytes(path: str, data: bytes) -> None:
             pass
 
 
-DEFAULT_LIMIT_MB = 512
+LARGEST_DEFAULT_LIMIT = 16 << 30
+DEFAULT_SHARE_OF_DISK = 4  # the default limit: 1/4 of the free space and the folder's own
 STALE_TEMPORARY = 3600  # seconds: a temporary file this old lost its writer
 
 
-def size_limit(env: Mapping[str, str] = os.environ) -> int:
-    """Bytes a folder of large entries may hold."""
+def size_limit(directory: str, held: int = 0, env: Mapping[str, str] = os.environ) -> int:
+    """Bytes the folder of large entries `directory` may hold, which holds `held` now."""
     try:
-        return max(0, int(env.get("WASMBINFMT_CACHE_MAX_MB", DEFAULT_LIMIT_MB))) << 20
-    except ValueError:
-        return DEFAULT_LIMIT_MB << 20
+        return max(0, int(env["WASMBINFMT_CACHE_MAX_MB"])) << 20
+    except (KeyError, ValueError):
+        pass
+    try:
+        disk = os.statvfs(directory)
+    except OSError:
+        return 0
+    return min(LARGEST_DEFAULT_LIMIT, (disk.f_bavail * disk.f_frsize + held) //
+               DEFAULT_SHARE_OF_DISK)
 
 
 def touch(path: str) -> None:
@@ -156,11 +168,13 @@ def touch(path: str) -> None:
         pass
 
 
-def trim(directory: str, limit: int, keep: str = "") -> None:
-    """Remove the least recently used files of `directory` (never `keep`) until what is
-    left fits in `limit` bytes; temporary files whose writer is gone go first. Entries
-    another process is removing, or reading (an open or mapped file outlives its name),
-    are no concern."""
+def trim(directory: str, keep_since: float, limit: int | None = None,
+         env: Mapping[str, str] = os.environ) -> None:
+    """Remove the least recently used files of `directory` until what is left fits in
+    `limit` bytes (None: size_limit()), never one used since `keep_since` (the run's start,
+    on the epoch's clock); temporary files whose writer is gone go first. Entries another
+    process is removing, or reading (an open or mapped file outlives its name), are no
+    concern."""
     now = time.time()
     entries = []
     try:
@@ -178,12 +192,13 @@ def trim(directory: str, limit: int, keep: str = "") -> None:
     except OSError:
         return
     total = sum(size for _, size, _ in entries)
-    for _, size, path in sorted(entries):
-        if total <= limit:
+    if limit is None:
+        limit = size_limit(directory, total, env)
+    for used, size, path in sorted(entries):
+        if total <= limit or used >= keep_since:
             break
-        if path != keep:
-            _remove(path)
-            total -= size
+        _remove(path)
+        total -= size
 
 
 def _remove(path: str) -> None:

@@ -1,0 +1,109 @@
+"""The warm runner's compiler: Cranelift's code for the modules whose runs pay for it.
+
+One process per run, forked by the warm host (runners/warm.py) when tiers.py first says
+a module's Cranelift code pays. The host sends it each such module as an open
+descriptor of the module's file (a test driver may remove the file once it has run)
+with what preparing it needs; the compiler compiles them one at a time (one compile
+already takes every CPU: parallel compilation) into the cache, at the run's own
+priority, and tells the host which are done, so that their next runs load Cranelift's
+code. (SCHED_IDLE, tried first, starved: on a busy machine a compile never ended.)
+
+When the run ends (the host's end of the socket closes) the compiler finishes what it
+was given, at the lowest priority (nice 19: whatever runs next comes first), then exits:
+a compile is never lost to a run that ended first, and the next run finds its result.
+It runs in a session of its own and holds nothing of the run's (no descriptor, no
+process group a terminal or a `kill -- -PGID` reaches).
+
+Two runs' compilers (the next run started while this one still compiles) do not
+compile a module twice: a compile holds a lock named after the module's cache entry
+(tiers.compile_lock), which the other waits for and then finds the entry made.
+"""
+
+from __future__ import annotations
+
+import gc
+import marshal
+import os
+import _signal as signal
+
+from ..util import fdpass, stdio
+from . import tiers, wasi
+
+NICENESS_AFTER_THE_RUN = 19
+NAME = b"wasmbinfmt-tier"  # what ps shows (the host's would be "wasmbinfmt-wasi")
+MAX_REQUEST = 1 << 16
+
+
+def encode_request(name: str, cwd: str | None, env: dict[str, str], stack_limit: int) -> bytes:
+    return marshal.dumps((name, cwd, env, stack_limit))
+
+
+def serve(channel: fdpass.Socket, engines) -> None:
+    """The compiler's life, in a process the host forked (`engines(stack_limit, compiler)`:
+    the host's). Never returns."""
+    try:
+        os.setsid()
+        with open("/proc/self/comm", "wb") as comm:
+            comm.write(NAME)
+        gc.disable()  # a collection would touch, and copy, every object shared with the host
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a host gone: EPIPE, not death
+        # The host may be writing to a client's stderr right now (its messages while
+        # preparing a module): the compiler's 0-2 are /dev/null, and nothing else is kept.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        stdio.close_all_but(lambda fd: fd <= 2 or fd == channel.fileno())
+        pending: list[tuple] = []
+        host_gone = False
+        while pending or not host_gone:
+            try:
+                data, fds = fdpass.recv_fds(channel, MAX_REQUEST, 1) if not pending else \
+                    _poll(channel)
+            except InterruptedError:
+                continue
+            except OSError:
+                data, fds = b"", []
+            if data is None:
+                pass
+            elif not data:
+                host_gone = True
+                os.nice(NICENESS_AFTER_THE_RUN)
+            elif fds:
+                pending.append((fds[0], marshal.loads(data)))
+            if pending:
+                fd, (name, cwd, env, stack_limit) = pending.pop(0)
+                _compile(fd, name, cwd, env, stack_limit, engines)
+                try:
+                    channel.send(marshal.dumps(name))
+                except OSError:
+                    pass  # the run has ended: the next one loads it from the cache
+    finally:
+        os._exit(0)
+
+
+def _poll(channel: fdpass.Socket) -> tuple[bytes | None, list[int]]:
+    """A request already waiting, else (None, [])."""
+    channel.setblocking(False)
+    try:
+        return fdpass.recv_fds(channel, MAX_REQUEST, 1)
+    except BlockingIOError:
+        return None, []
+    finally:
+        channel.setblocking(True)
+
+
+def _compile(fd: int, name: str, cwd: str | None, env: dict[str, str], stack_limit: int,
+             engines) -> None:
+    """Cranelift's code for the module read from `fd` into the cache entry `name`, unless
+    its content is no longer what `name` says or another process has made it."""
+    module = f"/proc/self/fd/{fd}"
+    try:
+        options = wasi.parse_args(["--compiler=cranelift", module])
+        prepared = wasi.prepare(options, cwd, env, engines, stack_limit)
+        if prepared.name == name and prepared.directory is not None:
+            with tiers.compile_lock(os.path.join(prepared.directory, "modules"), name):
+                prepared.load(module)  # from the cache, when another process made it
+    except Exception:  # noqa: BLE001 - a speed-up only: the module keeps Winch's code
+        pass
+    finally:
+        os.close(fd)
