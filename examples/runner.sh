@@ -11,6 +11,8 @@
 #                                the runner its variable names (examples/cargo only)
 #   RUNNER=go-wrapper            CMD... as it is, built for wasm: go runs the tests with
 #                                Go's own go_wasip1_wasm_exec (examples/go only)
+#   RUNNER=wasmtime-run          CMD... as it is: its commands name `wasmtime run` for
+#                                each wasm tool (examples/avr-libc only)
 # and leaves the command's time in seconds in $test_seconds. `runner_label` names the
 # runner (builtin, wasmtime-cli, ..., proot or native); $configure_under is what runs
 # the project's configure (wasmbinfmt, for wasm builds: it runs their test programs);
@@ -28,7 +30,7 @@ export XDG_CACHE_HOME="$work/cache-home"
 
 runner_label() {
     case ${RUNNER:-wasmbinfmt} in
-        proot|native|cargo-runner|go-wrapper) echo "$RUNNER" ;;
+        proot|native|cargo-runner|go-wrapper|wasmtime-run) echo "$RUNNER" ;;
         *) echo "${PROFILE:-builtin}" ;;
     esac
 }
@@ -46,7 +48,7 @@ under_test() {
             cc -O2 -DEMULATOR="\"$(command -v wasmbinfmt-wasi)\"" -o "$wrapper" \
                 "$here/../../scripts/bench/proot-wasm-wrapper.c"
             set -- proot -q "$wrapper" "$@" ;;
-        native|cargo-runner|go-wrapper) ;;
+        native|cargo-runner|go-wrapper|wasmtime-run) ;;
         *) set -- $wasmbinfmt --profile "${PROFILE:-builtin}" -- "$@" ;;
     esac
     start=$(date +%s.%N)

@@ -249,42 +249,101 @@ def test_a_module_reads_the_terminal_and_ctrl_z_and_fg_work_as_natively(box, use
 ENTRIES = "entries() { ls cache/modules | grep -o -e '-cranelift+' -e '-winch+' | sort; }; "
 
 
-def test_much_code_runs_winchs_code_while_cranelift_compiles_in_the_background(box, user):
-    """A first run compiles in the worker (the host has no thread to lose), with Winch, and
-    nothing else; the second takes Winch's code from the cache (no compile to wait for),
-    and a process of the host compiles Cranelift's, which the cache gets while no module
-    runs; a run after that takes Cranelift's (its entry is read: its time refreshed). Each
+def test_a_long_run_on_winchs_code_has_cranelifts_compiled_alongside(box, user):
+    """A module run in milliseconds keeps Winch's code, its runs counted in its usage record
+    (tiers.py); one whose run spends more than Cranelift's price over the runs to come has
+    Cranelift's compiled while it runs, by the run's compiler (a process of its own, not
+    the worker: the host has no thread to lose), which then removes Winch's entry and the
+    record; a later run takes Cranelift's (its entry is read: its time refreshed). Each
     run is warm."""
     from test_wasi_runner import big_module
 
-    path, status = big_module(box)
-    path.chmod(0o755)
+    quick, status = big_module(box)
+    busy, busy_status = big_module(box, spin=4_000_000_000)  # ~1 s on Winch's code
+    for path in (quick, busy):
+        path.chmod(0o755)
     script = ("export WASMBINFMT_CACHE_DIR=$PWD/cache; " + ENTRIES +
-              "./big.wasm; echo $? $(entries); ./big.wasm; echo $?; "
-              "for i in $(seq 600); do entries | grep -q cranelift && break; sleep 0.1; done; "
-              "echo $(entries); touch -d @1000000000 cache/modules/*-cranelift+*; "
-              "./big.wasm; echo $? $(stat -c %Y cache/modules/*-cranelift+*)")
+              "./big.wasm; ./big.wasm; echo $? $(entries) $(ls cache/modules/*.usage | wc -l); "
+              "rm -r cache; ./big4000000000.wasm; echo $?; "
+              "for i in $(seq 600); do entries | grep -q winch || break; sleep 0.1; done; "
+              "echo $(entries) $(ls cache/modules | grep -c -v cwasm); "
+              "touch -d @1000000000 cache/modules/*-cranelift+*; "
+              "./big4000000000.wasm; echo $? $(stat -c %Y cache/modules/*-cranelift+*)")
     done = run(user, box, script)
     lines = done.stdout.decode().splitlines()
     assert len(lines) == 4, done.stderr
-    assert lines[0] == f"{status} -winch+"
-    assert lines[1:3] == [str(status), "-cranelift+ -winch+"]
+    assert lines[0] == f"{status} -winch+ 1"
+    assert lines[1:3] == [str(busy_status), "-cranelift+ 0"]
     final_status, mtime = lines[3].split()
-    assert final_status == str(status) and int(mtime) > 1000000000
-    assert done.stderr.count(WARM) == 3
+    assert final_status == str(busy_status) and int(mtime) > 1000000000
+    assert done.stderr.count(WARM) == 4
 
 
-def test_a_compile_in_the_background_ends_with_the_run(box, user):
-    """The run ends while Cranelift's compile of the module it ran twice is under way: the
-    compiling process ends too, and leaves no entry half written."""
+def test_a_compile_under_way_when_the_run_ends_finishes_after_it(box, user, tmp_path):
+    """The run ends while Cranelift's compile is under way (its module's record says it pays;
+    the run kills the module once the compiler has started): the compiler goes on in a
+    session of its own, holding none of the run's descriptors (the run returns at once),
+    makes the entry whole, and leaves."""
+    import marshal
+
     from test_wasi_runner import big_module
+    from wasmbinfmt.runners import tiers
 
-    path, status = big_module(box)
+    path, status = big_module(box, spin=4_000_000_000, functions_count=100000)
     path.chmod(0o755)
-    done, left = run_in_own_session(user, box, "export WASMBINFMT_CACHE_DIR=$PWD/cache; "
-                                    "./big.wasm; ./big.wasm")
-    assert done.returncode == status and done.stderr.count(WARM) == 2 and left == []
-    assert not [p for p in (box / "cache" / "modules").iterdir() if p.name.endswith(".tmp")]
+    cache = box / "cache"
+    env = {**os.environ, "WASMBINFMT_CACHE_DIR": str(cache)}
+    first = wasmbinfmt(user, ["--cold-runner", "--", str(path)], cwd=box, env=env)
+    assert first.returncode == status, first.stderr
+    (record,) = cache.glob("modules/*.usage")
+    name, (runs, lost, winch_compile) = marshal.loads(record.read_bytes())
+    # It pays at once (not due before the run: the run starts on Winch's code).
+    paying = (1, tiers.price((1, 0, winch_compile), 0) / 2, winch_compile)
+    assert tiers.cranelift_pays(paying, 0) and not tiers.compile_before_run(paying, 0)
+    record.write_bytes(marshal.dumps((name, paying)))
+    script = ("./big4000000000.wasm & for i in $(seq 600); do "
+              "pgrep -x wasmbinfmt-tier >/dev/null && break; sleep 0.05; done; kill $!")
+    process = subprocess.Popen(user([sys.executable, "-m", "wasmbinfmt", "--", "bash", "-c",
+                                     script]), cwd=box, env=env, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    compilers = [pid for pid in map(str, _pids()) if _comm(pid) == "wasmbinfmt-tier"
+                 and f"WASMBINFMT_CACHE_DIR={cache}".encode() in _environ(pid)]
+    assert process.returncode == 0 and len(compilers) == 1, stderr
+    (compiler,) = compilers
+    assert _session(compiler) not in (process.pid, os.getsid(0))
+    held = [os.readlink(f"/proc/{compiler}/fd/{fd}") for fd in os.listdir(f"/proc/{compiler}/fd")]
+    assert all(target == "/dev/null" or target.startswith(("socket:", str(box)))
+               for target in held), held
+    deadline = time.monotonic() + TIMEOUT
+    while os.path.exists(f"/proc/{compiler}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{compiler}")
+    assert sorted(p.name.rsplit("-", 1)[1].split("+")[0]
+                  for p in cache.glob("modules/*")) == ["cranelift"]
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _comm(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _environ(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def _session(pid: str) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[3])
 
 
 @pytest.mark.parametrize("options", [(), ("--cold-runner",)])

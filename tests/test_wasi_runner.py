@@ -214,19 +214,21 @@ def test_eight_concurrent_first_runs_all_succeed_and_leave_one_valid_entry(tmp_p
 BIG_FUNCTIONS = 3600  # ~290 KB of code: over wasi.WINCH_FIRST_RUN_CODE
 
 
-def big_module(tmp_path: Path, exceptions: bool = False) -> tuple[Path, int]:
+def big_module(tmp_path: Path, exceptions: bool = False, spin: int = 0,
+               functions_count: int = BIG_FUNCTIONS) -> tuple[Path, int]:
     """A module with much code (a chain of distinct functions, as a test binary has) that
     exits with what the chain computes; with `exceptions`, it also throws and catches (which
-    Winch cannot compile). The path and the exit status it must give."""
+    Winch cannot compile); with `spin`, it first counts to that many (a run that takes
+    time). The path and the exit status it must give."""
     functions, x = [], 1
-    for i in range(BIG_FUNCTIONS):
+    for i in range(functions_count):
         rounds = " ".join(f"i32.const {2 * i + 3 + r} i32.mul local.get 0 i32.const "
                           f"{i % 13 + 1} i32.shr_u i32.xor i32.const {i} i32.add local.set 0 "
                           f"local.get 0" for r in range(4))
         functions.append(f"(func $f{i} (param i32) (result i32) local.get 0 {rounds})")
         for r in range(4):
             x = ((x * (2 * i + 3 + r) & 0xFFFFFFFF) ^ (x >> (i % 13 + 1))) + i & 0xFFFFFFFF
-    calls = " ".join(f"call $f{i}" for i in range(BIG_FUNCTIONS))
+    calls = " ".join(f"call $f{i}" for i in range(functions_count))
     thrown = """(block $caught (result i32)
           (try_table (catch $thrown $caught) (throw $thrown (i32.const 0))) (unreachable))
         drop""" if exceptions else ""
@@ -235,8 +237,12 @@ def big_module(tmp_path: Path, exceptions: bool = False) -> tuple[Path, int]:
       (memory (export "memory") 1)
       {"(tag $thrown (param i32))" if exceptions else ""}
       {" ".join(functions)}
-      (func (export "_start") {thrown} i32.const 1 {calls} i32.const 255 i32.and call $exit))"""
-    path = tmp_path / ("big-exceptions.wasm" if exceptions else "big.wasm")
+      (func (export "_start") (local $i i32) {thrown}
+        (block $counted (loop $count
+          local.get $i i32.const {spin} i32.ge_u br_if $counted
+          local.get $i i32.const 1 i32.add local.set $i br $count))
+        i32.const 1 {calls} i32.const 255 i32.and call $exit))"""
+    path = tmp_path / ("big-exceptions.wasm" if exceptions else f"big{spin or ''}.wasm")
     path.write_bytes(wasmtime.wat2wasm(text))
     return path, x & 0xFF
 

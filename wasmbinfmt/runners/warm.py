@@ -308,7 +308,9 @@ class Host:
             prepared.tiered = self._tiers(prepared)
         tier = None
         if prepared.tiered and prepared.compiled_by != "cranelift":
-            start = (options.module, cwd, env, stack_limit)
+            # Absolute: the compile is queued later, when the host is no longer in the
+            # client's directory.
+            start = (os.path.abspath(options.module), cwd, env, stack_limit)
             if self._plan_cranelift(prepared, start):
                 tier = Tier(prepared, start, compiles_first=False)
         if prepared.module is None:

@@ -149,8 +149,7 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
     modules = os.path.join(directory, "modules")
 
     def entry(compiler: str) -> str:
-        return os.path.join(modules,
-                            f"{name}-{_wasmtime_build()}-{engine_settings(compiler)}.cwasm")
+        return entry_path(directory, name, compiler)
     size = code_bytes(wasm)
     if cranelift_due is None:
         cranelift_due = tiers.compile_before_run(tiers.load(modules, name), size)
@@ -194,6 +193,12 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
         except capi.WasmtimeError:
             pass  # what Winch does not support: the next
     return compiled(last), last
+
+
+def entry_path(directory: str, name: str, compiler: str) -> str:
+    """The cache entry of module `name`'s code compiled by `compiler`."""
+    return os.path.join(directory, "modules",
+                        f"{name}-{_wasmtime_build()}-{engine_settings(compiler)}.cwasm")
 
 
 def cpu_seconds() -> float:
@@ -491,7 +496,9 @@ def start(prepared: Prepared, options: Options, env: list[tuple[bytes, bytes]],
         status = _fail(options.module, f"trap: {_first_line(e)}", EXIT_TRAP)
     except capi.WasmtimeError as e:
         return _fail(options.module, _first_line(e), EXIT_CANNOT_RUN)
-    if prepared.compiled_by == "winch" and prepared.compiler == "auto":
+    # (Unless Cranelift's code was made meanwhile: its record has served.)
+    if prepared.compiled_by == "winch" and prepared.compiler == "auto" and not os.path.exists(
+            entry_path(prepared.directory, prepared.name, "cranelift")):
         tiers.add_run(os.path.join(prepared.directory, "modules"), prepared.name,
                       cpu_seconds() - started)
     return status
