@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import subprocess
@@ -211,7 +212,8 @@ def test_eight_concurrent_first_runs_all_succeed_and_leave_one_valid_entry(tmp_p
     assert done.returncode == 0 and done.stdout == expected[:100]
 
 
-BIG_FUNCTIONS = 3600  # ~290 KB of code: over wasi.WINCH_FIRST_RUN_CODE
+BIG_FUNCTIONS = 4000
+BIG_ROUNDS = 72  # ~5 MiB of code in all: over wasi.WINCH_FIRST_RUN_CODE
 
 
 def big_module(tmp_path: Path, exceptions: bool = False, spin: int = 0,
@@ -220,13 +222,21 @@ def big_module(tmp_path: Path, exceptions: bool = False, spin: int = 0,
     exits with what the chain computes; with `exceptions`, it also throws and catches (which
     Winch cannot compile); with `spin`, it first counts to that many (a run that takes
     time). The path and the exit status it must give."""
+    path = tmp_path / ("big-exceptions.wasm" if exceptions else f"big{spin or ''}.wasm")
+    data, status = _big_module(exceptions, spin, functions_count)
+    path.write_bytes(data)
+    return path, status
+
+
+@functools.lru_cache(maxsize=None)
+def _big_module(exceptions: bool, spin: int, functions_count: int) -> tuple[bytes, int]:
     functions, x = [], 1
     for i in range(functions_count):
         rounds = " ".join(f"i32.const {2 * i + 3 + r} i32.mul local.get 0 i32.const "
                           f"{i % 13 + 1} i32.shr_u i32.xor i32.const {i} i32.add local.set 0 "
-                          f"local.get 0" for r in range(4))
+                          f"local.get 0" for r in range(BIG_ROUNDS))
         functions.append(f"(func $f{i} (param i32) (result i32) local.get 0 {rounds})")
-        for r in range(4):
+        for r in range(BIG_ROUNDS):
             x = ((x * (2 * i + 3 + r) & 0xFFFFFFFF) ^ (x >> (i % 13 + 1))) + i & 0xFFFFFFFF
     calls = " ".join(f"call $f{i}" for i in range(functions_count))
     thrown = """(block $caught (result i32)
@@ -242,9 +252,7 @@ def big_module(tmp_path: Path, exceptions: bool = False, spin: int = 0,
           local.get $i i32.const {spin} i32.ge_u br_if $counted
           local.get $i i32.const 1 i32.add local.set $i br $count))
         i32.const 1 {calls} i32.const 255 i32.and call $exit))"""
-    path = tmp_path / ("big-exceptions.wasm" if exceptions else f"big{spin or ''}.wasm")
-    path.write_bytes(wasmtime.wat2wasm(text))
-    return path, x & 0xFF
+    return wasmtime.wat2wasm(text), x & 0xFF
 
 
 def compiled_by(cache_dir: Path) -> list[str]:
@@ -323,23 +331,21 @@ def test_the_compiler_option_holds_on_every_run(tmp_path, cache_dir, choice, fir
     assert compiled_by(cache_dir) == second
 
 
-@pytest.mark.parametrize("choice,code,cranelift_due,tiered,expected", [
-    ("auto", 0, False, False, ("cranelift",)),
-    ("auto", (256 << 10) - 1, False, False, ("cranelift",)),
-    ("auto", 256 << 10, False, False, ("winch", "cranelift")),
-    ("auto", 50 << 20, False, False, ("winch", "cranelift")),
-    ("auto", 256 << 10, True, False, ("cranelift",)),  # lost what Cranelift costs
-    ("auto", (64 << 10) - 1, False, True, ("cranelift",)),  # Cranelift in the background:
-    ("auto", 64 << 10, False, True, ("winch", "cranelift")),  # Winch from less code
-    ("cranelift", 50 << 20, False, False, ("cranelift",)),
-    ("cranelift", 50 << 20, False, True, ("cranelift",)),
-    ("winch", 0, False, False, ("winch", "cranelift")),
-    ("winch", 50 << 20, True, False, ("winch", "cranelift")),
+@pytest.mark.parametrize("choice,code,cranelift_due,expected", [
+    ("auto", 0, False, ("cranelift",)),
+    ("auto", (9 << 19) - 1, False, ("cranelift",)),
+    ("auto", 9 << 19, False, ("winch", "cranelift")),
+    ("auto", 50 << 20, False, ("winch", "cranelift")),
+    ("auto", 50 << 20, True, ("cranelift",)),  # lost what Cranelift costs
+    ("cranelift", 50 << 20, False, ("cranelift",)),
+    ("winch", 0, False, ("winch", "cranelift")),
+    ("winch", 50 << 20, True, ("winch", "cranelift")),
 ])
-def test_which_compilers_a_module_gets(choice, code, cranelift_due, tiered, expected):
-    from wasmbinfmt.runners.wasi import compilers_for
+def test_which_compilers_a_module_gets(choice, code, cranelift_due, expected):
+    from wasmbinfmt.runners.wasi import WINCH_FIRST_RUN_CODE, compilers_for
 
-    assert compilers_for(choice, code, cranelift_due, tiered) == expected
+    assert WINCH_FIRST_RUN_CODE == 9 << 19
+    assert compilers_for(choice, code, cranelift_due) == expected
 
 
 @pytest.mark.parametrize("name", ["trap", "features"])

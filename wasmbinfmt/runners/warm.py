@@ -23,7 +23,7 @@ alone; the client's death (SIGKILL too) kills the worker. Nothing outlives
 the run: the host leaves when the tracer's socket closes, workers die with
 the host (PR_SET_PDEATHSIG).
 
-Tiers: a module with much code (wasi.TIERED_WINCH_FIRST_RUN_CODE) runs first
+Tiers: a module with much code (wasi.WINCH_FIRST_RUN_CODE) runs first
 with Winch's code, quick to compile. Once Cranelift's code pays (tiers.py: the
 CPU time its runs spend on Winch's code, counted across runs, and watched live
 while one runs), a process the host forks compiles it into the cache, one module
@@ -340,7 +340,7 @@ class Host:
         if prepared.compiler != "auto" or prepared.directory is None:
             return False
         return ((prepared.directory, prepared.name) in self.tiering
-                or prepared.code_bytes >= wasi.TIERED_WINCH_FIRST_RUN_CODE)
+                or prepared.code_bytes >= wasi.WINCH_FIRST_RUN_CODE)
 
     def _plan_cranelift(self, prepared: wasi.Prepared, start: tuple) -> bool:
         """Cranelift's code for a module that has none cached, as its runs so far decide:

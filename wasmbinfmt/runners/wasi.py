@@ -133,14 +133,13 @@ def complain(message: str) -> None:
 
 
 def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
-                choice: str = "auto", compile: bool = True, tiered: bool = False,
+                choice: str = "auto", compile: bool = True,
                 cranelift_due: bool | None = None) -> tuple[capi.Module | None, str]:
     """Compile `wasm`, or load it compiled from the cache in `directory` (None: no cache),
     where it is `name` (its content's digest, and what was done to it), with the compilers
     `choice` (one of COMPILERS) leads to; `engine_for(compiler)` gives the engines. With
-    `compile` False, None unless it is in the cache. `tiered`: the warm runner compiles
-    Cranelift's code in the background when it pays (tiers.py), so a module runs on Winch's
-    code from less code on. `cranelift_due`: Cranelift's code is to be compiled for this run
+    `compile` False, None unless it is in the cache. `cranelift_due`: Cranelift's code is to
+    be compiled for this run
     rather than Winch's loaded (None: when tiers.compile_before_run says so). The module
     and the compiler of its code."""
     if directory is None:  # no cache, so no telling a first run: Cranelift
@@ -170,7 +169,7 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
         return None, ""
     choices = ("cranelift",)
     if choice != "cranelift":
-        choices = compilers_for(choice, size, cranelift_due, tiered)
+        choices = compilers_for(choice, size, cranelift_due)
 
     def compiled(compiler: str) -> capi.Module:
         used = cpu_seconds()
@@ -249,29 +248,26 @@ ENGINE_FEATURES = ("exceptions", "tail_call", "simd", "bulk_memory", "multi_valu
 COMPILER_FEATURES = {"cranelift": ENGINE_FEATURES,
                      "winch": tuple(f for f in ENGINE_FEATURES if f != "exceptions")}
 COMPILERS = ("auto", "cranelift", "winch")
-# `auto` compiles a module with Winch when it has this much code or more (a cargo test
-# binary has ~0.4 MB: 0.3 s of Cranelift against 0.08 s), and with Cranelift once that
-# pays (tiers.py); a smaller module gets Cranelift at once (it costs little).
-WINCH_FIRST_RUN_CODE = 256 << 10
-# Tiered (the warm runner, which compiles Cranelift's code in the background while Winch's
-# serves, so no run waits for it), from less code: zlib's programs (~90 KB of code) compile
-# in ~20 ms with Winch against ~70 ms with Cranelift.
-TIERED_WINCH_FIRST_RUN_CODE = 64 << 10
+# `auto` compiles a module with Winch, whose code runs at about half the speed, when it
+# has this much code or more: Cranelift's compile then costs ~4 s of CPU or more (a Go test
+# binary has 3-10 MiB of code, gcc's cc1 21 MiB), which a first run on Winch's code
+# mostly saves; later runs get Cranelift's once it pays (tiers.py). Below it Cranelift
+# compiles at once (~2 s on 2 CPUs at most), what a first run that takes seconds loses on
+# Winch's code: cargo's debug test binaries have 0.3-4 MiB of code, and md5's tests run
+# 15 s on Cranelift's code, 45 s on Winch's (docs/performance.md).
+WINCH_FIRST_RUN_CODE = 9 << 19  # 4.5 MiB
 # Entries this run has used are never evicted (util/cache.py): the warm host imports this
 # module when the run's first module exec comes, a runner started per exec at its start.
 RUN_STARTED = time.time()
 
 
-def compilers_for(choice: str, code_bytes: int, cranelift_due: bool,
-                  tiered: bool = False) -> tuple[str, ...]:
+def compilers_for(choice: str, code_bytes: int, cranelift_due: bool) -> tuple[str, ...]:
     """The compilers to try, in order, for a module whose code is to be compiled: `choice`
-    is --compiler's, `code_bytes` the size of its code section, `cranelift_due` whether
-    its runs on Winch's code have lost what Cranelift's compile costs (tiers.py), and
-    `tiered` whether the warm runner compiles Cranelift's in the background."""
+    is --compiler's, `code_bytes` the size of its code section, and `cranelift_due`
+    whether its runs on Winch's code have lost what Cranelift's compile costs (tiers.py)."""
     if choice == "winch":
         return ("winch", "cranelift")
-    if choice == "auto" and not cranelift_due and code_bytes >= (
-            TIERED_WINCH_FIRST_RUN_CODE if tiered else WINCH_FIRST_RUN_CODE):
+    if choice == "auto" and not cranelift_due and code_bytes >= WINCH_FIRST_RUN_CODE:
         return ("winch", "cranelift")
     return ("cranelift",)
 
@@ -348,7 +344,7 @@ class Prepared:
         with compile False, only from the cache: False when it is not there."""
         try:
             module, compiled_by = load_module(self.engine_for, self.wasm, self.directory,
-                                              self.name, self.compiler, compile, self.tiered,
+                                              self.name, self.compiler, compile,
                                               self.cranelift_due)
         except capi.WasmtimeError as e:
             raise CannotRun(f"{module_path}: not a valid WebAssembly module: "
