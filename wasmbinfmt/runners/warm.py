@@ -19,9 +19,9 @@ as wasi.py's runner does, with the same messages and exit statuses.
 Signals: the worker joins the client's process group, so the terminal's
 (Ctrl-C, Ctrl-Z, a background read) and a group's (`kill -- -PGID`,
 timeout(1)) reach both; the tracer forwards a signal sent to the client
-alone; the client's death (SIGKILL too) kills the worker. Nothing outlives
-the run: the host leaves when the tracer's socket closes, workers die with
-the host (PR_SET_PDEATHSIG).
+alone; the client's death (SIGKILL too) kills the worker. Nothing of the run
+outlives it: the host leaves when the tracer's socket closes, workers die with
+the host (PR_SET_PDEATHSIG); only the compiler (below) finishes its compiles.
 
 Tiers: a module with much code (wasi.WINCH_FIRST_RUN_CODE) runs first
 with Winch's code, quick to compile. Once Cranelift's code pays (tiers.py: the

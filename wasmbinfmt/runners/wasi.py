@@ -29,11 +29,10 @@ Compiled modules are cached (see wasmbinfmt/util/cache.py for where), keyed by
 the module's content, wasmtime's build and the engine settings. ``--compiler``:
 ``cranelift`` always (optimised code, slower to compile); ``winch`` (wasmtime's
 baseline compiler: quick to compile, slower code) where it can; ``auto``, the
-default, Winch for the first run of a module with much code, which is what a
-test binary run once needs, and Cranelift from its second run on (without a
+default, Winch for the first run of a module with much code, and Cranelift once
+the time its runs spend on Winch's code makes that pay (runners/tiers.py; without a
 cache, Cranelift); under ``wasmbinfmt --``, the warm runner compiles Cranelift's
-code in the background from a module's second run, which takes Winch's code from
-the cache until Cranelift's is there (runners/warm.py). wasmtime is
+code in the background while Winch's serves (runners/warm.py). wasmtime is
 called through capi.py, not the wasmtime package's Python API (whose import
 alone would triple a small program's run time).
 """
