@@ -178,6 +178,38 @@ def test_compiled_modules_are_cached_and_damaged_entries_rebuilt(fixtures, cache
     assert entries[0].stat().st_size > 1000  # rebuilt
 
 
+def test_a_cache_carried_elsewhere_serves_and_another_wasmtimes_entry_does_not(
+        fixtures, cache_dir, tmp_path, monkeypatch):
+    """A cache copied to another directory (as a CI cache step restores one) is used: its
+    entry is read, nothing compiled. An entry's name carries wasmtime's version; one made by
+    another wasmtime (the CLI's, 49) under our name is refused by wasmtime and compiled
+    again."""
+    import hashlib
+    import shutil
+
+    from wasmbinfmt.runners import capi
+    from wasmbinfmt.runners.wasmtime_cli import runnable_binary
+
+    assert run([fixtures / "hello.wasm"]).returncode == 0
+    carried = tmp_path / "carried"
+    shutil.copytree(cache_dir, carried)
+    monkeypatch.setenv("WASMBINFMT_CACHE_DIR", str(carried))
+    (entry,) = (carried / "modules").iterdir()
+    assert f"-{capi.installed_version(capi.library_path())}-" in entry.name
+    digest = hashlib.sha256(entry.read_bytes()).digest()
+    os.utime(entry, (1e9, 1e9))
+    assert run([fixtures / "hello.wasm"]).returncode == 0
+    assert list((carried / "modules").iterdir()) == [entry]
+    assert entry.stat().st_mtime > 1e9 and hashlib.sha256(entry.read_bytes()).digest() == digest
+    cli = runnable_binary()
+    subprocess.run([cli, "compile", "-o", entry, fixtures / "hello.wasm"], check=True)
+    another = hashlib.sha256(entry.read_bytes()).digest()
+    done = run([fixtures / "hello.wasm"])
+    assert done.returncode == 0 and done.stdout.startswith(b"hello")
+    assert another != digest
+    assert hashlib.sha256(entry.read_bytes()).digest() == digest  # ours again: compiled
+
+
 def test_a_hit_refreshes_the_entry_and_the_folder_stays_under_its_limit(fixtures, cache_dir,
                                                                          tmp_path):
     assert run([fixtures / "hello.wasm"]).returncode == 0

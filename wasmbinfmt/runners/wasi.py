@@ -230,11 +230,19 @@ def _libc_cwd(wasm: bytes, directory: str | None, digest: str, doubts: list[str]
     return found
 
 
+_build: str | None = None
+
+
 def _wasmtime_build() -> str:
-    """Which wasmtime compiled an entry: its library's size and mtime (wasmtime also
-    refuses entries of another build)."""
-    st = os.stat(capi.load().path)
-    return f"{st.st_size:x}{st.st_mtime_ns:x}"
+    """Which wasmtime compiled an entry: the package's version and its library's size, the
+    same wherever the same wheel is installed (a cache carried to another machine or
+    directory serves there; wasmtime itself refuses code of another build, or for CPU
+    features the machine lacks, and such an entry is compiled again)."""
+    global _build
+    if _build is None:
+        path = capi.load().path
+        _build = f"{capi.installed_version(path)}-{os.stat(path).st_size:x}"
+    return _build
 
 
 # Post-MVP features real toolchains emit (setjmp/longjmp through exception handling,
