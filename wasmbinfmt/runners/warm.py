@@ -26,11 +26,11 @@ the host (PR_SET_PDEATHSIG); only the compiler (below) finishes its compiles.
 Tiers: a module with much code (wasi.WINCH_FIRST_RUN_CODE) runs first
 with Winch's code, quick to compile. Once Cranelift's code pays (tiers.py: the
 CPU time its runs spend on Winch's code, counted across runs, and watched live
-while one runs), a process the host forks compiles it into the cache, one module
-at a time, niced so that the run's own work comes first; until that is there,
-runs take Winch's from the cache, so none waits for a compile. A run that ends
-first ends that compile too; when the time lost on Winch's code reaches the
-compile's price, a run compiles Cranelift's code before it starts.
+while one runs), the run's compiler (runners/compiler.py, forked by the host)
+compiles it into the cache, one module at a time; until that is there, runs
+take Winch's from the cache, so none waits for a compile. A compile under way
+when the run ends is finished after it; when the time lost on Winch's code
+reaches the compile's price, a run compiles Cranelift's code before it starts.
 
 Fork safety: the host never compiles or runs wasm, so it has no thread for a
 fork to lose (Cranelift's pool and WASI's async runtime start in the
