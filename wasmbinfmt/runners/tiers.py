@@ -26,7 +26,6 @@ compiled entries.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from ..util import cache
@@ -77,23 +76,27 @@ def compile_before_run(record: tuple, code_bytes: int) -> bool:
     return record[1] * SAVED_SHARE >= price(record, code_bytes)
 
 
-@contextlib.contextmanager
-def compile_lock(modules: str, name: str):
+class compile_lock:
     """Held while Cranelift's code for `name` is compiled in the background (waiting for a
-    compile of it under way elsewhere)."""
-    import fcntl
+    compile of it under way elsewhere). A class, not contextlib's decorator: contextlib
+    costs a runner started per exec its imports (functools, collections)."""
 
-    path = os.path.join(modules, f"{name}.compiling")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
+    def __init__(self, modules: str, name: str) -> None:
+        self.path = os.path.join(modules, f"{name}.compiling")
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc) -> None:
         try:
-            os.unlink(path)
+            os.unlink(self.path)
         except OSError:
             pass
-        os.close(fd)
+        os.close(self.fd)
 
 
 def being_compiled(modules: str, name: str) -> bool:
