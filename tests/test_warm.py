@@ -283,7 +283,7 @@ def test_a_compile_under_way_when_the_run_ends_finishes_after_it(box, user, tmp_
     """The run ends while Cranelift's compile is under way (its module's record says it pays;
     the run kills the module once the compiler has started): the compiler goes on in a
     session of its own, holding none of the run's descriptors (the run returns at once),
-    makes the entry whole, and leaves."""
+    at once at the lowest priority, makes the entry whole, and leaves."""
     import marshal
 
     from test_wasi_runner import big_module
@@ -315,12 +315,35 @@ def test_a_compile_under_way_when_the_run_ends_finishes_after_it(box, user, tmp_
     held = [os.readlink(f"/proc/{compiler}/fd/{fd}") for fd in os.listdir(f"/proc/{compiler}/fd")]
     assert all(target == "/dev/null" or target.startswith(("socket:", str(box)))
                for target in held), held
+    # The compile under way goes on at the lowest priority, all its threads and, where the
+    # kernel has autogroups, its session's group (else it takes a session's share).
     deadline = time.monotonic() + TIMEOUT
+    while _priority(compiler) != LOWEST and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _priority(compiler) == LOWEST
+    assert not list(cache.glob("modules/*-cranelift+*"))  # at once, not after the compile
     while os.path.exists(f"/proc/{compiler}") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not os.path.exists(f"/proc/{compiler}")
     assert sorted(p.name.rsplit("-", 1)[1].split("+")[0]
                   for p in cache.glob("modules/*")) == ["cranelift"]
+
+
+def _priority(pid: str) -> tuple:
+    """The nice values of a process's threads, and of its autogroup where the kernel has them."""
+    threads = set()
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{thread}/stat").read_text()
+        except OSError:
+            continue
+        threads.add(int(stat.rsplit(")", 1)[1].split()[16]))
+    group = (Path(f"/proc/{pid}/autogroup").read_text().split()[-1]
+             if os.path.exists("/proc/self/autogroup") else "19")
+    return tuple(sorted(threads)), int(group)
+
+
+LOWEST = ((19,), 19)
 
 
 def _pids() -> list[int]:

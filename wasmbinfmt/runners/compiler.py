@@ -9,7 +9,8 @@ priority, and tells the host which are done, so that their next runs load Cranel
 code. (SCHED_IDLE, tried first, starved: on a busy machine a compile never ended.)
 
 When the run ends (the host's end of the socket closes) the compiler finishes what it
-was given, at the lowest priority (nice 19: whatever runs next comes first), then exits:
+was given, at the lowest priority (nice 19, for its autogroup too: whatever runs next comes
+first), then exits:
 a compile is never lost to a run that ended first, and the next run finds its result.
 It runs in a session of its own and holds nothing of the run's (no descriptor, no
 process group a terminal or a `kill -- -PGID` reaches).
@@ -24,12 +25,16 @@ from __future__ import annotations
 import gc
 import marshal
 import os
+import select
 import _signal as signal
+import threading
+import time
 
 from ..util import fdpass, stdio
 from . import tiers, wasi
 
 NICENESS_AFTER_THE_RUN = 19
+AUTOGROUP_TRIES = 20
 NAME = b"wasmbinfmt-tier"  # what ps shows (the host's would be "wasmbinfmt-wasi")
 MAX_REQUEST = 1 << 16
 
@@ -53,6 +58,8 @@ def serve(channel: fdpass.Socket, engines) -> None:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         stdio.close_all_but(lambda fd: fd <= 2 or fd == channel.fileno())
+        threading.Thread(target=_yield_when_the_host_is_gone, args=(channel.fileno(),),
+                         daemon=True).start()
         pending: list[tuple] = []
         host_gone = False
         while pending or not host_gone:
@@ -67,7 +74,6 @@ def serve(channel: fdpass.Socket, engines) -> None:
                 pass
             elif not data:
                 host_gone = True
-                os.nice(NICENESS_AFTER_THE_RUN)
             elif fds:
                 pending.append((fds[0], marshal.loads(data)))
             if pending:
@@ -79,6 +85,34 @@ def serve(channel: fdpass.Socket, engines) -> None:
                     pass  # the run has ended: the next one loads it from the cache
     finally:
         os._exit(0)
+
+
+def _yield_when_the_host_is_gone(channel: int) -> None:
+    """Drop to the lowest priority the moment the run ends (the host's end closes), even in
+    the middle of a compile: the compile of seconds under way is what the next run meets."""
+    watch = select.poll()
+    watch.register(channel, select.POLLRDHUP)
+    while not watch.poll():
+        pass
+    # Linux keeps a nice value per thread: every thread of the compile, and those it starts
+    # later inherit it.
+    for thread in os.listdir("/proc/self/task"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(thread), NICENESS_AFTER_THE_RUN)
+        except OSError:
+            pass  # a thread that has just ended
+    # setsid gave the compiler an autogroup of its own (sched(7)): with autogroups on, the
+    # CPU is shared between sessions first and a nice value counts only inside its own, so
+    # the group's nice value is lowered too (anyone may lower their own).
+    for _ in range(AUTOGROUP_TRIES):
+        try:
+            with open("/proc/self/autogroup", "w") as autogroup:
+                autogroup.write(str(NICENESS_AFTER_THE_RUN))
+            return
+        except BlockingIOError:  # the kernel takes one such change per 100 ms, system-wide
+            time.sleep(0.1)
+        except OSError:
+            return  # a kernel without autogroups: the threads' nice values are all there is
 
 
 def _poll(channel: fdpass.Socket) -> tuple[bytes | None, list[int]]:
