@@ -105,6 +105,26 @@ def run_in_own_session(user, box, script: str) -> tuple[subprocess.CompletedProc
     return done, session_processes(process.pid)
 
 
+def test_any_argv_and_environment_the_kernel_takes_runs_and_the_host_stands(box, user):
+    """Many short strings: a request carries each with a few bytes more than its length, so
+    argv or environment under one message's size can make a request over it. Such an exec
+    runs (the cold way), and the host, and the module it runs beside it, go on. So does
+    one whose request fits but which a spare could not take."""
+    script = ("mkfifo f; ./probe.wasm wait <f >beside & exec 3>f; "
+              "./probe.wasm count $(seq 10000); echo $?; "
+              "env $(seq -f 'V%05g=abcdefghijk' 3000) ./probe.wasm env V03000; echo $?; "
+              "for i in 1 2 3; do env $(seq -f 'V%05g=abcdefghijk' 2400) "
+              "./probe.wasm env V02400; done; "
+              "./probe.wasm count 1 2; exec 3>&-; wait $!; echo beside $? $(cat beside)")
+    done = run(user, box, script)
+    assert done.stdout.decode().splitlines() == [
+        "argc=10002", "0", "abcdefghijk", "0", *["abcdefghijk"] * 3, "argc=4",
+        "beside 0 ready eof"], done.stderr
+    # Warm: the module beside, the 2400 variables (a request that fits; the third time
+    # the spare has the module, but not room for them), and the last exec.
+    assert done.stderr.count(WARM) == 5
+
+
 # What runs before a module's exec so that a worker forked for it serves it, or the spare
 # (a worker forked ahead, which has the module ready once the host has had it).
 SERVED_BY = {"fork": "", "spare": "./probe.wasm x >/dev/null; ./probe.wasm x >/dev/null; "}

@@ -56,6 +56,9 @@ from .warm_messages import MAX_FDS, MAX_MESSAGE, decode
 
 KEPT_MODULES = 64  # prepared modules kept in memory, least recently used dropped
 QUEUED, ENDED = 0, 1  # Host.tiering's states
+# A spare's request carries the environment as pairs (a few bytes more an entry than the
+# tracer's request): under a unix socket's default send buffer (~208 KiB), else a fork.
+SPARE_MESSAGE = 3 * MAX_MESSAGE
 LIVE_CHECK_INTERVAL = 0.05  # seconds, at least, between two looks at a run's CPU time
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
@@ -156,7 +159,12 @@ class Host:
             for job in self.jobs.values():
                 _kill(job.worker_pidfd)
             os._exit(0)
-        message = decode(data)
+        try:
+            message = decode(data)
+        except ValueError:  # never sent (handoff checks the size): dropped, never the host
+            for fd in fds:
+                os.close(fd)
+            return
         if message[0] == "signal":
             job = self.jobs.get(message[1])
             if job is not None:
@@ -263,13 +271,14 @@ class Host:
         self.spare = Spare(pid, os.pidfd_open(pid), host_end, ready)
 
     def _hand_to_spare(self, request: tuple, std: dict[int, int]) -> tuple[int, int]:
-        """The spare's pid and pidfd once it has the request, or (0, -1) (it has died: a
-        fork, then)."""
+        """The spare's pid and pidfd once it has the request, or (0, -1) (it has died, or
+        the request as the spare takes it is too long: a fork, then)."""
+        data = marshal.dumps((*request, sum(1 << n for n in std)))
+        if len(data) > SPARE_MESSAGE:
+            return 0, -1  # a fork, and the spare waits for the next
         spare, self.spare = self.spare, None
-        mask = sum(1 << n for n in std)
         try:
-            fdpass.send_fds(spare.channel, marshal.dumps((*request, mask)),
-                            [std[n] for n in sorted(std)])
+            fdpass.send_fds(spare.channel, data, [std[n] for n in sorted(std)])
         except OSError:
             self._retire(spare)
             return 0, -1
@@ -573,7 +582,7 @@ def _be_spare(prepared: dict, channel: fdpass.Socket) -> None:
             os._exit(0)
         files = {p.module.file for p in prepared.values() if p.module is not None}
         stdio.close_all_but(lambda fd: fd <= 2 or fd == channel.fileno() or _inode(fd) in files)
-        data, fds = fdpass.recv_fds(channel, MAX_MESSAGE, 3)
+        data, fds = fdpass.recv_fds(channel, SPARE_MESSAGE, 3)
         if not data:
             os._exit(0)  # retired
         client, state, env_pairs, argv, key, cwd, layout, std_mask = marshal.loads(data)

@@ -117,8 +117,8 @@ class WarmRunner:
             if not (replaced and entry.startswith(replaced)):
                 env.append(entry)
         env += [key + b"=" + value for key, value in added_env]
-        if sum(map(len, argv)) + sum(map(len, env)) > warm_messages.MAX_MESSAGE - 4096:
-            return None  # more than one message carries
+        if not warm_messages.fits(tid, argv, env, state):
+            return None  # more than one message carries: the runner started for it runs it
         if self.channel is None:
             if not self._start_host():
                 return None
