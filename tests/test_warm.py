@@ -125,6 +125,24 @@ def test_any_argv_and_environment_the_kernel_takes_runs_and_the_host_stands(box,
     assert done.stderr.count(WARM) == 5
 
 
+@pytest.mark.parametrize("entries", [
+    ["A=1", "NOEQUALS", "A=2", "B=", "C=x=y", "LC_CTYPE=C", "PYTHONPATH=/nowhere"], []])
+def test_the_environment_arrives_as_the_exec_gave_it(box, user, entries):
+    """Byte for byte, in order, a name given twice twice, under either runner, but an entry
+    without "=", which WASI cannot carry. Nothing is added or changed: a runner started for
+    the exec is a Python, whose start coerces a C locale (LC_CTYPE=C.UTF-8 in its
+    os.environ, set or replaced)."""
+    native = subprocess.run(user([str(box / "execer"), "env-exactly", "./probe.native",
+                                  *entries]), cwd=box, capture_output=True)
+    assert (native.returncode, native.stdout) == (0, "".join(f"{e}\n" for e in entries).encode())
+    expected = "".join(f"{e}\n" for e in entries if "=" in e).encode()
+    for options, warm in (((), True), (("--cold-runner",), False)):
+        done = wasmbinfmt(user, ["-v", *options, "--", "./execer", "env-exactly", "./probe.wasm",
+                                 *entries], cwd=box)
+        assert (done.returncode, done.stdout, WARM in done.stderr) == (0, expected, warm), \
+            done.stderr
+
+
 # What runs before a module's exec so that a worker forked for it serves it, or the spare
 # (a worker forked ahead, which has the module ready once the host has had it).
 SERVED_BY = {"fork": "", "spare": "./probe.wasm x >/dev/null; ./probe.wasm x >/dev/null; "}

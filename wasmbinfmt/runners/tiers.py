@@ -40,7 +40,7 @@ CRANELIFT_COMPILE_FACTOR = 5.5
 CRANELIFT_SECONDS_PER_CODE_BYTE = 0.85e-6
 # Future runs expected: as many as there have been (the longer a module has been run, the
 # longer it will be), and at least this many: a suite is run again and again.
-HORIZON = 64
+HORIZON = 16
 NEW_RECORD = (0, 0.0, 0.0)
 
 

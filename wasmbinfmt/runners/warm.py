@@ -198,7 +198,7 @@ class Host:
     def _start(self, job: Job, argv: list[bytes], env: list[bytes], state: tuple,
                std: dict[int, int]) -> None:
         os.chdir(f"/proc/{job.client}/cwd")  # the worker inherits it
-        env_pairs = [tuple(entry.split(b"=", 1)) for entry in env if b"=" in entry]
+        env_pairs = wasi.variables(env)
         options = error = prepared = cwd = layout = key = tier = None
         ready_before = self._ready()
         # Messages while preparing (-v's doubts) go to the client's stderr, as the runner's.

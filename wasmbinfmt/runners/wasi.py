@@ -443,7 +443,24 @@ def run(options: Options) -> int:
     except CannotRun as e:
         complain(str(e))
         return e.status
-    return start(prepared, options, list(os.environb.items()), closed, cwd)
+    return start(prepared, options, variables(exec_environment()), closed, cwd)
+
+
+def exec_environment() -> list[bytes]:
+    """The environment this process's exec gave it, byte for byte: os.environ is a dict
+    (one entry a name) and Python's start may have added to it (LC_CTYPE=C.UTF-8, its
+    locale coercion); the kernel's copy on the stack is what the exec passed."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            return f.read().split(b"\0")[:-1]
+    except OSError:  # no /proc
+        return [name + b"=" + value for name, value in os.environb.items()]
+
+
+def variables(environment: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """The (name, value) pairs WASI carries, in order, names repeated as they are: all of
+    the entries but those without "=" (WASI's environ is NAME=VALUE strings)."""
+    return [tuple(entry.split(b"=", 1)) for entry in environment if b"=" in entry]
 
 
 def start(prepared: Prepared, options: Options, env: list[tuple[bytes, bytes]],
