@@ -163,6 +163,40 @@ def test_log_output_records_what_each_rerouted_exec_printed(box, user):
     assert outputs[1]["stderr"]["bytes"] > 0 and "stdout" not in outputs[3]
 
 
+def test_log_output_lets_a_closed_reader_end_the_program_as_natively(box, user):
+    """`| head`: the emulator's next write meets the closed reader (here SIGPIPE, as the
+    native program), not a recorder draining it for ever."""
+    script = ('./probe.{} spew 1000000000 | head -c 10; echo " ${{PIPESTATUS[*]}}"; '
+              "./probe.{} spew 100000 2>&1 | head -c 10; echo")
+    native = subprocess.run(user(["bash", "-c", script.format("native", "native")]),
+                            cwd=box, capture_output=True, timeout=TIMEOUT)
+    log = box / "run.jsonl"
+    done = wasmbinfmt(user, ["--log", str(log), "--log-output", "--", "bash", "-c",
+                             script.format("wasm", "wasm")], cwd=box)
+    assert native.stdout.splitlines()[0].endswith(b" 141 0") and len(native.stdout) == 28
+    assert (done.returncode, done.stdout) == (0, native.stdout), done.stderr
+    assert len([e for e in events(log) if e["event"] == "output"]) == 2
+
+
+def test_log_output_changes_nothing_a_signal_does(box, user):
+    """The caller's ignored SIGINT stays ignored; SIGSTOP (which no handler sees) stops the
+    emulator too (t: a stop of a traced process), SIGCONT goes on to it; SIGKILL (which no
+    one can pass on) kills it too, no emulator left running."""
+    ready = "until grep -q ready r 2>/dev/null; do sleep 0.02; done; rm r; "
+    script = ("sh -c 'trap \"\" INT; exec ./probe.wasm spin' >r & pid=$!; " + ready +
+              "kill -INT $pid; sleep 0.3; kill -TERM $pid; wait $pid; echo int, term: $?; "
+              "./probe.wasm spin >r & pid=$!; " + ready +
+              "kill -STOP $pid; sleep 0.3; echo stopped: $(ps -o stat= --ppid $pid | tr t T | cut -c1); "
+              "kill -CONT $pid; sleep 0.3; echo going on: $(ps -o stat= --ppid $pid | cut -c1); "
+              "kill -KILL $pid; wait $pid; echo killed: $?; sleep 0.3; "
+              "echo left: $(ps -eo args | grep -c '^[^ ]*python3* -I .* spin$')")
+    log = box / "run.jsonl"
+    done = wasmbinfmt(user, ["--log", str(log), "--log-output", "--", "bash", "-c", script],
+                      cwd=box)
+    assert done.stdout.decode().splitlines() == [
+        "int, term: 143", "stopped: T", "going on: R", "killed: 137", "left: 0"], done.stderr
+
+
 def test_log_output_needs_a_log(box):
     done = subprocess.run([sys.executable, "-m", "wasmbinfmt", "--log-output", "--", "true"],
                           cwd=box, capture_output=True, timeout=TIMEOUT)

@@ -1,6 +1,6 @@
 """What one rerouted exec printed, for `wasmbinfmt --log FILE --log-output` (and compare).
 
-    python -I -S capture.py LOG -- EMULATOR ARGS...
+    python -I -S capture.py LOG [--ignored-signals=MASK] -- EMULATOR ARGS...
 
 The tracer starts this in the caller's pid instead of the emulator (with
 --log-output only). It runs the emulator as its child with stdout and
@@ -10,6 +10,17 @@ BLAKE2b digest and a file keeping its first KEPT bytes (in LOG.output/).
 Then it exits as the emulator did (its status, or its signal). The price
 of looking: the emulator writes to pipes, not to the caller's files or
 terminal. A standalone script: the runner's Python starts it with -I -S.
+
+Looking must change nothing a signal or a closed reader does:
+- the emulator starts with the dispositions exec would have given it (the
+  caller's ignored signals ignored, MASK saying which of those Python's start
+  changed), and every signal sent to this process that the caller did not
+  ignore goes on to it; this process stops when the emulator stops (job
+  control sees the caller's pid stopped), and dies with it;
+- SIGKILL, which no one can pass on, kills the emulator too (its parent-death
+  signal);
+- a reader that closes our stdout (``| head``) makes the emulator's next
+  write fail as natively: EPIPE, or death by SIGPIPE.
 """
 
 import json
@@ -20,9 +31,17 @@ import sys
 import time
 from _blake2 import blake2b
 
+# procstate: this package's own, found from where this file is (-I puts nothing on the path).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from wasmbinfmt.util.procstate import PYTHON_IGNORES, restore_signals  # noqa: E402
+
 KEPT = 1 << 20  # bytes of each stream kept for a diff
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2, signal.SIGALRM)
+# Not passed on: those no one can catch, the one that tells us of the emulator, and the faults
+# (a handler of ours for a fault of our own would loop; sent by kill, they kill us, and
+# the emulator with us).
+NOT_PASSED_ON = (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGSEGV, signal.SIGBUS,
+                 signal.SIGILL, signal.SIGFPE, signal.SIGTRAP, signal.SIGSYS)
+PR_SET_PDEATHSIG = 1
 
 
 class Stream:
@@ -33,8 +52,11 @@ class Stream:
         self.file = open(path, "wb")
         self.digest = blake2b(digest_size=32)
         self.size = 0
+        self.passing_on = True
 
     def take(self) -> bool:
+        """Pass on what the emulator wrote; False once the stream has ended: the emulator
+        closed it, or our reader did (then so does the emulator's)."""
         data = os.read(self.read_end, 65536)
         if not data:
             return False
@@ -43,11 +65,13 @@ class Stream:
             self.file.write(data[:KEPT - self.size])
         self.size += len(data)
         view = memoryview(data)
-        while view:
+        while view and self.passing_on:
             try:
                 view = view[os.write(self.fd, view):]
+            except BrokenPipeError:
+                return False  # the emulator's next write meets the closed reader
             except OSError:
-                break  # our own stdout is gone: the record goes on
+                self.passing_on = False  # another failure: only the record goes on
         return True
 
     def record(self) -> dict:
@@ -55,8 +79,63 @@ class Stream:
         return {"bytes": self.size, "blake2b": self.digest.hexdigest(), "file": self.path}
 
 
+def start_emulator(argv: list[str], streams: dict, ignored: int) -> int:
+    child = os.fork()
+    if child:
+        return child
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        for stream in streams.values():
+            os.dup2(stream.write_end, stream.fd)
+        restore_signals(ignored)
+        os.execv(argv[0], argv)
+    except OSError as e:
+        os.write(2, f"wasmbinfmt: {argv[0]}: {e.strerror}\n".encode())
+        os._exit(127 if e.errno == 2 else 126)
+    finally:
+        os._exit(126)
+
+
+def pass_signals_on(child: int, ignored: int) -> None:
+    """Each signal the caller did not ignore, to the emulator (not ours to act on)."""
+    for sig in range(1, signal.NSIG):
+        if sig in NOT_PASSED_ON:
+            continue
+        if sig in PYTHON_IGNORES:
+            if ignored >> (sig - 1) & 1:
+                continue
+        elif signal.getsignal(sig) == signal.SIG_IGN:
+            continue
+        try:
+            signal.signal(sig, lambda sig, _: os.kill(child, sig))
+        except (OSError, ValueError):
+            pass  # the C library's own (32, 33)
+
+
+def follow(child: int) -> int | None:
+    """The emulator's wait status once it has ended, else None; when it has stopped, stop
+    too (the caller's pid is what job control watches)."""
+    while True:
+        try:
+            pid, status = os.waitpid(child, os.WNOHANG | os.WUNTRACED)
+        except ChildProcessError:
+            return None
+        if pid == 0:
+            return None
+        if os.WIFSTOPPED(status):
+            os.kill(os.getpid(), signal.SIGSTOP)  # a SIGCONT to us goes on to it
+            continue
+        return status
+
+
 def main() -> None:
-    log, argv = sys.argv[1], sys.argv[3:]
+    log, rest = sys.argv[1], sys.argv[2:]
+    ignored = 0
+    if rest[0].startswith("--ignored-signals="):
+        ignored = int(rest.pop(0)[len("--ignored-signals="):], 16)
+    argv = rest[1:]
     folder = log + ".output"
     os.makedirs(folder, exist_ok=True)
     stem = os.path.join(folder, f"{os.getpid()}-{time.monotonic_ns()}")
@@ -67,36 +146,28 @@ def main() -> None:
         except OSError:
             continue  # closed: the emulator starts without it too
         streams[name] = Stream(fd, f"{stem}.{name}")
-    child = os.fork()
-    if child == 0:
-        for name, stream in streams.items():
-            os.dup2(stream.write_end, stream.fd)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):  # Python's start's
-            signal.signal(sig, signal.SIG_DFL)
-        try:
-            os.execv(argv[0], argv)
-        except OSError as e:
-            os.write(2, f"wasmbinfmt: {argv[0]}: {e.strerror}\n".encode())
-            os._exit(127 if e.errno == 2 else 126)
+    child = start_emulator(argv, streams, ignored)
     for stream in streams.values():
         os.close(stream.write_end)
-    for sig in FORWARDED:
-        signal.signal(sig, lambda sig, _: os.kill(child, sig))
+    # A SIGCHLD wakes the loop (the emulator stopped or ended) through this pipe.
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    pass_signals_on(child, ignored)
     open_ends = {stream.read_end: stream for stream in streams.values()}
-    while open_ends:
+    status = follow(child)  # it may have stopped or ended before the handler was there
+    while open_ends or status is None:
         try:
-            ready, _, _ = select.select(list(open_ends), [], [])
+            ready, _, _ = select.select([*open_ends, wake_read], [], [])
         except InterruptedError:
             continue
         for fd in ready:
-            if not open_ends[fd].take():
+            if fd == wake_read:
+                os.read(wake_read, 4096)
+                status = status if status is not None else follow(child)
+            elif not open_ends[fd].take():
+                os.close(fd)
                 del open_ends[fd]
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except InterruptedError:
-            continue
     event = {"event": "output", "time": round(time.time(), 6), "pid": os.getpid(),
              **{name: stream.record() for name, stream in streams.items()}}
     with open(log, "a") as f:

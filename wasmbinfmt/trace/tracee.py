@@ -180,6 +180,15 @@ def tracer_of(pid: int | str) -> int:
     return 0
 
 
+def children(tid: int) -> list[int]:
+    """The processes thread `tid` has forked and that are still there."""
+    try:
+        with open(f"/proc/{tid}/task/{tid}/children", "rb") as f:
+            return [int(pid) for pid in f.read().split()]
+    except OSError:
+        return []
+
+
 def command_name(pid: int | str) -> str:
     """The process's name (comm), for messages; "?" once it is gone."""
     try:

@@ -48,8 +48,8 @@ from .paths import host_path
 from .seccomp import FILTER_DATA, PTRACE_TRACEME
 from .spaces import COOKIE_SIZE, STACK_MARGIN, Area, Spaces, area_size
 from .tracee import (
-    PAGE, Memory, command_name, fd_is_cloexec, fs_credentials, ignored_signals, stack_mapping,
-    stat_field, tracer_of,
+    PAGE, Memory, children, command_name, fd_is_cloexec, fs_credentials, ignored_signals,
+    stack_mapping, stat_field, tracer_of,
 )
 
 AT_SYMLINK_NOFOLLOW = 0x100
@@ -158,9 +158,12 @@ class Tracer:
         self.capture = None if capture is None else [
             os.fsencode(sys.executable), b"-I", b"-S", b"-B",
             os.fsencode(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
-                __file__))), "report", "capture.py")), os.fsencode(capture), b"--"]
+                __file__))), "report", "capture.py")), os.fsencode(capture)]
         self.warm = None  # the WarmRunner, made at the first such exec
         self.warm_clients: dict[int, int] = {}  # the WarmRunner's clients (handoff.py)
+        # Processes running capture.py, which passes on every signal but the one it cannot
+        # catch: a SIGSTOP for one stops its emulator too.
+        self.capturing: set[int] = set()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -174,7 +177,7 @@ class Tracer:
         waitpid, resume = os.waitpid, kernel.resume
         on_exec, on_syscall, guarded = self._on_exec_stop, self._on_syscall_stop, self._guarded
         on_clone, known = self._on_clone, self.spaces.of.__contains__
-        clients = self.warm_clients
+        clients, capturing = self.warm_clients, self.capturing
         while True:
             try:
                 tid, status = waitpid(-1, WALL)
@@ -200,6 +203,12 @@ class Tracer:
                 else:
                     if clients and tid in clients:
                         self.warm.forward(tid, sig)
+                    elif sig == signal.SIGSTOP and tid in capturing:
+                        for child in children(tid):
+                            try:
+                                os.kill(child, sig)
+                            except OSError:
+                                pass  # it has just ended
                     resume(PTRACE_CONT, tid, sig)  # deliver the signal it stopped for
             elif event in CLONE_EVENTS:
                 guarded(on_clone, tid, event)
@@ -228,6 +237,7 @@ class Tracer:
                 pending.handoff.close()
         if self.warm_clients and tid in self.warm_clients:
             self.warm.exited(tid)
+        self.capturing.discard(tid)
         self.spaces.left(tid)
         if self.parked:
             # A parent killed before its clone event was reported never reports it: its
@@ -452,7 +462,8 @@ class Tracer:
                 if ignored:  # after --verbose
                     strings.insert(runner + self.verbose, b"--ignored-signals=%x" % ignored)
         if self.capture is not None:
-            strings[:0] = self.capture
+            ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
+            strings[:0] = [*self.capture, b"--ignored-signals=%x" % ignored, b"--"]
         env_kept, env_added, envp = [], 0, envp_at
         if handoff is not None:  # the client instead, with an empty environment
             strings, tail, envp = handoff.client_argv(), [], None
@@ -629,5 +640,7 @@ class Tracer:
                 pending.handoff.close()
         if result >= 0:
             self.spaces.exec_succeeded(tid)
+            if self.capture is not None:
+                self.capturing.add(tid)
         elif self.exec_log is not None:
             self.exec_log.exec_failed(tid, -result)
