@@ -143,6 +143,23 @@ def test_the_environment_arrives_as_the_exec_gave_it(box, user, entries):
             done.stderr
 
 
+@pytest.mark.parametrize("how", ["execveat:fd:e", "execveat:fd-opath:e", "/proc/self/fd/7",
+                                 "/dev/fd/7"])
+def test_a_module_named_by_a_descriptor_is_read_from_the_callers(box, user, how):
+    """fexecve, execveat(fd, "", AT_EMPTY_PATH) or a path through /proc/self/fd or /dev/fd:
+    the runner is told a path naming the caller's descriptor, 7 here (at a run's first
+    module exec the host's own 7 is a status pipe), which the warm runner reads from the
+    caller's table, as the runner started in the caller's pid does."""
+    run_it = (f"./execer {how} ./probe.wasm probe count" if how.startswith("execveat")
+              else f"exec 7<probe.wasm; ./execer execve {how} probe count")
+    script = f"exec 3</dev/null 4</dev/null 5</dev/null 6</dev/null; {run_it}; echo $?; " \
+             "./probe.wasm exit 3; echo $?"
+    for options, warm in (((), 2), (("--cold-runner",), 0)):
+        done = run(user, box, script, *options)
+        assert (done.stdout, done.stderr.count(WARM)) == (b"argc=2\n0\n3\n", warm), \
+            done.stderr
+
+
 # What runs before a module's exec so that a worker forked for it serves it, or the spare
 # (a worker forked ahead, which has the module ready once the host has had it).
 SERVED_BY = {"fork": "", "spare": "./probe.wasm x >/dev/null; ./probe.wasm x >/dev/null; "}

@@ -205,6 +205,7 @@ class Host:
         os.dup2(std.get(2, self.devnull), 2)
         try:
             options = wasi.parse_args([os.fsdecode(arg) for arg in argv])
+            options.module = _in_callers_table(options.module, job.client)
             cwd = None if options.dirs else wasi.current_directory()
             prepared, key, tier = self._prepare(options, cwd, env_pairs, job.client)
             if cwd is not None and not options.dirs:
@@ -512,6 +513,22 @@ class Host:
 
 
 _prctl = ctypes.CDLL(None).prctl
+
+
+# Paths that name a process's own descriptors: fexecve and execveat(fd, "", AT_EMPTY_PATH)
+# give the runner /dev/fd/N, as binfmt_misc gives its interpreter.
+OWN_DESCRIPTORS = ("/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/")
+
+
+def _in_callers_table(path: str, client: int) -> str:
+    """`path` as the host can open it: one naming a descriptor names the caller's (the
+    same number in the host's table is another file: its status pipe, say)."""
+    for prefix in OWN_DESCRIPTORS:
+        if path.startswith(prefix):
+            number, slash, rest = path[len(prefix):].partition("/")
+            if number.isdigit():
+                return f"/proc/{client}/fd/{number}{slash}{rest}"
+    return path
 
 
 def _identity(path: str) -> tuple:
