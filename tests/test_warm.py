@@ -160,6 +160,18 @@ def test_a_module_named_by_a_descriptor_is_read_from_the_callers(box, user, how)
             done.stderr
 
 
+@pytest.mark.parametrize("mode", ["thread", "threads"])
+def test_a_module_exec_from_any_thread_is_served(box, user, mode):
+    """A thread other than the main one (its exec stops under the main thread's id, its own
+    gone) or the main one while others run: served warm, status as natively."""
+    native = subprocess.run(user([str(box / "execer"), mode, "./probe.native", "p", "exit",
+                                  "9"]), cwd=box, capture_output=True, timeout=TIMEOUT)
+    assert native.returncode == 9, native.stderr
+    for options, warm in (((), 1), (("--cold-runner",), 0)):
+        done = run(user, box, f"./execer {mode} ./probe.wasm p exit 9; echo $?", *options)
+        assert (done.stdout, done.stderr.count(WARM)) == (b"9\n", warm), done.stderr
+
+
 # What runs before a module's exec so that a worker forked for it serves it, or the spare
 # (a worker forked ahead, which has the module ready once the host has had it).
 SERVED_BY = {"fork": "", "spare": "./probe.wasm x >/dev/null; ./probe.wasm x >/dev/null; "}

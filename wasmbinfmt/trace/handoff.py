@@ -54,8 +54,9 @@ class Handoff:
     """One exec on its way to the host: the runner's argv, the environment, the state exec
     keeps, and the pipe its status comes back on."""
 
-    def __init__(self, argv: list[bytes], env: list[bytes], state: tuple) -> None:
+    def __init__(self, argv: list[bytes], env: list[bytes], state: tuple, process: int) -> None:
         self.argv, self.env, self.state = argv, env, state
+        self.process = process  # the caller's thread group: its pid once the exec succeeds
         self.read_end, self.write_end = os.pipe2(os.O_CLOEXEC)
 
     def client_argv(self) -> list[bytes]:
@@ -94,6 +95,7 @@ class WarmRunner:
                 return None
             state = (int(status[b"SigIgn"], 16), int(status[b"SigBlk"], 16),
                      int(status[b"Umask"], 8), int(status[b"NSpgid"]))
+            process = int(status[b"Tgid"])
             soft = resource.prlimit(tid, resource.RLIMIT_NOFILE)[0]
             if 0 <= soft < FEWEST_DESCRIPTORS:  # RLIM_INFINITY is -1
                 return None
@@ -125,7 +127,7 @@ class WarmRunner:
         elif self.host_gone.poll(0):  # its end closed: the host has died
             self.usable = False
             return None
-        return Handoff(argv, env, state)
+        return Handoff(argv, env, state, process)
 
     def hand_over(self, tid: int, handoff: Handoff) -> None:
         """The client's exec succeeded: send the request, with its standard descriptors."""

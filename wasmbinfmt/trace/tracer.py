@@ -588,11 +588,14 @@ class Tracer:
         pending = self.pending.get(tid)
         if pending is None:
             # A successful exec from a non-leader thread stops under the leader's id; the
-            # thread's own entry is left behind with its old id.
+            # thread's own entry is left behind with its old id: its exec is done.
             for stale in [t for t in self.pending if not os.path.exists(f"/proc/{t}")]:
-                area = self.pending.pop(stale).area
-                if area is not None:
-                    area.user = 0
+                pending = self.pending.pop(stale)
+                handoff = pending.handoff
+                if handoff is not None and handoff.process != tid:
+                    pending.handoff = None  # another process's, which died meanwhile
+                    handoff.close()
+                self._exec_done(tid, pending, 0)
                 self.spaces.left(stale)
             self.spaces.exec_succeeded(tid)
             resume(PTRACE_CONT, tid)
