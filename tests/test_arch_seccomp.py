@@ -62,6 +62,27 @@ def test_host_arch_is_known_here():
     assert host_arch().name in ("x86_64", "aarch64")
 
 
+# The host's own kernel headers (libc6-dev): x86_64's table, or the generic one aarch64 uses.
+UNISTD = {"x86_64": "/usr/include/x86_64-linux-gnu/asm/unistd_64.h",
+          "aarch64": "/usr/include/asm-generic/unistd.h"}
+SYSCALLS = ("execve", "execveat", "ptrace", "mmap", "seccomp", "kcmp", "clone", "clone3",
+            "ioprio_get", "ioprio_set")
+
+
+def test_the_hosts_syscall_numbers_are_its_kernel_headers():
+    import re
+
+    arch = host_arch()
+    text = open(UNISTD[arch.name]).read()
+    defined = dict(re.findall(r"^#define (__NR\w+)\s+(\w+)", text, re.M))
+
+    def number(name: str) -> int:
+        value = defined[name]
+        return int(value) if value.isdigit() else number(value)  # __NR3264_mmap and such
+    assert {name: getattr(arch, name) for name in SYSCALLS} == {
+        name: number(f"__NR_{name}") for name in SYSCALLS}
+
+
 def run_bpf(program, nr: int, audit_arch: int, arg0: int = 0, arg3: int = 0) -> int:
     """A classic-BPF interpreter for the instructions the filter uses."""
     # struct seccomp_data: nr, arch, instruction_pointer, args[6]

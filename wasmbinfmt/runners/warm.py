@@ -63,6 +63,7 @@ LIVE_CHECK_INTERVAL = 0.05  # seconds, at least, between two looks at a run's CP
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
 P_PIDFD = 3
+IOPRIO_WHO_PROCESS = 1
 HOST_NAME = b"wasmbinfmt-wasi"
 CHANNEL_FD = 3
 CLD_EXITED = 1
@@ -631,7 +632,8 @@ def _inode(fd: int) -> tuple[int, int]:
 
 
 def _adopt_limits(client: int) -> None:
-    """The client's resource limits, scheduling priority and policy, and CPU affinity."""
+    """The client's resource limits, scheduling priority and policy, CPU affinity, OOM
+    score adjustment and I/O priority."""
     import resource
 
     for limit in {getattr(resource, name) for name in dir(resource)
@@ -652,6 +654,20 @@ def _adopt_limits(client: int) -> None:
         os.sched_setaffinity(0, os.sched_getaffinity(client))
     except OSError:
         pass
+    try:  # choom, systemd's OOMScoreAdjust
+        with open(f"/proc/{client}/oom_score_adj", "rb") as theirs, \
+                open("/proc/self/oom_score_adj", "wb") as ours:
+            ours.write(theirs.read())
+    except OSError:
+        pass  # one we may not lower
+    import ctypes  # ionice: its class and level
+
+    from ..trace.arch import host_arch
+
+    arch, syscall = host_arch(), ctypes.CDLL(None).syscall
+    priority = syscall(arch.ioprio_get, IOPRIO_WHO_PROCESS, client)
+    if priority >= 0:
+        syscall(arch.ioprio_set, IOPRIO_WHO_PROCESS, 0, priority)
 
 
 def serve(channel_fd: int) -> None:

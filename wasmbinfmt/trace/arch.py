@@ -69,6 +69,8 @@ class Arch:
     kcmp: int
     clone: int  # clone(flags, ...): the flags are argument 1
     clone3: int  # clone3(struct clone_args *): the flags are its first word
+    ioprio_get: int  # glibc has no wrapper: the warm worker takes on its caller's I/O priority
+    ioprio_set: int
     # aarch64 changes the syscall number through NT_ARM_SYSTEM_CALL, not the registers.
     syscall_number_regset: int | None = None
 
@@ -135,7 +137,7 @@ X86_64 = Arch(
     syscall_register="orig_rax", arg_registers=("rdi", "rsi", "rdx", "r10", "r8", "r9"),
     result_register="rax", stack_pointer="rsp", red_zone=128, stack_alignment=16,
     instruction_pointer="rip", syscall_insn_size=2, restart_register="rax", mmap=9,
-    seccomp=317, kcmp=312, clone=56, clone3=435)
+    seccomp=317, kcmp=312, clone=56, clone3=435, ioprio_get=252, ioprio_set=251)
 
 AARCH64 = Arch(
     name="aarch64", audit_arch=AUDIT_ARCH_AARCH64, execve=221, execveat=281, ptrace=117,
@@ -144,7 +146,7 @@ AARCH64 = Arch(
     arg_registers=tuple(f"regs[{i}]" for i in range(6)),
     result_register="regs[0]", stack_pointer="sp", red_zone=0, stack_alignment=16,
     instruction_pointer="pc", syscall_insn_size=4, restart_register="regs[8]", mmap=222,
-    seccomp=277, kcmp=272, clone=220, clone3=435,
+    seccomp=277, kcmp=272, clone=220, clone3=435, ioprio_get=31, ioprio_set=30,
     syscall_number_regset=0x404)  # NT_ARM_SYSTEM_CALL
 
 ARCHES = {"x86_64": X86_64, "aarch64": AARCH64}
