@@ -186,6 +186,38 @@ def test_the_module_has_the_callers_oom_score_adjustment_and_io_priority(box, us
         assert done.stderr.count(WARM) == warm
 
 
+def test_the_host_keeps_a_bounded_number_of_module_bytes(box, user):
+    """Forty distinct 2 MiB modules, each run once (each compiled by its worker, so the host
+    never loads its code): the host's memory grows by a bounded number of their bytes, not
+    by all of them (it is inherited by every worker forked)."""
+    hello = (box / "hello.wasm").read_bytes()
+    payload = 2 << 20
+    for n in range(40):  # a custom section: id 0, size, name, payload
+        name = f"pad{n:02}".encode()
+        body = bytes([len(name)]) + name + bytes([n]) * payload
+        size, leb = len(body), bytearray()
+        while True:
+            leb.append(size & 0x7F | (0x80 if size >> 7 else 0))
+            size >>= 7
+            if not size:
+                break
+        path = box / f"m{n:02}.wasm"
+        path.write_bytes(hello + b"\0" + bytes(leb) + body)
+        path.chmod(0o755)
+    script = ("sid=$(cut -d' ' -f6 /proc/$$/stat); "
+              "host_anon() { for d in /proc/[0-9]*; do "
+              "grep -qx wasmbinfmt-wasi $d/comm 2>/dev/null || continue; "
+              "set -- $(sed 's/.*) //' $d/stat); [ \"$4\" = \"$sid\" ] || continue; "
+              "grep -qx wasmbinfmt-wasi /proc/$2/comm 2>/dev/null && continue; "
+              "awk '/RssAnon/ { print $2 }' $d/status; done; }; "
+              "./m00.wasm >/dev/null; echo $(host_anon); "
+              "for m in m*.wasm; do ./$m >/dev/null || echo failed $m; done; echo $(host_anon)")
+    done = run(user, box, script)
+    first, last = map(int, done.stdout.split())  # KiB
+    assert done.stderr.count(WARM) == 41, done.stderr
+    assert last - first < 48 << 10, (first, last)
+
+
 # What runs before a module's exec so that a worker forked for it serves it, or the spare
 # (a worker forked ahead, which has the module ready once the host has had it).
 SERVED_BY = {"fork": "", "spare": "./probe.wasm x >/dev/null; ./probe.wasm x >/dev/null; "}

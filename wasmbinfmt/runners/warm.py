@@ -55,6 +55,9 @@ from . import compiler, tiers, wasi
 from .warm_messages import MAX_FDS, MAX_MESSAGE, decode
 
 KEPT_MODULES = 64  # prepared modules kept in memory, least recently used dropped
+# A module whose code a worker compiles keeps its bytes until a later exec loads the code
+# from the cache (then it keeps none): at most this many such bytes are kept in all.
+KEPT_MODULE_BYTES = 32 << 20
 QUEUED, ENDED = 0, 1  # Host.tiering's states
 # A spare's request carries the environment as pairs (a few bytes more an entry than the
 # tracer's request): under a unix socket's default send buffer (~208 KiB), else a fork.
@@ -340,7 +343,8 @@ class Host:
                 after = None
         if before is not None and (not fresh or before == after):
             self.prepared[key] = prepared  # the most recently used last
-            while len(self.prepared) > KEPT_MODULES:
+            while len(self.prepared) > KEPT_MODULES or sum(
+                    len(kept.wasm) for kept in self.prepared.values()) > KEPT_MODULE_BYTES:
                 del self.prepared[next(iter(self.prepared))]
             return prepared, key, tier
         return prepared, None, tier
