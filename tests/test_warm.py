@@ -218,6 +218,19 @@ def test_the_host_keeps_a_bounded_number_of_module_bytes(box, user):
     assert last - first < 48 << 10, (first, last)
 
 
+@pytest.mark.parametrize("served", ["fork", "spare"])
+def test_a_signal_sent_at_once_meets_the_callers_dispositions(box, user, served):
+    """A caller ignoring SIGTERM execs a module and is sent SIGTERM at once, while the
+    worker is still being made (a new file each time: a fork; the same: the spare): ignored,
+    as natively, never the host's default."""
+    module = "p$i.wasm" if served == "fork" else "probe.wasm"
+    script = ("trap '' TERM; for i in $(seq 30); do cp probe.wasm p$i.wasm; "
+              f"./{module} exit 0 & kill -TERM $!; wait $!; echo $?; done | sort | uniq -c")
+    done = run(user, box, script)
+    assert done.stdout.split() == [b"30", b"0"], done.stderr
+    assert done.stderr.count(WARM) == 30
+
+
 # What runs before a module's exec so that a worker forked for it serves it, or the spare
 # (a worker forked ahead, which has the module ready once the host has had it).
 SERVED_BY = {"fork": "", "spare": "./probe.wasm x >/dev/null; ./probe.wasm x >/dev/null; "}

@@ -227,7 +227,7 @@ class Host:
             job.worker_pid, job.worker_pidfd = self._hand_to_spare(request, std)
         if job.worker_pidfd < 0:
             gc.freeze()  # the worker's collections would touch (and copy) every object
-            pid = os.fork()
+            pid = _fork_holding_signals()
             if pid == 0:
                 status = wasi.EXIT_CANNOT_RUN
                 try:
@@ -268,7 +268,7 @@ class Host:
             self._retire(self.spare)
         host_end, spare_end = fdpass.seqpacket_pair()
         gc.freeze()
-        pid = os.fork()
+        pid = _fork_holding_signals()
         if pid == 0:
             host_end.close()
             _be_spare(self.prepared, spare_end)
@@ -583,6 +583,23 @@ def _work(client: int, state: tuple, std: dict[int, int],
         wasi.complain(str(e))
         return e.status
     return wasi.start(prepared, options, env_pairs, closed, cwd, layout)
+
+
+# Every signal a worker can hold back: not those no one can, nor the faults (wasmtime's).
+HELD_SIGNALS = frozenset(range(1, signal.NSIG)) - {
+    signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
+    signal.SIGTRAP, signal.SIGSYS}
+
+
+def _fork_holding_signals() -> int:
+    """fork(), the child (a worker, or a spare) holding every signal until it has taken on
+    its caller's dispositions and mask (adopt_signal_state): a signal forwarded to it at once
+    then meets the caller's dispositions, never the host's."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    pid = os.fork()
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    return pid
 
 
 def _tied_to_host() -> bool:
