@@ -231,6 +231,22 @@ def test_a_signal_sent_at_once_meets_the_callers_dispositions(box, user, served)
     assert done.stderr.count(WARM) == 30
 
 
+def test_under_a_hard_descriptor_limit_a_module_opens_as_many_files_as_under_the_cli(box, user):
+    """ulimit -n 64, soft and hard: what the runner holds (preopens, wasmtime's own) costs
+    the program no more descriptors than the wasmtime CLI's do (natively: 60)."""
+    from wasmbinfmt.runners.wasmtime_cli import runnable_binary
+
+    script = "ulimit -n 64; {} openmany /dev/null"
+    cli = subprocess.run(user(["bash", "-c", script.format(f"{runnable_binary()} run --dir=/ "
+                                                           "probe.wasm")]),
+                         cwd=box, capture_output=True, timeout=TIMEOUT)
+    assert cli.stdout.startswith(b"opened "), cli.stderr
+    for options in ((), ("--cold-runner",)):
+        done = run(user, box, script.format("./probe.wasm"), *options)
+        assert done.stdout.startswith(b"opened "), done.stderr
+        assert int(done.stdout.split()[1]) >= int(cli.stdout.split()[1])
+
+
 # What runs before a module's exec so that a worker forked for it serves it, or the spare
 # (a worker forked ahead, which has the module ready once the host has had it).
 SERVED_BY = {"fork": "", "spare": "./probe.wasm x >/dev/null; ./probe.wasm x >/dev/null; "}
