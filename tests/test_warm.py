@@ -172,17 +172,21 @@ def test_a_module_exec_from_any_thread_is_served(box, user, mode):
         assert (done.stdout, done.stderr.count(WARM)) == (b"9\n", warm), done.stderr
 
 
-def test_the_module_has_the_callers_oom_score_adjustment_and_io_priority(box, user):
-    """execve keeps both (choom, ionice): so does the warm worker, every process writing to
-    spin.out (the caller's, and the worker running the module) has the caller's I/O class."""
-    script = ("./probe.wasm read /proc/self/oom_score_adj; ./probe.wasm spin >spin.out & "
+def test_the_module_has_the_callers_oom_score_adjustment_io_priority_no_new_privs(box, user):
+    """execve keeps them (choom, ionice, setpriv): so does the warm worker; every process
+    writing to spin.out (the caller's, and the worker running the module) has the caller's
+    I/O class."""
+    script = ("./probe.wasm read /proc/self/oom_score_adj; ./probe.wasm read /proc/self/status "
+              "NoNewPrivs; ./probe.wasm spin >spin.out & "
               "until grep -q ready spin.out 2>/dev/null; do sleep 0.02; done; "
               "for d in /proc/[0-9]*; do [ \"$(readlink $d/fd/1)\" = $PWD/spin.out ] && "
               "ionice -p ${d#/proc/}; done 2>/dev/null | sort | uniq -c; kill $!")
-    for options, warm in (((), 2), (("--cold-runner",), 0)):
+    for options, warm in (((), 3), (("--cold-runner",), 0)):
         done = wasmbinfmt(user, ["-v", *options, "--", "choom", "-n", "900", "--", "ionice",
-                                 "-c", "3", "bash", "-c", script], cwd=box)
-        assert done.stdout.split() == [b"900", b"2" if warm else b"1", b"idle"], done.stderr
+                                 "-c", "3", "setpriv", "--no-new-privs", "bash", "-c", script],
+                          cwd=box)
+        assert done.stdout.split() == [b"900", b"NoNewPrivs:", b"1", b"2" if warm else b"1",
+                                       b"idle"], done.stderr
         assert done.stderr.count(WARM) == warm
 
 

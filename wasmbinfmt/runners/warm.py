@@ -65,6 +65,7 @@ SPARE_MESSAGE = 3 * MAX_MESSAGE
 LIVE_CHECK_INTERVAL = 0.05  # seconds, at least, between two looks at a run's CPU time
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 P_PIDFD = 3
 IOPRIO_WHO_PROCESS = 1
 HOST_NAME = b"wasmbinfmt-wasi"
@@ -653,8 +654,8 @@ def _inode(fd: int) -> tuple[int, int]:
 
 
 def _adopt_limits(client: int) -> None:
-    """The client's resource limits, scheduling priority and policy, CPU affinity, OOM
-    score adjustment and I/O priority."""
+    """The client's resource limits, scheduling priority and policy, CPU affinity,
+    no_new_privs, OOM score adjustment and I/O priority."""
     import resource
 
     for limit in {getattr(resource, name) for name in dir(resource)
@@ -673,6 +674,12 @@ def _adopt_limits(client: int) -> None:
         pass
     try:
         os.sched_setaffinity(0, os.sched_getaffinity(client))
+    except OSError:
+        pass
+    try:  # setpriv --no-new-privs, or our own tracer's for its seccomp filter: one-way
+        with open(f"/proc/{client}/status", "rb") as f:
+            if b"\nNoNewPrivs:\t1\n" in f.read():
+                _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     except OSError:
         pass
     try:  # choom, systemd's OOMScoreAdjust
