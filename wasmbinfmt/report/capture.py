@@ -21,8 +21,11 @@ Looking must change nothing a signal or a closed reader does:
   signal);
 - a reader that closes our stdout (``| head``) makes the emulator's next
   write fail as natively: EPIPE, or death by SIGPIPE.
+And the emulator's environment is the one this exec was given, byte for byte (not our
+Python's, which a C locale's coercion adds to).
 """
 
+import fcntl
 import json
 import os
 import select
@@ -33,7 +36,9 @@ from _blake2 import blake2b
 
 # procstate: this package's own, found from where this file is (-I puts nothing on the path).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from wasmbinfmt.util.procstate import PYTHON_IGNORES, restore_signals  # noqa: E402
+from wasmbinfmt.util.procstate import (  # noqa: E402
+    PYTHON_IGNORES, exec_environment, execve_exactly, restore_signals,
+)
 
 KEPT = 1 << 20  # bytes of each stream kept for a diff
 # Not passed on: those no one can catch, the one that tells us of the emulator, and the faults
@@ -90,7 +95,7 @@ def start_emulator(argv: list[str], streams: dict, ignored: int) -> int:
         for stream in streams.values():
             os.dup2(stream.write_end, stream.fd)
         restore_signals(ignored)
-        os.execv(argv[0], argv)
+        execve_exactly(argv[0], argv, exec_environment())  # not our Python's os.environ
     except OSError as e:
         os.write(2, f"wasmbinfmt: {argv[0]}: {e.strerror}\n".encode())
         os._exit(127 if e.errno == 2 else 126)
@@ -142,10 +147,13 @@ def main() -> None:
     streams = {}
     for fd, name in ((1, "stdout"), (2, "stderr")):
         try:
-            os.fstat(fd)
+            writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
         except OSError:
             continue  # closed: the emulator starts without it too
-        streams[name] = Stream(fd, f"{stem}.{name}")
+        # Not open for writing (the module itself, fexecve'd from a descriptor that took
+        # the number of a closed stdout): left as it is, writes to it fail as natively.
+        if writable:
+            streams[name] = Stream(fd, f"{stem}.{name}")
     child = start_emulator(argv, streams, ignored)
     for stream in streams.values():
         os.close(stream.write_end)

@@ -50,7 +50,9 @@ except ImportError:  # pragma: no cover - CPython always has it
 
 from ..util.abcs import Mapping
 from ..util import cache, stdio
-from ..util.procstate import no_wakeup_preemption, restore_signals, stay_on_current_cpu
+from ..util.procstate import (
+    exec_environment, no_wakeup_preemption, restore_signals, stay_on_current_cpu,
+)
 from . import capi, tiers, wasi_cwd
 from . import wasm as wasm_format
 
@@ -444,17 +446,6 @@ def run(options: Options) -> int:
         complain(str(e))
         return e.status
     return start(prepared, options, variables(exec_environment()), closed, cwd)
-
-
-def exec_environment() -> list[bytes]:
-    """The environment this process's exec gave it, byte for byte: os.environ is a dict
-    (one entry a name) and Python's start may have added to it (LC_CTYPE=C.UTF-8, its
-    locale coercion); the kernel's copy on the stack is what the exec passed."""
-    try:
-        with open("/proc/self/environ", "rb") as f:
-            return f.read().split(b"\0")[:-1]
-    except OSError:  # no /proc
-        return [name + b"=" + value for name, value in os.environb.items()]
 
 
 def variables(environment: list[bytes]) -> list[tuple[bytes, bytes]]:

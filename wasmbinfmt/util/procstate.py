@@ -7,6 +7,11 @@ resets handled signals to the default and keeps ignored ones ignored (the
 mask is kept too, and Python leaves it alone). What the caller had for
 SIGPIPE and SIGXFSZ is gone by then; whoever saw the exec (the tracer reads
 it at the exec stop) passes it as `ignored`, a SigIgn-style mask.
+
+Its environment too: os.environ is a dict (one entry a name, none without
+"="), to which a C locale's coercion adds LC_CTYPE=C.UTF-8; what the exec
+gave is still on the stack, /proc/self/environ (exec_environment), and goes
+on whole with execve_exactly.
 """
 
 from __future__ import annotations
@@ -24,6 +29,27 @@ def restore_signals(ignored: int = 0) -> None:
         signal.signal(sig, signal.SIG_IGN if ignored >> (sig - 1) & 1 else signal.SIG_DFL)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def exec_environment() -> list[bytes]:
+    """The environment this process's exec gave it, byte for byte."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            return f.read().split(b"\0")[:-1]
+    except OSError:  # no /proc
+        return [name + b"=" + value for name, value in os.environb.items()]
+
+
+def execve_exactly(path: str, argv: list[str], env: list[bytes]) -> None:
+    """execve(2) with `env` as it is (os.execve takes a dict). Raises OSError."""
+    import ctypes
+
+    def strings(items: list[bytes]):
+        return (ctypes.c_char_p * (len(items) + 1))(*items, None)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.execve(os.fsencode(path), strings([os.fsencode(arg) for arg in argv]), strings(env))
+    error = ctypes.get_errno()
+    raise OSError(error, os.strerror(error))
 
 
 # Faults wasmtime turns into wasm traps: its handlers, installed with the engine, stay.
