@@ -7,7 +7,7 @@ the caller's pid and all its descriptors, waits for the module's status and
 then exits with it or dies by its signal; and it hands this host what the
 runner would have been given: its argv, the environment, the client's
 standard descriptors after the exec (pidfd_getfd: the same open files) and
-the state exec keeps (ignored signals, signal mask, umask, process group).
+the state exec keeps (ignored signals, signal mask, umask, process group, no_new_privs).
 
 The host, one process per run, in the command's session, prepares the
 module in the client's current directory (compiled modules stay in memory)
@@ -518,7 +518,7 @@ class Host:
             job.client_pidfd = -1
 
 
-_prctl = ctypes.CDLL(None).prctl
+_libc = ctypes.CDLL(None)
 
 
 # Paths that name a process's own descriptors: fexecve and execveat(fd, "", AT_EMPTY_PATH)
@@ -555,7 +555,7 @@ def _work(client: int, state: tuple, std: dict[int, int],
     """In the worker: become the client's process, then run the module; its status."""
     if not _tied_to_host():
         return wasi.EXIT_CANNOT_RUN
-    ignored, blocked, umask, pgid = state
+    ignored, blocked, umask, pgid, no_new_privs = state
     try:
         os.setpgid(0, pgid)
     except OSError:
@@ -573,6 +573,8 @@ def _work(client: int, state: tuple, std: dict[int, int],
     stdio.close_all_but(lambda fd: fd <= 2 or _inode(fd) == module_file)
     os.umask(umask)
     _adopt_limits(client)
+    if no_new_privs:  # setpriv --no-new-privs, or our own tracer's for its seccomp filter
+        _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     adopt_signal_state(ignored, blocked)
     if error is not None:
         wasi.complain(error[0])
@@ -609,7 +611,7 @@ def _tied_to_host() -> bool:
     when the host died before the tie was made."""
     host = os.getppid()
     gc.disable()
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     return os.getppid() == host
 
 
@@ -654,8 +656,8 @@ def _inode(fd: int) -> tuple[int, int]:
 
 
 def _adopt_limits(client: int) -> None:
-    """The client's resource limits, scheduling priority and policy, CPU affinity,
-    no_new_privs, OOM score adjustment and I/O priority."""
+    """The client's resource limits, scheduling priority and policy, CPU affinity, OOM
+    score adjustment and I/O priority."""
     import resource
 
     for limit in {getattr(resource, name) for name in dir(resource)
@@ -676,26 +678,18 @@ def _adopt_limits(client: int) -> None:
         os.sched_setaffinity(0, os.sched_getaffinity(client))
     except OSError:
         pass
-    try:  # setpriv --no-new-privs, or our own tracer's for its seccomp filter: one-way
-        with open(f"/proc/{client}/status", "rb") as f:
-            if b"\nNoNewPrivs:\t1\n" in f.read():
-                _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    except OSError:
-        pass
     try:  # choom, systemd's OOMScoreAdjust
         with open(f"/proc/{client}/oom_score_adj", "rb") as theirs, \
                 open("/proc/self/oom_score_adj", "wb") as ours:
             ours.write(theirs.read())
     except OSError:
         pass  # one we may not lower
-    import ctypes  # ionice: its class and level
+    from ..trace.arch import host_arch  # ionice: its class and level
 
-    from ..trace.arch import host_arch
-
-    arch, syscall = host_arch(), ctypes.CDLL(None).syscall
-    priority = syscall(arch.ioprio_get, IOPRIO_WHO_PROCESS, client)
+    arch = host_arch()
+    priority = _libc.syscall(arch.ioprio_get, IOPRIO_WHO_PROCESS, client)
     if priority >= 0:
-        syscall(arch.ioprio_set, IOPRIO_WHO_PROCESS, 0, priority)
+        _libc.syscall(arch.ioprio_set, IOPRIO_WHO_PROCESS, 0, priority)
 
 
 def serve(channel_fd: int) -> None:

@@ -13,7 +13,8 @@ MAX_FDS = 5  # client pidfd, status pipe, stdin, stdout, stderr
 
 def encode_request(client: int, argv: list[bytes], env: list[bytes], state: tuple,
                    std: int) -> bytes:
-    """A request; `state` is (ignored signals, blocked signals, umask, process group) and
+    """A request; `state` is (ignored signals, blocked signals, umask, process group,
+    no_new_privs) and
     `std` has bit n set when descriptor n is among the message's."""
     return marshal.dumps(("run", client, argv, env, state, std))
 

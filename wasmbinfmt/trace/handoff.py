@@ -94,7 +94,8 @@ class WarmRunner:
                     or _context(tid) != self.context):
                 return None
             state = (int(status[b"SigIgn"], 16), int(status[b"SigBlk"], 16),
-                     int(status[b"Umask"], 8), int(status[b"NSpgid"]))
+                     int(status[b"Umask"], 8), int(status[b"NSpgid"]),
+                     status.get(b"NoNewPrivs") == b"1")
             process = int(status[b"Tgid"])
             soft = resource.prlimit(tid, resource.RLIMIT_NOFILE)[0]
             if 0 <= soft < FEWEST_DESCRIPTORS:  # RLIM_INFINITY is -1

@@ -449,7 +449,7 @@ class Tracer:
         tail = caller_argv[rewrite.argv.skip:]
         if not caller_argv and rewrite.argv.skip == 0:
             strings.append(b"")  # the "" argv[0] Linux gives an empty argv
-        handoff = None
+        handoff = ignored = None  # ignored: the caller's, of those Python's start changes
         runner = len(self.builtin_runner)
         if strings[:runner] == self.builtin_runner:
             if self.verbose:
@@ -462,7 +462,8 @@ class Tracer:
                 if ignored:  # after --verbose
                     strings.insert(runner + self.verbose, b"--ignored-signals=%x" % ignored)
         if self.capture is not None:
-            ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
+            if ignored is None:
+                ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
             strings[:0] = [*self.capture, b"--ignored-signals=%x" % ignored, b"--"]
         env_kept, env_added, envp = [], 0, envp_at
         if handoff is not None:  # the client instead, with an empty environment
