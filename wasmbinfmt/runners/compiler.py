@@ -10,8 +10,8 @@ code. (SCHED_IDLE, tried first, starved: on a busy machine a compile never ended
 
 When the run ends (the host's end of the socket closes) the compiler finishes what it
 was given, at the lowest priority (nice 19, for its autogroup too: whatever runs next comes
-first), then exits:
-a compile is never lost to a run that ended first, and the next run finds its result.
+first), then exits: a compile is never lost to a run that ended first, and the next run
+finds its result.
 It runs in a session of its own and holds nothing of the run's (no descriptor, no
 process group a terminal or a `kill -- -PGID` reaches).
 

@@ -140,9 +140,8 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
     where it is `name` (its content's digest, and what was done to it), with the compilers
     `choice` (one of COMPILERS) leads to; `engine_for(compiler)` gives the engines. With
     `compile` False, None unless it is in the cache. `cranelift_due`: Cranelift's code is to
-    be compiled for this run
-    rather than Winch's loaded (None: when tiers.compile_before_run says so). The module
-    and the compiler of its code."""
+    be compiled for this run rather than Winch's loaded (None: when
+    tiers.compile_before_run says so). The module and the compiler of its code."""
     if directory is None:  # no cache, so no telling a first run: Cranelift
         return (capi.Module.compile(engine_for("cranelift"), wasm) if compile else None,
                 "cranelift")
@@ -284,6 +283,8 @@ def compilers_for(choice: str, code_bytes: int, cranelift_due: bool) -> tuple[st
 def engine_settings(compiler: str) -> str:
     """What a cache entry's name says of the engine that compiled it."""
     return "+".join((compiler, *COMPILER_FEATURES[compiler]))
+
+
 STACK_CAP = 64 << 20
 STACK_MARGIN = 1 << 20  # for Python and wasmtime below the module's frames
 WASMTIME_DEFAULT_STACK = 512 << 10
