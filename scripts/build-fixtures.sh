@@ -7,6 +7,8 @@
 #   native/*.c    for the host only (NAME)
 #   musl/*.c      for the host with zig's static musl (NAME.musl): musl's own posix_spawn
 #   wasm/*.c      for wasm32-wasi only, as reactors (NAME.wasm: _initialize, no _start)
+#   wat/*.wat     modules written by hand, in the text format (NAME.wasm, by wasmtime's
+#                 wat2wasm, from the wasmtime package in $PYTHON)
 # Needs (Debian): clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc gcc-aarch64-linux-gnu
 # libc6-dev-arm64-cross, and PyPI's ziglang in $PYTHON (default python3).
 # Rebuilds only what is older than its source.
@@ -58,6 +60,14 @@ for c in "$src"/wasm/*.c; do
     if stale "$out/$name.wasm" "$c"; then
         clang --target=wasm32-wasi --sysroot=/usr -Os -mexec-model=reactor -Wl,--strip-all \
             -o "$out/$name.wasm" "$c"
+    fi
+done
+for w in "$src"/wat/*.wat; do
+    name=$(basename "$w" .wat)
+    if stale "$out/$name.wasm" "$w"; then
+        "${PYTHON:-python3}" -c 'import sys, wasmtime
+open(sys.argv[2], "wb").write(wasmtime.wat2wasm(open(sys.argv[1]).read()))' "$w" "$out/$name.wasm"
+        chmod +x "$out/$name.wasm"
     fi
 done
 host=$(uname -m)

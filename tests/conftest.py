@@ -110,7 +110,8 @@ exec "${0%/*}/probe.native" "$@"
 
 
 FIXTURES = ("probe.wasm", "probe.native", "probe.aarch64", "probe.riscv64", "execer",
-            "hello.wasm", "vmspawn", "spawn.musl", "ownfilter", "probe-nochdir.wasm")
+            "hello.wasm", "vmspawn", "spawn.musl", "ownfilter", "probe-nochdir.wasm",
+            "spawn.wasm")
 
 
 @pytest.fixture

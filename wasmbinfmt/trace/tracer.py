@@ -36,7 +36,7 @@ from ..util.record import record
 from ..exec.rewrite import AT_FDCWD, Fail, Rewrite, exec_filename, resolve_exec
 from ..util.procstate import PYTHON_IGNORES_MASK
 from ..rules.model import Rule
-from ..rules.sources import builtin_runner_args, interpreter_problem
+from ..rules.sources import builtin_runner_args, component_runner_args, interpreter_problem
 from . import kernel
 from .arch import Arch
 from .kernel import resume
@@ -152,6 +152,8 @@ class Tracer:
         # How the built-in runner starts: it is told what its Python's start hides.
         self.builtin_runner = [os.fsencode(sys.executable),
                                *map(os.fsencode, builtin_runner_args())]
+        self.component_runner = [os.fsencode(sys.executable),
+                                 *map(os.fsencode, component_runner_args())]
         self.bytecode_compiled = False  # before the runner's first start, or at the end
         self.warm_wanted = warm and capture is None  # hand its execs to the warm runner
         # --log-output: every rerouted exec runs under report/capture.py, which logs here.
@@ -461,6 +463,11 @@ class Tracer:
                 ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
                 if ignored:  # after --verbose
                     strings.insert(runner + self.verbose, b"--ignored-signals=%x" % ignored)
+        elif strings[:len(self.component_runner)] == self.component_runner:
+            ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
+            if ignored:  # after the wasmtime CLI's path
+                strings.insert(len(self.component_runner) + 1,
+                               b"--ignored-signals=%x" % ignored)
         if self.capture is not None:
             if ignored is None:
                 ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
