@@ -11,6 +11,7 @@
 #                 wat2wasm, from the wasmtime package in $PYTHON)
 # Needs (Debian): clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc gcc-aarch64-linux-gnu
 # libc6-dev-arm64-cross, and PyPI's ziglang in $PYTHON (default python3).
+# Running the dynamic foreign ones needs libc6-arm64-cross and libc6-riscv64-cross.
 # Rebuilds only what is older than its source.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +40,16 @@ for c in "$src"/portable/*.c; do
         aarch64-linux-gnu-gcc -static -Os -o "$out/$name.aarch64" "$c" -lm
     fi
 done
+# hello dynamically linked for aarch64 and riscv64 (glibc), whose loaders only a cross
+# sysroot has (libc6-arm64-cross, libc6-riscv64-cross): NAME.dyn.ARCH.
+c=$src/portable/hello.c
+if stale "$out/hello.dyn.aarch64" "$c"; then
+    aarch64-linux-gnu-gcc -Os -o "$out/hello.dyn.aarch64" "$c"
+fi
+if stale "$out/hello.dyn.riscv64" "$c"; then
+    "${PYTHON:-python3}" -m ziglang cc -target riscv64-linux-gnu.2.31 -Os \
+        -o "$out/hello.dyn.riscv64" "$c"
+fi
 # probe without chdir, which makes wasi-libc leave out its emulated current directory.
 c=$src/portable/probe.c
 if stale "$out/probe-nochdir.wasm" "$c"; then

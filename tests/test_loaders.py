@@ -252,6 +252,10 @@ def test_rules_yaml_structured_and_binfmt_forms():
      5, "argv0-option", "give the rule flags: P"),
     ("rules:\n  - binfmt: ':a:M::ab::/x:'\n    argv0-option: ''\n",
      3, "argv0-option", "empty"),
+    ("rules:\n  - name: a\n    magic: ab\n    interpreter: /x\n    ld-prefix: [usr/x]\n",
+     5, "ld-prefix", "absolute paths"),
+    ("rules:\n  - name: a\n    magic: ab\n    interpreter: /x\n    ld-prefix: /usr/x\n",
+     5, "ld-prefix", "list of strings"),
     ("profiles: [a]\n", 1, "profiles", "must map profile names"),
     ("profiles:\n  p: [wasmtime]\n", 2, "profiles", "profile 'p' must map rule names"),
     ("profiles:\n  p: {wasm: wasmtime}\n", 2, "profiles: p: wasm", "list of strings"),
@@ -278,6 +282,14 @@ def test_rules_yaml_wasm_imports_in_both_forms():
     rules, errors = parse_rules_yaml(body, "r.yaml")
     assert errors == [] and [r.wasm_imports for r in rules] == [("wali", "wali_ext"), ("wali",)]
     assert all(r.conditional for r in rules)
+
+
+def test_rules_yaml_ld_prefix_in_both_forms():
+    body = ("rules:\n  - {name: a, magic: x, interpreter: /q, ld-prefix: [/usr/a, /usr/a/s]}\n"
+            "  - {binfmt: ':b:M::y::/q:', ld-prefix: [/usr/b]}\n")
+    rules, errors = parse_rules_yaml(body, "r.yaml")
+    assert errors == [] and [r.ld_prefixes for r in rules] == [("/usr/a", "/usr/a/s"),
+                                                               ("/usr/b",)]
 
 
 def test_rules_yaml_keeps_good_rules_beside_bad_ones():

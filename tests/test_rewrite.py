@@ -32,6 +32,14 @@ WASM_P = rule(":w:M::\\x00asm::/usr/bin/wasmtime:P", args=("run", "--"),
               env=(("WASMTIME_LOG", "info"),))
 
 
+def test_the_first_rule_with_sysroots_is_named_with_the_file_it_ran():
+    qemu = rule(":q:M::\\x7fELF::/usr/bin/qemu-q:", ld_prefixes=("/usr/q-linux-gnu",))
+    verdict = resolve_exec(b"./prog", world({b"./prog": FileKind(qemu)}))
+    assert verdict.sysroot_for == (qemu, b"./prog")
+    verdict = resolve_exec(b"./m.wasm", world({b"./m.wasm": FileKind(WASM)}))
+    assert verdict.sysroot_for is None
+
+
 def test_without_P_argv0_is_dropped():
     assert run(b"./prog.wasm", [b"prog", b"--help", b"x y"], {b"./prog.wasm": FileKind(WASM)}) \
         == (b"/usr/bin/emu", [b"/usr/bin/emu", b"./prog.wasm", b"--help", b"x y"])

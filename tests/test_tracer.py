@@ -270,6 +270,32 @@ def test_the_machines_qemu_rules_run_foreign_elf_as_natively(box, user, arch):
     assert alone.stdout == b"errno=8\n"  # ENOEXEC: the kernel has no rule for it here
 
 
+@pytest.mark.parametrize("arch, sysroot", [("aarch64", "/usr/aarch64-linux-gnu"),
+                                           ("riscv64", "/usr/riscv64-linux-gnu")])
+def test_a_dynamic_foreign_program_gets_the_cross_sysroot_unless_the_caller_chose(
+        box, user, arch, sysroot):
+    loader = {"aarch64": "/lib/ld-linux-aarch64.so.1",
+              "riscv64": "/lib/ld-linux-riscv64-lp64d.so.1"}[arch]
+    if os.path.exists(loader) or not os.path.exists(sysroot + loader):
+        pytest.fail(f"this test needs {sysroot} (Debian's cross libc, which .ci/run "
+                    f"installs) and no {loader} on the machine")
+    program = f"./hello.dyn.{arch}"
+    alone = subprocess.run(user([f"qemu-{arch}", program]), cwd=box, capture_output=True,
+                           timeout=TIMEOUT)
+    assert alone.returncode == 255 and loader.encode() in alone.stderr  # qemu without help
+    done = wasmbinfmt(user, ["-v", "--", "bash", "-c", f"exec -a my-name {program} x"],
+                      cwd=box)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"hello: argc=2\nargv[0]=my-name\nargv[1]=x\n"
+    said = [line for line in done.stderr.decode().splitlines() if "QEMU_LD_PREFIX" in line]
+    (line,) = said  # said once, naming the program (the path bash exec'd), the loader, the choice
+    assert line.startswith(f"wasmbinfmt: rule {arch!r}: {loader}, the loader of ")
+    assert line.endswith(f"hello.dyn.{arch}, is not on this machine: "
+                         f"QEMU_LD_PREFIX={sysroot}, where the caller sets none")
+    chosen = wasmbinfmt(user, ["--", "env", "QEMU_LD_PREFIX=/nonexistent", program], cwd=box)
+    assert chosen.returncode == 255 and loader.encode() in chosen.stderr  # the caller's stands
+
+
 # Debian 12's registration line for aarch64, as qemu-user-binfmt installs it (flags OP)
 # and as qemu-user-static does (OPF); both name the interpreter aarch64-binfmt-P, a symlink
 # to qemu whose name tells qemu that argv[1] is the program's path and argv[2] its argv[0].

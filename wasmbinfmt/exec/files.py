@@ -1,10 +1,12 @@
-"""Looking at files the way exec handlers do: the first 256 bytes; and what conditional rules
-ask for: a wasm module's imports, binfmt-support detectors."""
+"""Looking at files the way exec handlers do: the first 256 bytes; what conditional rules
+ask for: a wasm module's imports, binfmt-support detectors; and an ELF program's loader,
+for the sysroot qemu-user is given (ld-prefix)."""
 
 from __future__ import annotations
 
 import os
 import stat
+import struct
 import sys
 
 from ..util.abcs import Callable
@@ -53,6 +55,69 @@ def _read_start(path: str | bytes, size: int, follow_symlinks: bool = True) -> b
         return os.pread(fd, size, 0)
     finally:
         os.close(fd)
+
+
+PT_INTERP = 3
+LOADER_PATH_MAX = 4096  # the kernel refuses a longer PT_INTERP (ENOEXEC)
+
+
+def elf_loader(path: str | bytes) -> bytes | None:
+    """The loader an ELF program names (PT_INTERP, as the kernel's load_elf_binary reads
+    it), or None: a static program, not ELF, unreadable or malformed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return loader_in(lambda offset, size: os.pread(fd, size, offset))
+    except (OSError, struct.error, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def loader_in(read: Callable[[int, int], bytes]) -> bytes | None:
+    """PT_INTERP's path from an ELF file read by `read(offset, size)` (struct.error,
+    ValueError: cut short or malformed)."""
+    ident = read(0, 64)
+    if ident[:4] != b"\x7fELF" or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+        return None
+    wide, order = ident[4] == 2, "<" if ident[5] == 1 else ">"
+    if wide:
+        phoff, = struct.unpack_from(order + "Q", ident, 32)
+        phentsize, phnum = struct.unpack_from(order + "HH", ident, 54)
+    else:
+        phoff, = struct.unpack_from(order + "I", ident, 28)
+        phentsize, phnum = struct.unpack_from(order + "HH", ident, 42)
+    if phentsize < (56 if wide else 32) or phnum > 4096:
+        raise ValueError("program headers")
+    table = read(phoff, phentsize * phnum)
+    for i in range(phnum):
+        if wide:
+            kind, _, offset, _, _, size = struct.unpack_from(order + "IIQQQQ", table,
+                                                             i * phentsize)
+        else:
+            kind, offset, _, _, size = struct.unpack_from(order + "IIIII", table, i * phentsize)
+        if kind == PT_INTERP:
+            if not 2 <= size <= LOADER_PATH_MAX:
+                raise ValueError("PT_INTERP size")
+            loader = read(offset, size)
+            if len(loader) != size or loader[-1:] != b"\0":
+                raise ValueError("PT_INTERP")
+            return loader[:-1]
+    return None
+
+
+def ld_prefix_for(loader: bytes, prefixes: tuple[str, ...],
+                  exists: Callable[[bytes], bool] = os.path.exists) -> str | None:
+    """The sysroot to give qemu for a program whose loader is `loader`: None where this
+    machine has the loader itself, else the first of `prefixes` that has it, if any."""
+    if not loader.startswith(b"/") or exists(loader):
+        return None
+    for prefix in prefixes:
+        if exists(os.fsencode(prefix.rstrip("/")) + loader):
+            return prefix
+    return None
 
 
 def confirm(rule: Rule, path: str | bytes, follow_symlinks: bool = True) -> bool:

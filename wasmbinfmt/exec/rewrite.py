@@ -170,6 +170,9 @@ class Rewrite:
     argv: Argv
     rules: tuple[Rule, ...]
     env: tuple[tuple[bytes, bytes], ...] = ()
+    # The first rule applied that has ld-prefix sysroots, and the file it was applied to:
+    # whether that file's loader is on this machine is the tracer's to find out.
+    sysroot_for: tuple[Rule, bytes] | None = None
 
 
 @record
@@ -207,6 +210,7 @@ def resolve_exec(path: bytes, inspect: Callable[[bytes, bool], FileKind | None],
         return None  # nearly every exec of a tree: nothing more to set up
     argv = Argv()
     current, applied, env = path, (), ()
+    sysroot_for = None
     result: Rewrite | Fail | None = None
     for depth in range(MAX_REWRITES + 1):
         if depth:
@@ -230,9 +234,11 @@ def resolve_exec(path: bytes, inspect: Callable[[bytes, bool], FileKind | None],
                     argv = argv.remove_arg_zero()
                 argv = argv.push_front(interpreter, *args, current)
             env += tuple((os.fsencode(k), os.fsencode(v)) for k, v in rule.env)
+            if rule.ld_prefixes and sysroot_for is None:
+                sysroot_for = (rule, current)
             applied += (rule,)
             current = interpreter
-            result = Rewrite(current, argv, applied, env)
+            result = Rewrite(current, argv, applied, env, sysroot_for)
         else:
             name, arg = kind.script
             argv = argv.remove_arg_zero()

@@ -102,6 +102,10 @@ class Rule:
     argv0_option: str | None = None
     # Machines (uname -m) that run these files themselves: there the rule is left out.
     native_on: tuple[str, ...] = ()
+    # Where a dynamically linked program's libraries may be (qemu-user's -L sysroots): for
+    # a program whose loader (PT_INTERP) this machine lacks, the first that has it becomes
+    # QEMU_LD_PREFIX, unless the caller set one.
+    ld_prefixes: tuple[str, ...] = ()
     origin: Origin | None = None  # where it was written: not part of its value
     spelling: Spelling | None = None  # how it was written: not part of its value
 

@@ -26,9 +26,9 @@ from .model import (
 
 _STRUCTURED_KEYS = {"name", "magic", "mask", "offset", "extension", "interpreter", "flags",
                     "args", "env", "enabled", "detector", "wasm-imports", "argv0-option",
-                    "native-on"}
+                    "native-on", "ld-prefix"}
 _BINFMT_KEYS = {"binfmt", "args", "env", "enabled", "detector", "wasm-imports",
-                "argv0-option", "native-on"}
+                "argv0-option", "native-on", "ld-prefix"}
 _TOP_KEYS = {"rules", "profiles"}
 
 
@@ -170,6 +170,12 @@ def _rule(doc: _Doc, node: yaml.Node) -> Rule:
         if not all(extra["native_on"]):
             raise doc.error(value, "a list of machine names as uname -m gives them (e.g. "
                                    "[aarch64]), none empty", "native-on")
+    if "ld-prefix" in keys:
+        value = keys["ld-prefix"][1]
+        extra["ld_prefixes"] = doc.string_list(value, "ld-prefix")
+        if not all(path.startswith("/") for path in extra["ld_prefixes"]):
+            raise doc.error(value, "a list of absolute paths of sysroots (e.g. "
+                                   "[/usr/aarch64-linux-gnu])", "ld-prefix")
 
     if "binfmt" in keys:
         mixed = sorted(set(keys) - _BINFMT_KEYS)

@@ -30,7 +30,7 @@ from io import TextIOBase
 
 from ..util.abcs import Callable
 from ..report.execlog import ExecLog
-from ..exec.files import Inspector
+from ..exec.files import Inspector, elf_loader, ld_prefix_for
 from ..exec.match import Matcher
 from ..util.record import record
 from ..exec.rewrite import AT_FDCWD, Fail, Rewrite, exec_filename, resolve_exec
@@ -106,6 +106,9 @@ class NewExec:
         return blob, addresses[0], base, envp
 
 
+QEMU_LD_PREFIX = b"QEMU_LD_PREFIX"
+
+
 class Pending:
     """A tracee between our rewrite of its exec and the exec's result."""
 
@@ -143,6 +146,8 @@ class Tracer:
         self.regs_iov = IoVec(ctypes.addressof(self.regs), ctypes.sizeof(self.regs))
         self.regs_iov_address = ctypes.addressof(self.regs_iov)
         self.checked_rules: set[str] = set()
+        # (rule name, loader): the sysroot ld_prefix_for chose, once per run.
+        self.ld_prefixes: dict[tuple[str, bytes], str | None] = {}
         self.inspector = Inspector(self.matcher, self._locate, self._executable, headers={})
         self.resolving = 0  # the tid whose exec the inspector is looking at
         self.privileged = os.geteuid() == 0
@@ -472,6 +477,8 @@ class Tracer:
             if ignored is None:
                 ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
             strings[:0] = [*self.capture, b"--ignored-signals=%x" % ignored, b"--"]
+        if rewrite.sysroot_for is not None:
+            rewrite = self._with_ld_prefix(tid, rewrite, envp_at)
         env_kept, env_added, envp = [], 0, envp_at
         if handoff is not None:  # the client instead, with an empty environment
             strings, tail, envp = handoff.client_argv(), [], None
@@ -552,6 +559,34 @@ class Tracer:
         if index >= len(caller_argv):
             return b""
         return self.memory.read_string(tid, caller_argv[index], MAX_ARG_STRLEN)
+
+    def _with_ld_prefix(self, tid: int, rewrite: Rewrite, envp_at: int) -> Rewrite:
+        """QEMU_LD_PREFIX for qemu, for a dynamically linked program whose loader this
+        machine lacks and one of the rule's sysroots has (ld_prefix_for), unless the
+        caller set one."""
+        rule, name = rewrite.sysroot_for
+        loader = elf_loader(host_path(tid, name))
+        if loader is None:
+            return rewrite  # static (or unreadable: qemu will say)
+        key = (rule.name, loader)
+        if key not in self.ld_prefixes:
+            self.ld_prefixes[key] = prefix = ld_prefix_for(loader, rule.ld_prefixes)
+            if self.verbose:
+                found = (f"QEMU_LD_PREFIX={prefix}, where the caller sets none" if prefix
+                         else "none of its ld-prefix sysroots has it either")
+                self._say(f"rule {rule.name!r}: {os.fsdecode(loader)}, the loader of "
+                          f"{os.fsdecode(name)}, is not on this machine: {found}"
+                          if not os.path.exists(loader) else
+                          f"rule {rule.name!r}: {os.fsdecode(loader)} is on this machine: "
+                          f"no QEMU_LD_PREFIX")
+        prefix = self.ld_prefixes[key]
+        if prefix is None:
+            return rewrite
+        caller_env = self.memory.read_pointers(tid, envp_at) if envp_at else []
+        if caller_env is None or len(self._env_without(tid, caller_env, {QEMU_LD_PREFIX})) \
+                < len(caller_env):
+            return rewrite  # the caller's choice stands (or an EFAULT for the kernel)
+        return rewrite._replace(env=(*rewrite.env, (QEMU_LD_PREFIX, os.fsencode(prefix))))
 
     def _env_without(self, tid: int, env: list[int], keys: set[bytes]) -> list[int]:
         """The caller's environment pointers, less the variables the rule sets."""
