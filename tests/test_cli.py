@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from machines import FOREIGN
 from test_loaders import write
 from unprivileged import as_unprivileged
 
@@ -58,15 +59,15 @@ def test_which_runs_the_shown_argv_for_real(fixtures, env, tmp_path):
     assert "argv[1]=--help" in ran.stdout and "argv[2]=x" in ran.stdout
 
 
-def test_which_with_system_picks_qemu_for_aarch64_and_nothing_for_native(fixtures, env):
-    if not os.path.exists("/usr/lib/binfmt.d/qemu-aarch64.conf"):
-        pytest.skip("Debian's qemu-user-binfmt is not installed")
-    aarch64, native = str(fixtures / "hello.aarch64"), str(fixtures / "hello.native")
-    done = wasmbinfmt("which", "--no-default-rules", "--system", aarch64, env=env)
+def test_which_with_system_picks_qemu_for_foreign_elf_and_nothing_for_native(fixtures, env):
+    if not os.path.exists(f"/usr/lib/binfmt.d/qemu-{FOREIGN}.conf"):
+        pytest.fail("Debian's qemu-user-binfmt is not installed (.ci/run installs it)")
+    foreign, native = str(fixtures / f"hello.{FOREIGN}"), str(fixtures / "hello.native")
+    done = wasmbinfmt("which", "--no-default-rules", "--system", foreign, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        f"{aarch64}: qemu-aarch64 (/usr/lib/binfmt.d/qemu-aarch64.conf:1)",
-        f"  /usr/libexec/qemu-binfmt/aarch64-binfmt-P {aarch64} {aarch64}"]
+        f"{foreign}: qemu-{FOREIGN} (/usr/lib/binfmt.d/qemu-{FOREIGN}.conf:1)",
+        f"  /usr/libexec/qemu-binfmt/{FOREIGN}-binfmt-P {foreign} {foreign}"]
     done = wasmbinfmt("which", "--system", native, env=env)
     assert (done.returncode, done.stdout) == (1, f"{native}: no rule (runs natively)\n")
 
@@ -330,35 +331,43 @@ def test_wasmbinfmt_profile_picks_the_emulators_and_profile_wins(fixtures, env):
 # Foreign ELF with the packaged rules
 
 def test_the_packaged_rules_run_foreign_elf_with_qemu(fixtures, env):
-    aarch64 = str(fixtures / "hello.aarch64")
-    done = wasmbinfmt("which", aarch64, env=env)
+    foreign = str(fixtures / f"hello.{FOREIGN}")
+    done = wasmbinfmt("which", foreign, env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"{aarch64}: aarch64 (") and "rules.yaml:" in lines[0]
-    assert lines[1].split() == [shutil.which("qemu-aarch64"), "-0", aarch64, aarch64]
+    assert lines[0].startswith(f"{foreign}: {FOREIGN} (") and "rules.yaml:" in lines[0]
+    assert lines[1].split() == [shutil.which(f"qemu-{FOREIGN}"), "-0", foreign, foreign]
+
+
+def test_the_packaged_rules_leave_this_machines_own_programs_alone(fixtures, env):
+    """native-on: no packaged rule takes the host's own ELF, whatever the machine."""
+    for program in (sys.executable, "/bin/sh", str(fixtures / "hello.native")):
+        done = wasmbinfmt("which", program, env=env)
+        assert (done.returncode, done.stdout.splitlines()[0]) == (
+            1, f"{program}: no rule (runs natively)")
 
 
 def test_a_packaged_rule_without_its_emulator_is_left_out(fixtures, tmp_path):
     """No qemu in PATH: the foreign ELF runs as natively (ENOEXEC here), list says why, check
     warns only about the user's own rules, and which names the rule that would run it."""
     env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "PYTHONPATH": ROOT}
-    aarch64 = str(fixtures / "hello.aarch64")
+    foreign = str(fixtures / f"hello.{FOREIGN}")
     listed = wasmbinfmt("list", env=env).stdout.splitlines()
-    row = next(i for i, line in enumerate(listed) if line.startswith("aarch64 "))
+    row = next(i for i, line in enumerate(listed) if line.startswith(f"{FOREIGN} "))
     assert listed[row].split()[-2:] == ["not", "installed"]
-    assert listed[row + 3] == "    not installed: command 'qemu-aarch64' not found in PATH"
+    assert listed[row + 3] == f"    not installed: command 'qemu-{FOREIGN}' not found in PATH"
     user_rules = tmp_path / "mine.yaml"
     user_rules.write_text("rules:\n  - {name: mine, extension: mine, interpreter: no-such-emu}\n")
     checked = wasmbinfmt("check", "--rules", str(user_rules), env=env)
     warnings = [line for line in checked.stdout.splitlines() if line.startswith("warning:")]
     assert warnings == [f"warning: {user_rules}:2: rule 'mine': emulator missing: command "
                         "'no-such-emu' not found in PATH"]
-    which = wasmbinfmt("which", aarch64, env=env)
+    which = wasmbinfmt("which", foreign, env=env)
     assert which.returncode == 1 and which.stdout.splitlines()[0] == (
-        f"{aarch64}: no rule (runs natively)")
-    assert which.stdout.splitlines()[1].startswith("  rule 'aarch64' (")
+        f"{foreign}: no rule (runs natively)")
+    assert which.stdout.splitlines()[1].startswith(f"  rule '{FOREIGN}' (")
     assert which.stdout.splitlines()[1].endswith("would run it, but not installed: command "
-                                                 "'qemu-aarch64' not found in PATH")
+                                                 f"'qemu-{FOREIGN}' not found in PATH")
 
 
 # What in the package uses each dependency: a new dependency without a use fails here.

@@ -10,28 +10,25 @@ import sys
 
 import pytest
 
+from machines import E_MACHINE, FOREIGN_ARCHES
 from test_wasm import wali_shaped
 
 TIMEOUT = 300
-MAKEFILE = """\
-test:
-\t./probe.wasm wasm a; test $$? = 0
-\t./w.wasm wali b
-\t./probe.aarch64 aarch64 c
-\t./probe.riscv64 riscv64 d
-\t./probe.native native e
-\t./probe.wasm exit 3; test $$? = 3
-"""
+# Both foreign architectures where the host is neither; one of them on aarch64 and riscv64.
+MAKEFILE = "".join([
+    "test:\n\t./probe.wasm wasm a; test $$? = 0\n\t./w.wasm wali b\n",
+    *(f"\t./probe.{arch} {arch} c\n" for arch in FOREIGN_ARCHES),
+    "\t./probe.native native e\n\t./probe.wasm exit 3; test $$? = 3\n"])
 
 
 @pytest.fixture
 def tree(fixtures, tmp_path):
-    qemu = {arch: shutil.which(f"qemu-{arch}") for arch in ("aarch64", "riscv64")}
+    qemu = {arch: shutil.which(f"qemu-{arch}") for arch in FOREIGN_ARCHES}
     if not all(qemu.values()):
-        pytest.skip("qemu-user is not installed")
+        pytest.fail("qemu-user is not installed (.ci/run installs it)")
     work = tmp_path / "tree"
     work.mkdir()
-    for name in ("probe.wasm", "probe.aarch64", "probe.riscv64", "probe.native"):
+    for name in ("probe.wasm", *(f"probe.{arch}" for arch in FOREIGN_ARCHES), "probe.native"):
         shutil.copy(fixtures / name, work / name)
     (work / "w.wasm").write_bytes(wali_shaped())
     (work / "Makefile").write_text(MAKEFILE)
@@ -47,10 +44,9 @@ def tree(fixtures, tmp_path):
         "  broken: {wasm: [/bin/sh, -c, 'exit 7', sh]}\n"
         "rules:\n"
         f"  - {{name: wali, magic: '\\x00asm', wasm-imports: [wali], interpreter: {runtime}}}\n"
-        f"  - {{name: aarch64, magic: '{elf}\\x02\\x00\\xb7\\x00', mask: '{mask}', "
-        f"interpreter: {qemu['aarch64']}, flags: P, argv0-option: '-0'}}\n"
-        f"  - {{name: riscv64, magic: '{elf}\\x02\\x00\\xf3\\x00', mask: '{mask}', "
-        f"interpreter: {qemu['riscv64']}, flags: P, argv0-option: '-0'}}\n")
+        + "".join(f"  - {{name: {arch}, magic: '{elf}\\x02\\x00{E_MACHINE[arch]}', "
+                  f"mask: '{mask}', interpreter: {qemu[arch]}, flags: P, argv0-option: '-0'}}\n"
+                  for arch in FOREIGN_ARCHES))
     return work, rules
 
 
@@ -67,13 +63,14 @@ def test_one_make_run_sends_each_kind_to_its_own_emulator(tree, tmp_path):
     lines = done.stdout.decode().splitlines()
     assert lines[:2] == ["argc=3", "argv[0]=./probe.wasm"]
     assert "WALI runtime: ./w.wasm wali b" in lines
-    assert lines.count("argv[0]=./probe.aarch64") == 1 and "argv[1]=riscv64" in lines
+    for arch in FOREIGN_ARCHES:
+        assert lines.count(f"argv[0]=./probe.{arch}") == 1 and f"argv[1]={arch}" in lines
     assert "argv[0]=./probe.native" in lines
     from test_execlog import events
 
     routed = [(e["argv"][0], e["rules"][0]) for e in events(log) if e["event"] == "exec"]
     assert routed == [("./probe.wasm", "wasm"), ("./w.wasm", "wali"),
-                      ("./probe.aarch64", "aarch64"), ("./probe.riscv64", "riscv64"),
+                      *((f"./probe.{arch}", arch) for arch in FOREIGN_ARCHES),
                       ("./probe.wasm", "wasm")]
 
 
@@ -91,7 +88,7 @@ def test_compare_shows_what_the_wasmtime_cli_prints_otherwise(tree):
     assert diff[:2] == ["--- builtin", "+++ wasmtime-cli"]
     assert "-argv[0]=./probe.wasm" in diff and "+argv[0]=probe.wasm" in diff
     # Each invocation's own output, compared: the one printing its argv[0] differs (the
-    # second prints nothing under both; the aarch64 and riscv64 ones are run alike).
+    # second prints nothing under both; the foreign ones are run alike).
     assert not result["same"]
     assert [(d["argv"], d["differs_in"]) for d in result["differences"]] == [
         (["./probe.wasm", "wasm", "a"], ["output"])]

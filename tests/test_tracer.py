@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from kernel_oracle import run_with_binfmt
+from machines import FOREIGN, FOREIGN_ARCHES, debian_qemu_line, debian_qemu_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
@@ -255,7 +256,7 @@ def test_concurrent_runs_with_different_emulators_do_not_interfere(box, user):
 # ---------------------------------------------------------------------------
 # Foreign-architecture ELF through the real qemu-user
 
-@pytest.mark.parametrize("arch", ["aarch64", "riscv64"])
+@pytest.mark.parametrize("arch", FOREIGN_ARCHES)
 def test_the_machines_qemu_rules_run_foreign_elf_as_natively(box, user, arch):
     """--system: Debian's qemu binfmt.d lines, with their -binfmt-P interpreters (P)."""
     if not os.path.exists(f"/usr/lib/binfmt.d/qemu-{arch}.conf"):
@@ -270,10 +271,10 @@ def test_the_machines_qemu_rules_run_foreign_elf_as_natively(box, user, arch):
     assert alone.stdout == b"errno=8\n"  # ENOEXEC: the kernel has no rule for it here
 
 
-@pytest.mark.parametrize("arch, sysroot", [("aarch64", "/usr/aarch64-linux-gnu"),
-                                           ("riscv64", "/usr/riscv64-linux-gnu")])
+@pytest.mark.parametrize("arch", FOREIGN_ARCHES)
 def test_a_dynamic_foreign_program_gets_the_cross_sysroot_unless_the_caller_chose(
-        box, user, arch, sysroot):
+        box, user, arch):
+    sysroot = f"/usr/{arch}-linux-gnu"
     loader = {"aarch64": "/lib/ld-linux-aarch64.so.1",
               "riscv64": "/lib/ld-linux-riscv64-lp64d.so.1"}[arch]
     if os.path.exists(loader) or not os.path.exists(sysroot + loader):
@@ -296,45 +297,33 @@ def test_a_dynamic_foreign_program_gets_the_cross_sysroot_unless_the_caller_chos
     assert chosen.returncode == 255 and loader.encode() in chosen.stderr  # the caller's stands
 
 
-# Debian 12's registration line for aarch64, as qemu-user-binfmt installs it (flags OP)
-# and as qemu-user-static does (OPF); both name the interpreter aarch64-binfmt-P, a symlink
-# to qemu whose name tells qemu that argv[1] is the program's path and argv[2] its argv[0].
-DEBIAN_QEMU_AARCH64 = (
-    ":qemu-aarch64:M::\\x7f\\x45\\x4c\\x46\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00"
-    "\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00:\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00"
-    "\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:{interpreter}:{flags}")
-
-
+# Debian 12's registration lines, as qemu-user-binfmt installs them (flags OP) and as
+# qemu-user-static does (OPF); both name the interpreter ARCH-binfmt-P, a symlink to qemu
+# whose name tells qemu that argv[1] is the program's path and argv[2] its argv[0].
 @pytest.mark.parametrize("flags", ["OP", "OPF"], ids=["qemu-user-binfmt", "qemu-user-static"])
 def test_debians_qemu_registrations_keep_the_binfmt_p_name_and_argv0(box, user, flags):
-    qemu = shutil.which("qemu-aarch64")
+    qemu = shutil.which(f"qemu-{FOREIGN}")
     if qemu is None:
         pytest.fail("qemu-user is not installed (.ci/run installs it)")
     (box / "qemu-binfmt").mkdir()
-    interpreter = box / "qemu-binfmt" / "aarch64-binfmt-P"
+    interpreter = box / "qemu-binfmt" / f"{FOREIGN}-binfmt-P"
     interpreter.symlink_to(qemu)
     os.chmod(box / "qemu-binfmt", 0o755)
-    rule = DEBIAN_QEMU_AARCH64.format(interpreter=interpreter, flags=flags)
+    rule = debian_qemu_line(FOREIGN, str(interpreter), flags)
     done = wasmbinfmt(user, ["--no-default-rules", "--rule", rule, "--", "./execer", "execve",
-                             "./probe.aarch64", "my-name", "x"], cwd=box)
+                             f"./probe.{FOREIGN}", "my-name", "x"], cwd=box)
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().splitlines() == ["argc=2", "argv[0]=my-name", "argv[1]=x"]
 
 
 def test_a_rules_yaml_qemu_gets_argv0_through_its_option(box, user):
-    qemu = shutil.which("qemu-aarch64")
+    qemu = shutil.which(f"qemu-{FOREIGN}")
     if qemu is None:
-        pytest.skip("qemu-user is not installed")
+        pytest.fail("qemu-user is not installed (.ci/run installs it)")
     rules = box / "qemu.yaml"
-    rules.write_text(  # Debian's qemu-aarch64 magic and mask (static and static-pie)
-        "rules:\n  - name: aarch64\n"
-        "    magic: '\\x7fELF\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00"
-        "\\x02\\x00\\xb7\\x00'\n"
-        "    mask: '\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff"
-        "\\xff\\xff\\xfe\\xff\\xff\\xff'\n"
-        f"    interpreter: {qemu}\n    flags: P\n    argv0-option: '-0'\n")
+    rules.write_text(debian_qemu_yaml(FOREIGN, qemu))  # static and static-pie programs
     done = wasmbinfmt(user, ["--no-default-rules", "--rules", str(rules), "--", "./execer",
-                             "execve", "./probe.aarch64", "my-name", "a"], cwd=box)
+                             "execve", f"./probe.{FOREIGN}", "my-name", "a"], cwd=box)
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().splitlines() == ["argc=2", "argv[0]=my-name", "argv[1]=a"]
 
@@ -434,24 +423,27 @@ def test_ctrl_z_and_fg_in_an_interactive_shell(box, user):
 # Foreign ELF with the packaged rules (qemu-user), and without its emulator
 
 def test_foreign_elf_runs_under_the_packaged_rules_keeping_argv0(box, user):
-    script = "./probe.aarch64 a; ./probe.riscv64 b; exec -a my-name ./probe.aarch64 c"
-    done = wasmbinfmt(user, ["--", "bash", "-c", script], cwd=box)
+    script = "; ".join(f"./probe.{arch} {arch}" for arch in FOREIGN_ARCHES)
+    done = wasmbinfmt(user, ["--", "bash", "-c", f"{script}; exec -a my-name ./probe.{FOREIGN} c"],
+                      cwd=box)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert [line for line in lines if line.startswith("argv[")] == [
-        "argv[0]=./probe.aarch64", "argv[1]=a", "argv[0]=./probe.riscv64", "argv[1]=b",
+        *(line for arch in FOREIGN_ARCHES for line in (f"argv[0]=./probe.{arch}",
+                                                         f"argv[1]={arch}")),
         "argv[0]=my-name", "argv[1]=c"]
 
 
 def test_qemu_variables_reach_qemu(box, user):
-    done = wasmbinfmt(user, ["--", "env", "QEMU_STRACE=1", "./probe.aarch64", "x"], cwd=box)
+    done = wasmbinfmt(user, ["--", "env", "QEMU_STRACE=1", f"./probe.{FOREIGN}", "x"],
+                      cwd=box)
     assert done.returncode == 0 and b"argv[1]=x" in done.stdout
     assert b" exit_group(0)" in done.stderr
 
 
 def test_without_its_emulator_a_packaged_rule_leaves_the_exec_native(box, user):
     no_qemu = ["env", "PATH=/nonexistent"]
-    argv = ["./execer", "execve", "./probe.aarch64", "./probe.aarch64", "x"]
+    argv = ["./execer", "execve", f"./probe.{FOREIGN}", f"./probe.{FOREIGN}", "x"]
     native = subprocess.run(user([*no_qemu, *argv]), cwd=box, capture_output=True,
                             timeout=TIMEOUT)
     ours = subprocess.run(user([*no_qemu, sys.executable, "-m", "wasmbinfmt", "--", *argv]),
@@ -550,13 +542,13 @@ def test_walis_environment_file_takes_no_descriptor_the_program_inherits(box, us
 
 def test_verbose_names_the_rule_that_would_run_a_foreign_elf_once(box, user):
     no_qemu = ["env", "PATH=/nonexistent"]
-    script = ["./execer", "execve", "./probe.aarch64", "./probe.aarch64"]
+    script = ["./execer", "execve", f"./probe.{FOREIGN}", f"./probe.{FOREIGN}"]
     done = subprocess.run(user([*no_qemu, sys.executable, "-m", "wasmbinfmt", "-v", "--",
                                 "/bin/sh", "-c", " ".join(script) + "; " + " ".join(script)]),
                           cwd=box, capture_output=True, timeout=TIMEOUT)
     assert done.stdout == b"errno=8\nerrno=8\n"
     lines = [line for line in done.stderr.decode().splitlines() if "would run it" in line]
     assert len(lines) == 1
-    assert lines[0].startswith("wasmbinfmt: ./probe.aarch64: rule 'aarch64' (")
-    assert lines[0].endswith("would run it, but not installed: command 'qemu-aarch64' not "
-                             "found in PATH; it runs natively")
+    assert lines[0].startswith(f"wasmbinfmt: ./probe.{FOREIGN}: rule '{FOREIGN}' (")
+    assert lines[0].endswith(f"would run it, but not installed: command 'qemu-{FOREIGN}' not "
+                             f"found in PATH; it runs natively")
