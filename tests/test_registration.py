@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kernel_oracle import OracleUnavailable, not_compared
 from wasmbinfmt.rules.loaders import parse_proc_entry
 from wasmbinfmt.rules.model import (
     MAX_LINE_BYTES, Rule, RuleError, format_registration, make_rule, parse_registration,
@@ -109,6 +110,8 @@ def test_there_are_at_least_40_invalid_lines():
 
 @pytest.mark.parametrize("line,field,why", INVALID, ids=[w for _, _, w in INVALID])
 def test_kernel_rejects_the_invalid_lines_too(kernel, line, field, why):
+    if isinstance(kernel, OracleUnavailable):
+        return not_compared(kernel)  # ours: test_invalid_line
     assert kernel.register(line) == ("error", errno.EINVAL)
 
 
@@ -121,6 +124,8 @@ def test_valid_line(line, expected):
 
 @pytest.mark.parametrize("line,expected", VALID, ids=range(len(VALID)))
 def test_kernel_reads_valid_lines_as_we_do(kernel, line, expected):
+    if isinstance(kernel, OracleUnavailable):
+        return not_compared(kernel)  # ours: test_valid_line
     answer = kernel.register(line)
     assert answer[0] == "ok", answer
     (from_kernel,), errors = parse_proc_entry(answer[2], answer[1], "kernel")
@@ -137,6 +142,8 @@ def test_valid_line_formats_back_byte_identical(line, expected):
 
 def test_kernel_opens_the_interpreter_of_F_rules_at_registration(kernel):
     # Why wasmbinfmt checks F interpreters when rules are loaded (sources.py).
+    if isinstance(kernel, OracleUnavailable):
+        return not_compared(kernel)
     assert kernel.register(":a:M::abc::/nonexistent/emu:F") == ("error", errno.ENOENT)
 
 
@@ -271,6 +278,8 @@ def test_parse_of_format_is_the_rule(rule):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(line_like())
 def test_kernel_accepts_exactly_what_we_accept(kernel, text):
+    if isinstance(kernel, OracleUnavailable):
+        return not_compared(kernel)
     try:
         ours = parse_registration(text)
     except RuleError:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from kernel_oracle import run_with_binfmt
 from machines import FOREIGN, FOREIGN_ARCHES, debian_qemu_line, debian_qemu_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,27 +46,28 @@ def driver_argv(box: Path, case: tuple) -> list[str]:
     return [str(box / "execer"), mode, target.format(box=box), *args]
 
 
-def test_a_rule_loop_gives_ELOOP_like_the_kernel(box, user):
+def test_a_rule_loop_gives_ELOOP_like_the_kernel(box, user, kernel_binfmt):
     loop = wasm_rule(box, interpreter=box / "probe.wasm")
     argv = driver_argv(box, ("execve", "./hello.wasm", "a0"))
-    kernel = run_with_binfmt([loop], argv, as_user=user, cwd=box, timeout=TIMEOUT)
+    kernel = kernel_binfmt([loop], argv, as_user=user, cwd=box, timeout=TIMEOUT)
     ours = traced(user, loop, argv, cwd=box)
-    assert ours.stdout == kernel.stdout == b"errno=40\n"
+    assert ours.stdout == b"errno=40\n"
+    assert kernel is None or kernel.stdout == ours.stdout
 
 
-def test_chains_of_rules_match_the_kernel(box, user):
+def test_chains_of_rules_match_the_kernel(box, user, kernel_binfmt):
     # probe.wasm runs under hello.wasm (a wasm "emulator"), which runs under emu.sh.
     first = f":first:E::xw::{box / 'hello.wasm'}:"
     second = wasm_rule(box)
     argv = driver_argv(box, ("execve", "./x.xw", "a0", "b"))
     (box / "x.xw").write_text("anything\n")
     os.chmod(box / "x.xw", 0o755)
-    kernel = run_with_binfmt([second, first], argv, as_user=user, cwd=box, timeout=TIMEOUT)
+    kernel = kernel_binfmt([second, first], argv, as_user=user, cwd=box, timeout=TIMEOUT)
     ours = wasmbinfmt(user, ["--no-default-rules", "--rule", first, "--rule", second, "--",
                              *argv], cwd=box)
-    assert ours.stdout == kernel.stdout
-    assert kernel.stdout.decode().splitlines() == [
+    assert ours.stdout.decode().splitlines() == [
         f"[{box / 'emu.sh'}]", f"[{box / 'hello.wasm'}]", "[./x.xw]", "[b]"]
+    assert kernel is None or kernel.stdout == ours.stdout
 
 
 def test_a_tracee_in_a_mount_namespace_of_its_own_has_its_own_files_matched(box, user):

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 
-from kernel_oracle import run_with_binfmt
 
 TIMEOUT = 120
 LONG_SHEBANG = "/." * 150  # pads an interpreter path past the kernel's 256-byte buffer
@@ -278,15 +277,17 @@ def test_unmatched_execs_are_as_native(box, user, name):
 
 @pytest.mark.parametrize("name", [n for n, s in CORPUS.items() if not s.native_only])
 @pytest.mark.parametrize("flags", ["", "P"])
-def test_matched_execs_are_as_under_the_kernels_binfmt_misc(box, user, name, flags):
+def test_matched_execs_are_as_under_the_kernels_binfmt_misc(box, user, name, flags,
+                                                           kernel_binfmt):
+    """Where the kernel cannot serve as the oracle, wasmbinfmt still runs the situation
+    (it must end, within the timeout) and the summary says what was not compared."""
     situation = CORPUS[name]
     stage(box, box / "probe.wasm")
     rule = f":probe:M::\\x00asm::{box / 'emu.sh'}:{flags}"
     command = situation.command(box)
     env = {**os.environ, "PATH": situation.path.format(box=box)}
-    kernel = run_with_binfmt([rule], command, as_user=user, cwd=box, env=env, timeout=TIMEOUT)
-    if kernel.returncode != 0 and b"mount" in kernel.stderr and not kernel.stdout:
-        pytest.skip(f"no private binfmt_misc here: {kernel.stderr.decode()[-200:]}")
+    kernel = kernel_binfmt([rule], command, as_user=user, cwd=box, env=env, timeout=TIMEOUT)
     ours = outcome(run(user, wasmbinfmt("--no-default-rules", "--rule", rule) + command, box,
                        situation))
-    assert ours == expect(name, "wasm", user, outcome(kernel), box, flags)
+    if kernel is not None:
+        assert ours == expect(name, "wasm", user, outcome(kernel), box, flags)
