@@ -19,7 +19,7 @@ FOREIGN = FOREIGN_ARCHES[0]
 _ELF64_LSB = "\\x7f\\x45\\x4c\\x46\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00"
 _MASK = ("\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe"
          "\\xff\\xff\\xff")
-E_MACHINE = {"aarch64": "\\xb7\\x00", "riscv64": "\\xf3\\x00"}
+E_MACHINE = {"aarch64": "\\xb7\\x00", "riscv64": "\\xf3\\x00", "x86_64": "\\x3e\\x00"}
 
 
 def debian_qemu_line(arch: str, interpreter: str, flags: str) -> str:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from machines import FOREIGN
+from machines import FOREIGN, HOST, debian_qemu_yaml
 from test_loaders import write
 from unprivileged import as_unprivileged
 
@@ -337,6 +337,20 @@ def test_the_packaged_rules_run_foreign_elf_with_qemu(fixtures, env):
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"{foreign}: {FOREIGN} (") and "rules.yaml:" in lines[0]
     assert lines[1].split() == [shutil.which(f"qemu-{FOREIGN}"), "-0", foreign, foreign]
+
+
+def test_check_names_a_rule_that_takes_its_own_emulator(tmp_path, env):
+    """qemu-ARCH for ARCH's programs on an ARCH machine: qemu is itself such a program."""
+    qemu = shutil.which(f"qemu-{HOST}")
+    if qemu is None:
+        pytest.fail(f"qemu-user is not installed (.ci/run installs it): no qemu-{HOST}")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(debian_qemu_yaml(HOST, qemu))
+    done = wasmbinfmt("check", "--no-default-rules", "--rules", str(rules), env=env)
+    assert [line for line in done.stdout.splitlines() if line.startswith("warning:")] == [
+        f"warning: {rules}:2: rule '{HOST}': its emulator {qemu} is itself taken by rule "
+        f"'{HOST}': a loop, so the exec fails with ELOOP, as under binfmt_misc (the kernel "
+        f"looks an emulator up again)"]
 
 
 def test_the_packaged_rules_leave_this_machines_own_programs_alone(fixtures, env):

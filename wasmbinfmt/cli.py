@@ -15,7 +15,7 @@ import sys
 from types import SimpleNamespace as Namespace
 
 from . import __version__
-from .exec.files import Inspector, read_header
+from .exec.files import Inspector, emulator_loop, loop_message, read_header
 from .exec.match import Matcher
 from .exec.rewrite import Fail, resolve_exec
 from .rules.model import Rule, RuleError
@@ -418,10 +418,14 @@ def cmd_check(args: Namespace) -> int:
     for problem in ruleset.errors:
         print(f"error: {problem}")
     warnings = list(ruleset.warnings)
+    matcher = Matcher(ruleset.active())
     for rule in ruleset.active():
         problem = interpreter_problem(rule)
         if problem:
             warnings.append(f"{rule.origin}: rule {rule.name!r}: emulator missing: {problem}")
+        elif emulator_loop(matcher, rule):
+            warnings.append(f"{rule.origin}: rule {rule.name!r}: "
+                            f"{loop_message(rule.interpreter, emulator_loop(matcher, rule))}")
     for problem in warnings:
         print(f"warning: {problem}")
     for rule, by in ruleset.shadowed:

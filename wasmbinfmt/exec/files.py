@@ -4,6 +4,7 @@ for the sysroot qemu-user is given (ld-prefix)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import struct
@@ -118,6 +119,26 @@ def ld_prefix_for(loader: bytes, prefixes: tuple[str, ...],
         if exists(os.fsencode(prefix.rstrip("/")) + loader):
             return prefix
     return None
+
+
+def emulator_loop(matcher: Matcher, rule: Rule) -> tuple[Rule, ...]:
+    """The rules that take `rule`'s emulator in turn, where that never ends (the kernel
+    looks an interpreter up again, up to its depth: ELOOP for every file of `rule`); ()
+    where the emulator runs (or is missing: another message says so)."""
+    from .rewrite import Fail, resolve_exec
+
+    if not rule.interpreter.startswith("/"):
+        return ()
+    inspect = Inspector(matcher, lambda name: name, lambda path, first: os.access(path, os.X_OK))
+    verdict = resolve_exec(os.fsencode(rule.interpreter), inspect)
+    return verdict.rules if isinstance(verdict, Fail) and verdict.errno == errno.ELOOP else ()
+
+
+def loop_message(emulator: str, rules: tuple[Rule, ...]) -> str:
+    """What check and -v say of an emulator that `rules` take in turn, without end."""
+    names = " → ".join(repr(name) for name in dict.fromkeys(rule.name for rule in rules))
+    return (f"its emulator {emulator} is itself taken by rule {names}: a loop, so the exec "
+            f"fails with ELOOP, as under binfmt_misc (the kernel looks an emulator up again)")
 
 
 def confirm(rule: Rule, path: str | bytes, follow_symlinks: bool = True) -> bool:

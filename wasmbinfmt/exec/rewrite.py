@@ -177,9 +177,11 @@ class Rewrite:
 
 @record
 class Fail:
-    """Fail the exec with this errno, as the kernel would."""
+    """Fail the exec with this errno, as the kernel would; for ELOOP, the rules that were
+    applied before the depth ran out (a rule whose emulator a rule takes again)."""
 
     errno: int
+    rules: tuple[Rule, ...] = ()
 
 
 def classify(matcher: Matcher, name: bytes, header: bytes,
@@ -218,7 +220,7 @@ def resolve_exec(path: bytes, inspect: Callable[[bytes, bool], FileKind | None],
         if kind is None or (kind.rule is None and kind.script is None):
             return result
         if depth == MAX_REWRITES:
-            return Fail(errno.ELOOP) if applied or kind.rule else None
+            return Fail(errno.ELOOP, applied) if applied or kind.rule else None
         if depth == 0 and path_inaccessible:
             return Fail(errno.ENOENT)  # what the kernel answers for a rule and for #! alike
         if kind.rule is not None:

@@ -30,7 +30,7 @@ from io import TextIOBase
 
 from ..util.abcs import Callable
 from ..report.execlog import ExecLog
-from ..exec.files import Inspector, elf_loader, ld_prefix_for
+from ..exec.files import Inspector, elf_loader, ld_prefix_for, loop_message
 from ..exec.match import Matcher
 from ..util.record import record
 from ..exec.rewrite import AT_FDCWD, Fail, Rewrite, exec_filename, resolve_exec
@@ -146,6 +146,7 @@ class Tracer:
         self.regs_iov = IoVec(ctypes.addressof(self.regs), ctypes.sizeof(self.regs))
         self.regs_iov_address = ctypes.addressof(self.regs_iov)
         self.checked_rules: set[str] = set()
+        self.loops_said: set[str] = set()  # -v: rules whose loop was named (once each)
         # (rule name, loader): the sysroot ld_prefix_for chose, once per run.
         self.ld_prefixes: dict[tuple[str, bytes], str | None] = {}
         self.inspector = Inspector(self.matcher, self._locate, self._executable, headers={})
@@ -362,6 +363,11 @@ class Tracer:
         elif isinstance(verdict, Fail):
             if self.exec_log is not None:
                 self.exec_log.refused(tid, self.exec_name, verdict.errno)
+            if self.verbose and verdict.rules and verdict.rules[0].name not in self.loops_said:
+                first = verdict.rules[0]
+                self.loops_said.add(first.name)
+                self._say(f"[{tid}] {os.fsdecode(self.exec_name)}: rule {first.name!r}: "
+                          f"{loop_message(first.interpreter, verdict.rules[1:])}")
             self._fail(tid, verdict.errno)
         else:
             self._rewrite(tid, number, verdict, argv_at, envp_at)
