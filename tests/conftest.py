@@ -1,4 +1,5 @@
-"""Shared fixtures: built test programs, the kernel oracle, strict skips.
+"""Shared fixtures: built test programs, the kernel oracle, strict skips, the signal
+dispositions the tests' programs start with.
 
 With WASMBINFMT_STRICT=1 (set by .ci/run) a skipped test fails: CI installs
 every dependency, so a skip there means something is missing, never "fine".
@@ -21,6 +22,31 @@ BUILD = FIXTURES / "build"
 STRICT = os.environ.get("WASMBINFMT_STRICT") == "1"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Signals the tests expect their programs to start with at the default disposition. A
+# caller may have left them ignored (nohup ignores SIGHUP), and exec keeps an ignored
+# signal ignored; a caught one goes back to its default. So where one is ignored here,
+# pytest catches it instead, with a handler that does nothing: pytest still outlives it,
+# and every program the tests start gets the default.
+ASSUMED_DEFAULT = ("SIGHUP", "SIGTERM", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGINT")
+IGNORED_BY_THE_CALLER: list[str] = []
+
+
+def pytest_configure(config):
+    import signal
+
+    for name in ASSUMED_DEFAULT:
+        sig = getattr(signal, name)
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            signal.signal(sig, lambda *_: None)
+            IGNORED_BY_THE_CALLER.append(name)
+
+
+def pytest_report_header(config):
+    if IGNORED_BY_THE_CALLER:
+        return (f"ignored by the caller, caught by pytest so that the tests' programs start "
+                f"with their default: {', '.join(IGNORED_BY_THE_CALLER)}")
+    return None
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -83,3 +83,20 @@ def test_without_the_kernel_oracle_tests_pass_on_the_tool_and_say_what_was_not_c
     assert len(summary) == 1, done.stdout[-3000:]
     assert "no-such-filesystem" in summary[0] and test.split("::")[1] in summary[0]
     assert " passed" in done.stdout and "skipped" not in done.stdout
+
+
+def test_the_signals_tests_pass_under_nohup():
+    """nohup leaves SIGHUP ignored for pytest; tests that send SIGHUP assume its default."""
+    import signal
+
+    selected = ["tests/test_faults.py::test_signals_sent_to_wasmbinfmt_reach_the_command",
+                "tests/test_safety.py::test_signals_reach_a_module_as_a_native_program",
+                "-k", "HUP"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *selected],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "caught by pytest so that the tests' programs start with their default: SIGHUP" \
+        in done.stdout
+    assert " passed" in done.stdout and "failed" not in done.stdout
