@@ -56,6 +56,21 @@ def module(tmp_path: Path, name: str) -> Path:
     return path
 
 
+def test_help_and_version_answer_and_exit_0():
+    from importlib.metadata import version
+
+    from wasmbinfmt import __version__
+
+    done = run(["--help"])
+    assert done.returncode == 0 and done.stderr == b""
+    assert done.stdout.startswith(b"usage: wasmbinfmt-wasi ") and b"docs/wasi.md" in done.stdout
+    done = run(["--version"])
+    assert (done.returncode, done.stdout.decode()) == (
+        0, f"wasmbinfmt-wasi {__version__} (wasmtime {version('wasmtime')})\n")
+    done = run(["--bogus", "m.wasm"])
+    assert done.returncode == 2 and b"unknown option '--bogus'" in done.stderr
+
+
 def test_argv_reaches_the_program_options_included(fixtures, cache_dir):
     done = run([fixtures / "probe.wasm", "--help", "--dir", "x y"])
     assert done.stdout.decode().splitlines() == [

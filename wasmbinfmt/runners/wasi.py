@@ -73,6 +73,27 @@ USAGE = "usage: wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--n
         "[ARGS...]"
 
 
+HELP = f"""{USAGE}
+
+Runs a WASI command module like a native program: its argv, the environment, stdio,
+absolute paths from / and relative ones from the current directory, its exit status.
+  --preserve-argv0    the first of ARGS is the program's argv[0] (what a P rule passes)
+  --dir HOST[::GUEST] map only these directories (repeatable), instead of the default
+  --no-cache          compile without the cache of compiled modules
+  --compiler=C        auto (Winch first for large modules, Cranelift once it pays),
+                      cranelift, or winch
+  --ignored-signals=MASK  the caller's ignored signals (the tracer passes it)
+  --verbose           say when the module's current directory cannot be found for sure
+  --help, --version
+Status: the program's; 134 after a trap, 126 when it cannot be run, 127 when missing.
+Docs: docs/wasi.md."""
+
+
+class HelpAsked(ValueError):
+    """--help or --version: the text to print, and exit 0 (a ValueError where options
+    cannot be answered so, as in the warm host)."""
+
+
 class Options:
     def __init__(self) -> None:
         self.preserve_argv0 = False
@@ -94,6 +115,13 @@ def parse_args(args: list[str]) -> Options:
         i += 1
         if arg == "--":
             break
+        if arg in ("--help", "-h"):
+            raise HelpAsked(HELP)
+        if arg == "--version":
+            from .. import __version__
+
+            raise HelpAsked(f"wasmbinfmt-wasi {__version__} (wasmtime "
+                            f"{capi.installed_version(capi.load().path)})")
         if arg == "--preserve-argv0":
             options.preserve_argv0 = True
         elif arg == "--no-cache":
@@ -594,6 +622,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run, then exit the process with the program's status (this never returns)."""
     try:
         status = run(parse_args(sys.argv[1:] if argv is None else argv))
+    except HelpAsked as e:
+        print(e)
+        status = 0
     except ValueError as e:
         complain(str(e))
         status = 2
