@@ -425,3 +425,21 @@ def test_without_bytecode_writing_the_tracer_writes_the_packages_bytecode_at_its
     while stale_sources(str(package)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert stale_sources(str(package)) == []
+
+
+def test_the_docs_name_the_lines_where_the_packaged_rules_are():
+    """`which` transcripts in README.md and docs/ say `RULE (.../rules.yaml:N)`: N must be
+    the line the rule starts on, as `which` prints it."""
+    import re
+
+    lines = open(os.path.join(ROOT, "rules.yaml")).read().splitlines()
+    starts = {m.group(1): n for n, line in enumerate(lines, 1)
+              if (m := re.match(r"  - name: (\S+)$", line))}
+    docs = [os.path.join(ROOT, "README.md"), *sorted(
+        os.path.join(d, f) for d, _, files in os.walk(os.path.join(ROOT, "docs"))
+        for f in files if f.endswith(".md"))]
+    cited = [(doc, name, int(n)) for doc in docs
+             for name, n in re.findall(r": (\S+) \(\.\.\./wasmbinfmt/rules\.yaml:(\d+)\)",
+                                       open(doc).read())]
+    assert cited  # README.md has some
+    assert [(doc, name, n) for doc, name, n in cited if starts.get(name) != n] == []
