@@ -443,3 +443,26 @@ def test_the_docs_name_the_lines_where_the_packaged_rules_are():
                                        open(doc).read())]
     assert cited  # README.md has some
     assert [(doc, name, n) for doc, name, n in cited if starts.get(name) != n] == []
+
+
+def test_cache_says_where_it_is_what_it_holds_and_clears(fixtures, env, tmp_path):
+    import re
+
+    env = {**env, "WASMBINFMT_CACHE_DIR": str(tmp_path / "cache"),
+           "WASMBINFMT_CACHE_MAX_MB": "300"}
+    assert wasmbinfmt("--", str(fixtures / "hello.wasm"), env=env).returncode == 0
+    shown = wasmbinfmt("cache", env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == str(tmp_path / "cache")
+    assert re.fullmatch(r"  modules/ +[0-9.]+ MB  compiled modules: 1 compiled \(1 by "
+                        r"cranelift\), limit 300 MB", lines[1]), lines[1]
+    assert lines[-1].startswith("  total ")
+    listed = wasmbinfmt("cache", "--list", env=env).stdout.splitlines()
+    assert re.fullmatch(r"  [0-9a-f]{16}  cranelift +wasmtime \S+ +[0-9.]+ MB  used just now",
+                        listed[-1]), listed[-1]
+    cleared = wasmbinfmt("cache", "clear", env=env)
+    assert cleared.stdout.startswith(f"wasmbinfmt: removed {tmp_path / 'cache'} (")
+    assert not (tmp_path / "cache").exists()
+    off = wasmbinfmt("cache", env={**env, "WASMBINFMT_CACHE": "off"})
+    assert off.stdout == "the cache is off (WASMBINFMT_CACHE=off)\n"

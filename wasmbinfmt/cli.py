@@ -24,7 +24,7 @@ from .rules.sources import (
 )
 from .util.abcs import Callable
 
-SUBCOMMANDS = ("list", "which", "check", "log", "compare")
+SUBCOMMANDS = ("list", "which", "check", "log", "compare", "cache")
 
 
 class Option:
@@ -162,7 +162,8 @@ def build_run_parser():
         epilog="subcommands: 'list' shows the rules, 'which FILE...' what would run each FILE, "
                "'check' validates the rule sources, 'log FILE' summarises a --log file, "
                "'compare --profile A --profile B -- COMMAND' runs COMMAND under each profile "
-               "and reports what differs (wasmbinfmt SUBCOMMAND --help). Exit "
+               "and reports what differs, 'cache' shows the cache of compiled modules "
+               "('cache clear' removes it) (wasmbinfmt SUBCOMMAND --help). Exit "
                "status: COMMAND's own; 125 if it could not be traced, 126 not executable, "
                "127 not found, 2 invalid rules.")
     parser.add_argument("--version", action="version", version=f"wasmbinfmt {__version__}")
@@ -246,6 +247,17 @@ def build_parser():
     compare.add_argument("--time-min", type=float, default=1.0, metavar="SECONDS",
                          help="... and longer by SECONDS (default 1)")
     compare.add_argument("run_command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    cache = sub.add_parser(
+        "cache", help="where the cache of compiled modules and parsed rules is, what it "
+                      "holds; clear it",
+        description="Show the per-user cache (WASMBINFMT_CACHE_DIR, else "
+                    "$XDG_CACHE_HOME/wasmbinfmt, else ~/.cache/wasmbinfmt): its folders, "
+                    "their size, the compiled modules by compiler and the size limit "
+                    "(WASMBINFMT_CACHE_MAX_MB); 'clear' removes it all.")
+    cache.add_argument("action", nargs="?", choices=["show", "clear"], default="show")
+    cache.add_argument("--list", action="store_true",
+                       help="also list every compiled module: compiler, wasmtime build, "
+                            "size, when last used")
     return parser
 
 
@@ -514,6 +526,18 @@ def cmd_log(args: Namespace) -> int:
     return 0 if all_passed else 1
 
 
+def cmd_cache(args: Namespace) -> int:
+    from .report.cache_report import clear, report
+    from .util.cache import cache_dir
+
+    if args.action == "clear":
+        print(f"wasmbinfmt: {clear(cache_dir())}")
+        return 0
+    for line in report(cache_dir(), args.list):
+        print(line)
+    return 0
+
+
 def cmd_compare(args: Namespace) -> int:
     from .report.compare import compare
 
@@ -547,8 +571,8 @@ def cmd_compare(args: Namespace) -> int:
                    args.time_ratio, args.time_min, args.keep)
 
 
-COMMANDS = {"compare": cmd_compare, "list": cmd_list, "which": cmd_which, "check": cmd_check, "log": cmd_log,
-            "run": cmd_run}
+COMMANDS = {"compare": cmd_compare, "list": cmd_list, "which": cmd_which, "check": cmd_check,
+            "log": cmd_log, "cache": cmd_cache, "run": cmd_run}
 
 
 def _as_subcommand(argv: list[str], start: int) -> Namespace | None:
