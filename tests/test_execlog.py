@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -64,13 +65,26 @@ def test_an_unwritable_log_stops_nothing_but_the_start(box, user, tmp_path):
     assert done.returncode == 2 and b"cannot write /proc/no/such/dir/log" in done.stderr
 
 
+def test_verbose_lines_start_a_line_of_their_own_in_a_file_the_tree_writes_too(box, user):
+    """configure's "checking ... " is mid-line when it runs a module: ours goes below it."""
+    out = box / "out.log"
+    script = f'printf "checking... "; ./probe.wasm x >/dev/null; echo yes'
+    with open(out, "wb") as f:
+        done = subprocess.run(user([sys.executable, "-m", "wasmbinfmt", "-v", "--", "sh", "-c",
+                                    script]), cwd=box, stdout=f, stderr=f, timeout=120)
+    assert done.returncode == 0
+    assert re.fullmatch(r"checking\.\.\. \nwasmbinfmt: \[\d+\] wasm \./probe\.wasm "
+                        r"\(warm\)\nyes\n", out.read_text()), out.read_text()
+
+
 def test_the_log_file_for_messages_works_too(box, user):
     """--log-file used to be closed with the tracer's other inherited descriptors."""
     messages = box / "messages.log"
     done = wasmbinfmt(user, ["-v", "--log-file", str(messages), "--", "./probe.wasm", "x"],
                       cwd=box)
     assert done.returncode == 0, done.stderr
-    assert "rule wasm: " in messages.read_text()
+    assert re.fullmatch(r"wasmbinfmt: \[\d+\] wasm \./probe\.wasm \(warm\)\n",
+                        messages.read_text())
 
 
 def test_summarize_lists_runs_per_rule_and_failures():

@@ -10,6 +10,7 @@ emulators.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -239,6 +240,9 @@ def test_verbose_logs_each_rerouted_exec(box, user, tmp_path):
     assert done.returncode in (126, 127) and done.stderr.startswith(b"wasmbinfmt: -v: ")
     done = wasmbinfmt(user, ["-v", "--no-default-rules", "--rule", rule, "--",
                              "./probe.wasm", "x"], cwd=box)
+    assert re.fullmatch(rb"wasmbinfmt: \[\d+\] probe \./probe\.wasm\n", done.stderr)
+    done = wasmbinfmt(user, ["-vv", "--no-default-rules", "--rule", rule, "--",
+                             "./probe.wasm", "x"], cwd=box)  # the emulator's whole argv
     assert b"rule probe: " + bytes(box / "emu.sh") + b" ./probe.wasm x" in done.stderr
 
 

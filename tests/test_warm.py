@@ -19,7 +19,7 @@ import pytest
 
 from test_safety import TIMEOUT, wasmbinfmt
 
-WARM = b"(warm runner)"
+WARM = b" (warm)\n"  # how -v ends the line of an exec handed to the warm runner
 
 # Each line is run warm and cold, and must give the same status, stdout and stderr.
 CORPUS = [
@@ -70,7 +70,7 @@ def test_a_caller_the_host_cannot_stand_in_for_starts_the_runner_itself(box, use
     """Another session, namespace or a tight descriptor limit: the cold way, same result."""
     done = run(user, box, f"{prefix} ./probe.wasm cwd")
     assert done.returncode == 0 and done.stdout == f"{box}\n".encode(), done.stderr
-    assert b"rule wasm" in done.stderr and WARM not in done.stderr
+    assert b"] wasm ./probe.wasm\n" in done.stderr and WARM not in done.stderr
 
 
 def session_processes(sid: int) -> list[str]:

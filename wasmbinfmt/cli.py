@@ -33,14 +33,19 @@ class Option:
 
     def __init__(self, flags: tuple[str, ...], dest: str, action: str, help: str,
                  metavar: str | None = None, convert: Callable[[str], object] | None = None):
-        self.flags, self.dest, self.action = flags, dest, action  # action: store[_true]/append
+        # action: store, store_true, append, count
+        self.flags, self.dest, self.action = flags, dest, action
         self.help, self.metavar, self.convert = help, metavar, convert
 
     def default(self) -> object:
-        return {"append": [], "store_true": False, "store": None}[self.action]
+        return {"append": [], "store_true": False, "store": None, "count": 0}[self.action]
+
+    @property
+    def takes_value(self) -> bool:
+        return self.action not in ("store_true", "count")
 
     def add_to(self, group) -> None:
-        extra = {} if self.action == "store_true" else {"metavar": self.metavar}
+        extra = {"metavar": self.metavar} if self.takes_value else {}
         if self.convert is not None:
             extra["type"] = self.convert
         group.add_argument(*self.flags, dest=self.dest, action=self.action,
@@ -86,8 +91,9 @@ RULE_OPTIONS = (  # rule sources, highest precedence first; also for list, which
                 "program's arguments after them"),
 )
 RUN_OPTIONS = (
-    Option(("-v", "--verbose"), "verbose", "store_true",
-           help="log every rerouted exec (pid, rule, emulator argv)"),
+    Option(("-v", "--verbose"), "verbose", "count",
+           help="log every rerouted exec, a line each: pid, rule, program, warm runner or "
+                "not; -vv: the emulator's whole argv"),
     Option(("--log",), "exec_log", "store", metavar="FILE",
            help="write every rerouted exec, its exit status and duration, and a final "
                 "summary to FILE as JSON lines (docs/log.md; read it with 'wasmbinfmt log "
@@ -127,10 +133,14 @@ def parse_run_quickly(argv: list[str]) -> Namespace | None:
     i = 0
     while i < len(argv) and argv[i] != "--" and argv[i].startswith("-"):
         flag, has_value, value = argv[i].partition("=")
+        if len(flag) > 2 and flag.strip("v") == "-":  # -vv: a count given twice
+            args.verbose += len(flag) - 1
+            i += 1
+            continue
         option = by_flag.get(flag)
-        if option is None or (has_value and option.action == "store_true"):
+        if option is None or (has_value and not option.takes_value):
             return None
-        if option.action != "store_true" and not has_value:
+        if option.takes_value and not has_value:
             i += 1
             if i == len(argv) or argv[i].startswith("-"):  # argparse: a missing value
                 return None
@@ -142,6 +152,8 @@ def parse_run_quickly(argv: list[str]) -> Namespace | None:
                 return None
         if option.action == "append":
             getattr(args, option.dest).append(value)
+        elif option.action == "count":
+            setattr(args, option.dest, getattr(args, option.dest) + 1)
         else:
             setattr(args, option.dest, True if option.action == "store_true" else value)
         i += 1

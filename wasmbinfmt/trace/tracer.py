@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 import struct
 import sys
 import _signal as signal  # the C module: signal.py adds enums, and enum costs ~4 ms a start
@@ -280,12 +281,31 @@ class Tracer:
             resume(PTRACE_CONT, tid)
 
     def _say(self, message: str) -> None:
+        """A line of ours in the log: on a line of its own where the log is a file the
+        tree writes too (its last byte is looked at), as it cannot be on a terminal or a
+        pipe (--log-file is for that)."""
         if self.log is not None:
             try:
-                self.log.write(f"wasmbinfmt: {message}\n")
+                self.log.write(f"{self._fresh_line()}wasmbinfmt: {message}\n")
                 self.log.flush()
             except OSError:  # an unwritable log must not stop the tree
                 self.log = None
+
+    def _fresh_line(self) -> str:
+        try:
+            fd = self.log.fileno()
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or not st.st_size:
+                return ""
+            # The log's descriptor is write-only, as a redirection opens it: read the file
+            # through another.
+            reader = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return "\n" if os.pread(reader, 1, st.st_size - 1) != b"\n" else ""
+            finally:
+                os.close(reader)
+        except (OSError, ValueError, AttributeError):
+            return ""  # not a file, or not one we may read
 
     # -- registers --------------------------------------------------------------------------
 
@@ -473,7 +493,8 @@ class Tracer:
                 self._compile_bytecode()
                 ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
                 if ignored:  # after --verbose
-                    strings.insert(runner + self.verbose, b"--ignored-signals=%x" % ignored)
+                    strings.insert(runner + bool(self.verbose),
+                                   b"--ignored-signals=%x" % ignored)
         elif strings[:len(self.component_runner)] == self.component_runner:
             ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
             if ignored:  # after the wasmtime CLI's path
@@ -611,7 +632,7 @@ class Tracer:
                           f"its files fail to exec with ENOENT")
         if self.exec_log is not None:
             self._log_exec(tid, rewrite, caller_argv)
-        if self.verbose:
+        if self.verbose >= 2:  # the emulator's whole argv
             shown = [self.memory.read_string(tid, p, 256) or b"?" for p in caller_argv[:16]]
             argv = rewrite.argv.build(shown)
             more = " …" if len(caller_argv) > 16 else ""
@@ -619,6 +640,9 @@ class Tracer:
             self._say(f"[{tid}] rule {rules}: "
                       + " ".join(os.fsdecode(a) for a in argv) + more
                       + (" (warm runner)" if warm else ""))
+        elif self.verbose:  # short: the rule and the program
+            self._say(f"[{tid}] {' → '.join(r.name for r in rewrite.rules)} "
+                      f"{os.fsdecode(self.exec_name)}" + (" (warm)" if warm else ""))
 
     def _log_exec(self, tid: int, rewrite: Rewrite, caller_argv: list[int]) -> None:
         argv = [self.memory.read_string(tid, p, LOGGED_STRING) or b"?"
