@@ -5,7 +5,8 @@
 #                 cross gcc) and riscv64 (NAME.riscv64, zig's, static musl);
 #                 probe.c also without chdir (probe-nochdir.wasm, probe-nochdir.zig.wasm)
 #   native/*.c    for the host only (NAME)
-#   musl/*.c      for the host with zig's static musl (NAME.musl): musl's own posix_spawn
+#   musl/*.c      for the host with zig's static musl (NAME.musl): musl's own posix_spawn;
+#                 probe.c too (probe.static)
 #   wasm/*.c      for wasm32-wasi only, as reactors (NAME.wasm: _initialize, no _start)
 #   wat/*.wat     modules written by hand, in the text format (NAME.wasm, by wasmtime's
 #                 wat2wasm, from the wasmtime package in $PYTHON)
@@ -89,5 +90,12 @@ for c in "$src"/musl/*.c; do
             -o "$out/$name.musl" "$c"
     fi
 done
+# probe for the host, static (zig's musl): a program that needs nothing around it, for a
+# chroot of the tests' own.
+c=$src/portable/probe.c
+if stale "$out/probe.static" "$c"; then
+    "${PYTHON:-python3}" -m ziglang cc -target "$host-linux-musl" -static -Os \
+        -o "$out/probe.static" "$c"
+fi
 # Readable by the unprivileged user the tests also run as.
 chmod -R a+rX "$out"

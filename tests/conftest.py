@@ -167,7 +167,7 @@ exec "${0%/*}/probe.native" "$@"
 
 FIXTURES = ("probe.wasm", "probe.native", "probe.aarch64", "probe.riscv64", "execer",
             "hello.wasm", "vmspawn", "spawn.musl", "ownfilter", "probe-nochdir.wasm",
-            "spawn.wasm", "hello.dyn.aarch64", "hello.dyn.riscv64")
+            "spawn.wasm", "hello.dyn.aarch64", "hello.dyn.riscv64", "probe.static")
 
 
 @pytest.fixture

@@ -222,12 +222,12 @@ QUICK_CASES = [
     ["--no-default-rules", "--system", "--profile", "p", "--", "--", "x"],
     ["--log", "l.json", "--log-file=f", "cmd", "--log", "arg"],
     ["--emulator", "wasm=wasmtime run --dir=/::/ --", "--emulator=w=x", "cmd"],
-    ["--rules=", "cmd"], ["cmd", "--", "a"],
+    ["--rules=", "cmd"], ["cmd", "--", "a"], ["-vv", "x"], ["-v", "--verbose", "-vvv", "x"],
 ]
 NOT_QUICK = [
     [], ["--"], ["--help"], ["-h", "x"], ["--version"], ["--verb", "x"], ["--rules"],
     ["--log-file", "--verbose", "x"], ["--system=1", "x"], ["--emulator", "bad", "x"],
-    ["--emulator", "w='unclosed", "x"], ["-vv", "x"], ["--unknown", "x"], ["-", "x"],
+    ["--emulator", "w='unclosed", "x"], ["-vx", "x"], ["--unknown", "x"], ["-", "x"],
 ]
 
 
@@ -281,13 +281,13 @@ def test_a_misspelt_top_level_key_is_named_as_such(tmp_path, env):
 def test_help_and_the_no_command_error_list_every_subcommand(env):
     from wasmbinfmt.cli import SUBCOMMANDS
 
-    assert set(SUBCOMMANDS) == {"list", "which", "check", "log", "compare"}
+    assert set(SUBCOMMANDS) == {"list", "which", "check", "log", "compare", "cache"}
     helped = wasmbinfmt("--help", env=env)
-    assert "{list,which,check,log,compare}" in helped.stdout
+    assert "{list,which,check,log,compare,cache}" in helped.stdout
     assert all(f"'{name}" in helped.stdout for name in SUBCOMMANDS)
     bare = wasmbinfmt(env=env)
     assert bare.returncode == 2
-    assert "(or a subcommand: list, which, check, log, compare)" in bare.stderr
+    assert "(or a subcommand: list, which, check, log, compare, cache)" in bare.stderr
 
 
 def test_a_mistyped_subcommand_gets_a_hint(env):

@@ -88,6 +88,32 @@ def test_a_tracee_in_a_mount_namespace_of_its_own_has_its_own_files_matched(box,
     assert ours.stdout.decode().splitlines() == [f"[{box}/emu.sh]", f"[{box}/prog]", "[b]"]
 
 
+@pytest.mark.parametrize("follow", ["absolute symlink", "relative name"])
+def test_a_chrooted_tracee_has_its_symlinks_followed_in_its_own_root(box, user, follow):
+    """In a chroot (`unshare -r chroot`, no privilege needed), /usr/bin/tool -> /bin/real
+    means the jail's /bin/real: the tracer must not follow it into its own root."""
+    jail = box / "jail"
+    for directory in ("bin", "usr/bin", "work"):
+        (jail / directory).mkdir(parents=True)
+    shutil.copy(box / "probe.static", jail / "bin" / "emu")
+    (jail / "bin" / "real").write_bytes((box / "probe.wasm").read_bytes())
+    os.symlink("/bin/real", jail / "usr" / "bin" / "tool")
+    os.symlink("../bin/real", jail / "work" / "up")
+    for path in (jail / "bin" / "emu", jail / "bin" / "real"):
+        os.chmod(path, 0o755)
+    rule = ":w:M::\\x00asm::/bin/emu:"
+    if follow == "absolute symlink":
+        command = ["unshare", "-r", "chroot", str(jail), "/usr/bin/tool", "x"]
+        name = "/usr/bin/tool"
+    else:  # chroot's command runs from the jail's / (chroot changes directory to it)
+        command = ["unshare", "-r", "chroot", str(jail), "./work/up", "x"]
+        name = "./work/up"
+    done = wasmbinfmt(user, ["--no-default-rules", "--rule", rule, "--", *command], cwd=box)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[:3] == ["argc=3", "argv[0]=/bin/emu",
+                                                     f"argv[1]={name}"]
+
+
 def test_missing_emulator_fails_with_ENOENT_and_is_reported_once(box, user):
     rule = wasm_rule(box, interpreter="/nonexistent/emulator")
     script = "./execer execve ./probe.wasm a; ./execer execve ./probe.wasm b; true"

@@ -390,7 +390,7 @@ def cmd_which(args: Namespace) -> int:
         return 2
     # The files named are looked at whether executable or not (a warning says so); the
     # interpreters after them must be, as for the kernel.
-    inspect = Inspector(Matcher(ruleset.active()), lambda file: file,
+    inspect = Inspector(Matcher(ruleset.active()),
                         lambda path, first: first or os.access(path, os.X_OK))
     status = 0
     for name in args.files:
@@ -520,7 +520,7 @@ def _native_judge(rules: list[Rule]) -> Callable[[bytes], bool]:
     """Whether exec'ing a file runs it natively, judged in our own process as the tracer
     judges a tracee's exec (-v and --log leave the command's first exec to the tracer,
     which says and records what it saw)."""
-    inspector = Inspector(Matcher(rules), lambda name: name,
+    inspector = Inspector(Matcher(rules),
                           lambda path, first: os.access(path, os.X_OK, effective_ids=True))
     return lambda path: resolve_exec(path, inspector) is None
 

@@ -129,7 +129,7 @@ def emulator_loop(matcher: Matcher, rule: Rule) -> tuple[Rule, ...]:
 
     if not rule.interpreter.startswith("/"):
         return ()
-    inspect = Inspector(matcher, lambda name: name, lambda path, first: os.access(path, os.X_OK))
+    inspect = Inspector(matcher, lambda path, first: os.access(path, os.X_OK))
     verdict = resolve_exec(os.fsencode(rule.interpreter), inspect)
     return verdict.rules if isinstance(verdict, Fail) and verdict.errno == errno.ELOOP else ()
 
@@ -172,15 +172,17 @@ def run_detector(rule: Rule, path: str | bytes) -> bool:
 class Inspector:
     """The `inspect` callback of rewrite.resolve_exec, for files found through `locate`.
 
-    `locate` turns the name exec handlers see into a path to open (the tracer
-    reads a tracee's files through /proc); `executable(path, first)` says
-    whether the exec may go on with that file. `headers` caches what was read
-    (see read_header). One inspector serves every exec: the tracer calls it
-    for each of them, so it is built once, not per call.
+    `executable(path, first)` says whether the exec may go on with that file.
+    `locate(name, follow)` turns the name exec handlers see into a path to open (the
+    tracer reads a tracee's files through /proc), following a last symlink or not; None:
+    the name as it is. `headers` caches what was read (see read_header). One inspector
+    serves every exec: the tracer calls it for each of them, so it is built once, not per
+    call.
     """
 
-    def __init__(self, matcher: Matcher, locate: Callable[[bytes], bytes | str],
-                 executable: Callable[[bytes | str, bool], bool], headers: dict | None = None):
+    def __init__(self, matcher: Matcher, executable: Callable[[bytes | str, bool], bool],
+                 locate: Callable[[bytes, bool], bytes | str] | None = None,
+                 headers: dict | None = None):
         self.matcher = matcher
         self.locate = locate
         self.executable = executable
@@ -188,8 +190,8 @@ class Inspector:
         self.nofollow_first = False  # execveat's AT_SYMLINK_NOFOLLOW, for the exec at hand
 
     def __call__(self, name: bytes, first: bool) -> FileKind | None:
-        path = self.locate(name)
         follow = not (first and self.nofollow_first)
+        path = name if self.locate is None else self.locate(name, follow)
         try:
             header = read_header(path, follow, self.headers)
         except OSError:

@@ -12,6 +12,7 @@ import ctypes
 import os
 
 from .kernel import IoVec, vm_readv, vm_writev
+from .paths import host_path, resolve_in_root
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PATH_MAX = 4096
@@ -196,3 +197,49 @@ def command_name(pid: int | str) -> str:
             return comm.read().strip().decode("utf-8", "replace")
     except OSError:
         return "?"
+
+
+def root_identity(pid: int | str) -> tuple | None:
+    """A process's root: its directory's identity and its mount namespace."""
+    try:
+        st = os.stat(f"/proc/{pid}/root")
+        return st.st_dev, st.st_ino, os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def tracee_path(tid: int, name: bytes, own_root: tuple | None, follow: bool = True) -> bytes:
+    """A path the tracer can open for `name` as the tracee's exec names it (host_path).
+    Where the tracee's root is not ours (a chroot, another mount namespace), the name is
+    resolved in its root first (paths.resolve_in_root): through /proc/TID/root an absolute
+    symlink would lead into ours. `follow`: whether a last symlink is followed."""
+    path = host_path(tid, name)
+    proc = b"/proc/%d" % tid
+    if not path.startswith((proc + b"/root/", proc + b"/cwd/")) or \
+            root_identity(tid) == own_root:
+        return path  # a descriptor, /proc/self: the kernel's; or our own root
+    root = proc + b"/root"
+    start = b"/" if name.startswith(b"/") else _cwd_in_root(tid)
+    if start is None:
+        return path
+
+    def readlink(inside: bytes) -> bytes | None:
+        try:
+            return os.readlink(root + inside)
+        except OSError:  # not a symlink, or not there
+            return None
+    return root + resolve_in_root(name, start, readlink, follow)
+
+
+def _cwd_in_root(tid: int) -> bytes | None:
+    """The tracee's working directory as a path from its own root, where it is under it."""
+    try:
+        cwd = os.readlink(b"/proc/%d/cwd" % tid)
+        root = os.readlink(b"/proc/%d/root" % tid)
+    except OSError:
+        return None
+    if root == b"/":
+        return cwd
+    if cwd == root or cwd.startswith(root + b"/"):
+        return cwd[len(root):] or b"/"
+    return None

@@ -45,12 +45,11 @@ from .kernel import (
     NT_PRSTATUS, PTRACE_CONT, PTRACE_EVENT_CLONE, PTRACE_EVENT_FORK, PTRACE_EVENT_SECCOMP,
     PTRACE_EVENT_STOP, PTRACE_EVENT_VFORK, PTRACE_LISTEN, PTRACE_SYSCALL, WALL, IoVec,
 )
-from .paths import host_path
 from .seccomp import FILTER_DATA, PTRACE_TRACEME
 from .spaces import COOKIE_SIZE, STACK_MARGIN, Area, Spaces, area_size
 from .tracee import (
     PAGE, Memory, children, command_name, fd_is_cloexec, fs_credentials, ignored_signals,
-    stack_mapping, stat_field, tracer_of,
+    root_identity, stack_mapping, stat_field, tracee_path, tracer_of,
 )
 
 AT_SYMLINK_NOFOLLOW = 0x100
@@ -150,7 +149,8 @@ class Tracer:
         self.loops_said: set[str] = set()  # -v: rules whose loop was named (once each)
         # (rule name, loader): the sysroot ld_prefix_for chose, once per run.
         self.ld_prefixes: dict[tuple[str, bytes], str | None] = {}
-        self.inspector = Inspector(self.matcher, self._locate, self._executable, headers={})
+        self.inspector = Inspector(self.matcher, self._executable, self._locate, headers={})
+        self.own_root = root_identity("self")
         self.resolving = 0  # the tid whose exec the inspector is looking at
         self.privileged = os.geteuid() == 0
         self.own_groups = os.getgroups()
@@ -398,7 +398,7 @@ class Tracer:
         from ..exec.files import read_header
 
         try:
-            header = read_header(host_path(tid, self.exec_name))
+            header = read_header(tracee_path(tid, self.exec_name, self.own_root))
         except OSError:
             return
         rule = next(self.not_installed.candidates(self.exec_name, header), None)
@@ -443,8 +443,8 @@ class Tracer:
         inaccessible = dirfd != AT_FDCWD and relative and fd_is_cloexec(tid, dirfd)
         return resolve_exec(name, self.inspector, inaccessible)
 
-    def _locate(self, name: bytes) -> bytes:
-        return host_path(self.resolving, name)
+    def _locate(self, name: bytes, follow: bool = True) -> bytes:
+        return tracee_path(self.resolving, name, self.own_root, follow)
 
     def _executable(self, host: bytes, first: bool) -> bool:
         """Whether the tracee may exec the file (x bit, search permission, noexec mounts)."""
@@ -592,7 +592,7 @@ class Tracer:
         machine lacks and one of the rule's sysroots has (ld_prefix_for), unless the
         caller set one."""
         rule, name = rewrite.sysroot_for
-        loader = elf_loader(host_path(tid, name))
+        loader = elf_loader(tracee_path(tid, name, self.own_root))
         if loader is None:
             return rewrite  # static (or unreadable: qemu will say)
         key = (rule.name, loader)
