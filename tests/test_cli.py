@@ -466,3 +466,16 @@ def test_cache_says_where_it_is_what_it_holds_and_clears(fixtures, env, tmp_path
     assert not (tmp_path / "cache").exists()
     off = wasmbinfmt("cache", env={**env, "WASMBINFMT_CACHE": "off"})
     assert off.stdout == "the cache is off (WASMBINFMT_CACHE=off)\n"
+
+
+def test_help_names_every_variable_the_package_reads_and_the_profiles(env):
+    import re
+
+    source = "".join(open(os.path.join(d, f)).read()
+                     for d, _, files in os.walk(os.path.join(ROOT, "wasmbinfmt"))
+                     for f in files if f.endswith(".py"))
+    variables = set(re.findall(r"WASMBINFMT_[A-Z_]+", source))
+    assert "WASMBINFMT_CACHE_MAX_MB" in variables
+    helped = wasmbinfmt("--help", env=env).stdout
+    assert [v for v in sorted(variables) if f"  {v} " not in helped] == []
+    assert "profiles (--profile NAME): builtin, wasmtime-cli" in helped

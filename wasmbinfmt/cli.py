@@ -163,27 +163,54 @@ def parse_run_quickly(argv: list[str]) -> Namespace | None:
 
 def build_run_parser():
     import argparse
+    import textwrap
 
     parser = argparse.ArgumentParser(
         prog="wasmbinfmt", parents=[_rule_options()],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="wasmbinfmt [OPTIONS] [--] COMMAND [ARGS...]\n"
               f"       wasmbinfmt {{{','.join(SUBCOMMANDS)}}} [OPTIONS] ...",
-        description="Run COMMAND and its whole process tree with every exec of a file that "
-                    "a rule matches (WebAssembly, other-architecture ELF, ...) rerouted to the "
-                    "rule's emulator, as binfmt_misc would, without root.",
-        epilog="subcommands: 'list' shows the rules, 'which FILE...' what would run each FILE, "
-               "'check' validates the rule sources, 'log FILE' summarises a --log file, "
-               "'compare --profile A --profile B -- COMMAND' runs COMMAND under each profile "
-               "and reports what differs, 'cache' shows the cache of compiled modules "
-               "('cache clear' removes it) (wasmbinfmt SUBCOMMAND --help). Exit "
-               "status: COMMAND's own; 125 if it could not be traced, 126 not executable, "
-               "127 not found, 2 invalid rules.")
+        description=textwrap.fill(
+            "Run COMMAND and its whole process tree with every exec of a file that a rule "
+            "matches (WebAssembly, other-architecture ELF, ...) rerouted to the rule's "
+            "emulator, as binfmt_misc would, without root."),
+        epilog=textwrap.fill(
+            "subcommands: 'list' shows the rules, 'which FILE...' what would run each FILE, "
+            "'check' validates the rule sources, 'log FILE' summarises a --log file, "
+            "'compare --profile A --profile B -- COMMAND' runs COMMAND under each profile "
+            "and reports what differs, 'cache' shows the cache of compiled modules "
+            "('cache clear' removes it) (wasmbinfmt SUBCOMMAND --help). Exit "
+            "status: COMMAND's own; 125 if it could not be traced, 126 not executable, "
+            "127 not found, 2 invalid rules.") + ENVIRONMENT_HELP + _profiles_help())
     parser.add_argument("--version", action="version", version=f"wasmbinfmt {__version__}")
     for option in RUN_OPTIONS:
         option.add_to(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
                         help="the command to run, with its arguments")
     return parser
+
+
+ENVIRONMENT_HELP = """
+
+environment:
+  WASMBINFMT_RULES        rules files (absolute paths, ':'-separated) after --rules
+  WASMBINFMT_PROFILE      a profile for every run (--profile wins)
+  WASMBINFMT_CACHE=off    no cache of compiled modules and parsed rules
+  WASMBINFMT_CACHE_DIR    the cache's directory (else $XDG_CACHE_HOME/wasmbinfmt, else
+                          ~/.cache/wasmbinfmt; 'wasmbinfmt cache' shows it)
+  WASMBINFMT_CACHE_MAX_MB the compiled modules' limit (else a quarter of the free space,
+                          at most 16 GiB)"""
+
+
+def _profiles_help() -> str:
+    """The profiles the rules files define, for --help."""
+    try:
+        from .rules.sources import profile_names
+
+        names = profile_names()
+    except Exception:  # noqa: BLE001 - help must show even with broken rules files
+        return ""
+    return f"\n\nprofiles (--profile NAME): {', '.join(names)}" if names else ""
 
 
 def _parse_run(argv: list[str]) -> Namespace:

@@ -300,24 +300,37 @@ def profile_choices(name: str, files: list[str] = (), env: Mapping[str, str] | N
                     defaults: bool = True) -> list[tuple[str, list[str]]]:
     """The emulator choices of profile `name`, from the rules.yaml files among the
     sources (the first that defines it wins). RuleError if none does."""
+    for profiles in _profiles_in(files, env, defaults):
+        if name in profiles:
+            return profiles[name]
+    known = profile_names(files, env, defaults)
+    raise RuleError(f"no profile is named {name!r} (profiles: {', '.join(known) or 'none'})",
+                    "--profile", None, "NAME")
+
+
+def profile_names(files: list[str] = (), env: Mapping[str, str] | None = None,
+                  defaults: bool = True) -> list[str]:
+    """Every profile the rules.yaml files among the sources define, in the order found."""
+    names: list[str] = []
+    for profiles in _profiles_in(files, env, defaults):
+        names += [name for name in profiles if name not in names]
+    return names
+
+
+def _profiles_in(files: list[str], env: Mapping[str, str] | None, defaults: bool):
+    """Each rules.yaml source's profiles, in precedence order."""
     from .rules_yaml import parse_profiles
 
     env = os.environ if env is None else env
     paths = list(files) + [p for p in _rules_variable(env) if p.startswith("/")]
     if defaults:
         paths += [p for p in (user_rules_file(env), default_rules_file()) if p]
-    known: list[str] = []
     for path in paths:
         try:
             text = read_text(path)
         except RuleError:  # missing or unreadable: collect() reports it with the rules
             continue
-        profiles = parse_profiles(text, path)
-        if name in profiles:
-            return profiles[name]
-        known += [p for p in profiles if p not in known]
-    raise RuleError(f"no profile is named {name!r} (profiles: {', '.join(known) or 'none'})",
-                    "--profile", None, "NAME")
+        yield parse_profiles(text, path)
 
 
 def _rules_variable(env: Mapping[str, str]) -> list[str]:
