@@ -195,7 +195,7 @@ ENVIRONMENT_HELP = """
 environment:
   WASMBINFMT_RULES        rules files (absolute paths, ':'-separated) after --rules
   WASMBINFMT_PROFILE      a profile for every run (--profile wins)
-  WASMBINFMT_CACHE=off    no cache of compiled modules and parsed rules
+  WASMBINFMT_CACHE        off: no cache of compiled modules and parsed rules
   WASMBINFMT_CACHE_DIR    the cache's directory (else $XDG_CACHE_HOME/wasmbinfmt, else
                           ~/.cache/wasmbinfmt; 'wasmbinfmt cache' shows it)
   WASMBINFMT_CACHE_MAX_MB the compiled modules' limit (else a quarter of the free space,
