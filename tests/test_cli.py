@@ -142,7 +142,7 @@ def test_list_shows_order_status_and_origin(env, tmp_path):
     assert lines[0].split() == ["NAME", "TYPE", "MATCH", "EMULATOR", "FLAGS", "STATUS",
                                 "DEFINED", "AT"]
     assert lines[1].split()[:4] == ["wasm", "magic", "@0", "0061736d"]
-    assert "MISSING: /nowhere/emu does not exist" in lines[1] and f"{rules}:2" in lines[1]
+    assert "not installed: /nowhere/emu does not exist" in lines[1] and f"{rules}:2" in lines[1]
     assert "A='b c' /bin/sh -e" in lines[2] and "disabled" in lines[2]
     assert lines[3].startswith("wali ") and "wasm-component" in lines[4]
     hidden = [line for line in lines if "hidden by" in line]
@@ -157,11 +157,23 @@ def test_list_fits_80_columns_with_everything_on_its_lines(env, tmp_path):
     lines = done.stdout.splitlines()
     assert max(map(len, lines)) <= 80
     assert lines[0].split() == ["NAME", "MATCH", "FLAGS", "STATUS"]
-    assert lines[1].split() == ["wasm", "magic", "@0", "0061736d", "P", "MISSING"]
-    assert lines[2].startswith("    runs  /nowhere/xxx") and lines[2].endswith("…")
+    assert lines[1].split() == ["wasm", "magic", "@0", "0061736d", "P", "not", "installed"]
+    # paths cut on the left: their ends say the most
+    assert lines[2].startswith("    runs  …xxx") and lines[2].endswith("xxx/emu")
     origin = f"    from  {rules}:2"
-    assert lines[3] == (origin if len(origin) <= 80 else origin[:79] + "…")
-    assert lines[4].startswith("    MISSING: /nowhere/xxx")
+    assert lines[3] == (origin if len(origin) <= 80 else "    from  …" + origin[-69:])
+    assert lines[4].startswith("    not installed: /nowhere/xxx")
+    assert lines[4].endswith("…")
+
+
+def test_list_shows_the_import_condition_the_packaged_rules_lines_and_the_profiles(env):
+    lines = wasmbinfmt("list", env=env).stdout.splitlines()
+    wali = lines.index(next(line for line in lines if line.startswith("wali ")))
+    assert lines[wali + 1] == "    if    it imports from wali"
+    assert all(len(line) <= 80 for line in lines)
+    assert [line for line in lines if line.startswith("    from ") and
+            not line.rsplit(":", 1)[-1].isdigit()] == []  # rules.yaml:LINE, never cut
+    assert lines[-1] == "profiles (--profile NAME): builtin, wasmtime-cli"
 
 
 def test_check_lists_every_error_and_fails(env, tmp_path):

@@ -20,7 +20,7 @@ from .exec.match import Matcher
 from .exec.rewrite import Fail, resolve_exec
 from .rules.model import Rule, RuleError
 from .rules.sources import (
-    RuleSet, choose_emulators, collect, interpreter_problem, profile_choices,
+    RuleSet, choose_emulators, collect, interpreter_problem, profile_choices, profile_names,
 )
 from .util.abcs import Callable
 
@@ -362,9 +362,10 @@ def cmd_list(args: Namespace) -> int:
             status, why = "disabled", ""
         elif ruleset.why_not_here(rule):
             status, why = ruleset.why_not_here(rule)
-        else:
+        else:  # a rule of yours whose emulator is missing stays: its files fail with ENOENT
             problem = interpreter_problem(rule)
-            status, why = ("MISSING", f"MISSING: {problem}") if problem else ("enabled", "")
+            status, why = ("not installed", f"not installed: {problem}; its files fail to "
+                                            f"exec with ENOENT") if problem else ("enabled", "")
         env = " ".join(f"{k}={_shell_words([v])}" for k, v in rule.env)
         emulator = (env + " " if env else "") + _interpreter_text(rule)
         entries.append((rule, status, why, emulator))
@@ -388,10 +389,18 @@ def cmd_list(args: Namespace) -> int:
     print(_cut(_row(head[0], widths), width))
     for row, (rule, _, why, emulator) in zip(head[1:], entries):
         print(_cut(_row(row, widths), width))
-        print(_cut(f"    runs  {emulator}", width))
-        print(_cut(f"    from  {rule.origin}", width))
+        if rule.wasm_imports:  # what tells it apart from a rule of the same magic
+            print(_cut(f"    if    it imports from {', '.join(rule.wasm_imports)}", width))
+        if rule.detector:
+            print(_cut(f"    if    {rule.detector} accepts it", width))
+        # Paths are cut on the left: their ends (the runner, rules.yaml:LINE) say the most.
+        print(_cut_left(f"    runs  ", emulator, width))
+        print(_cut_left(f"    from  ", str(rule.origin), width))
         if why:
             print(_cut(f"    {why}", width))
+    profiles = profile_names(args.rules, defaults=not args.no_default_rules)
+    if profiles:
+        print(_cut(f"profiles (--profile NAME): {', '.join(profiles)}", width))
     return 0
 
 
@@ -402,6 +411,12 @@ def _row(cells: tuple[str, ...], widths: list[int]) -> str:
 
 def _cut(line: str, width: int) -> str:
     return _shorten(line, width)
+
+
+def _cut_left(label: str, text: str, width: int) -> str:
+    """`label` then `text`, whose start goes where the line is too long for `width`."""
+    room = width - len(label)
+    return label + (text if len(text) <= room else "…" + text[len(text) - room + 1:])
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:
