@@ -193,12 +193,17 @@ def test_exit_statuses_the_wasmtime_cli_refuses_reach_the_caller_as_natively(tre
 
 
 @pytest.mark.parametrize("build", ["probe.wasm", "probe.zig.wasm"])
-def test_a_trap_exits_as_under_the_wasmtime_cli_with_one_line(tree, way, user, build):
+def test_a_trap_exits_as_under_the_wasmtime_cli_with_its_backtrace(tree, way, user, build):
+    import re
+
     expected = wasmtime_cli(user, build, ["trap"], cwd=tree / "work")
     got = way(build, ["trap"], cwd=tree / "work")
     assert got.returncode == expected.returncode == 134
-    assert got.stderr.decode().splitlines() == [
-        f"wasmbinfmt-wasi: ./{build}: trap: wasm `unreachable` instruction executed"]
+    lines = got.stderr.decode().splitlines()
+    assert lines[:2] == [f"wasmbinfmt-wasi: ./{build}: trap: wasm `unreachable` instruction "
+                         f"executed", "wasm backtrace:"]
+    assert len(lines) > 3 and all(re.fullmatch(r" +\d+: +0x[0-9a-f]+ - \S.*", line)
+                                  for line in lines[2:])
     assert "unreachable" in expected.stderr.decode()
 
 

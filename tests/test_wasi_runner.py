@@ -15,7 +15,8 @@ import wasmtime
 RUNNER = [sys.executable, "-m", "wasmbinfmt.runners.wasi"]
 # Modules that must be refused or trap, written here as text.
 WAT = {
-    "trap": '(module (memory (export "memory") 1) (func (export "_start") unreachable))',
+    "trap": '(module (memory (export "memory") 1) (func $inner unreachable) '
+            '(func (export "_start") call $inner))',
     "no-start": '(module (memory (export "memory") 1) (func (export "main")))',
     # Post-MVP features real toolchains emit, with no flag: exception handling (as
     # setjmp/longjmp in C), tail calls, SIMD, bulk memory. Exits 7 if all of them work.
@@ -147,12 +148,18 @@ def test_the_wasm_stack_follows_the_stack_limit(limit, size):
     assert max_wasm_stack(limit) == size
 
 
-def test_a_trap_exits_134_with_one_line_naming_module_and_reason(tmp_path, cache_dir):
+def test_a_trap_exits_134_naming_module_reason_and_the_wasm_backtrace(tmp_path, cache_dir):
+    import re
+
     path = module(tmp_path, "trap")
     done = run([path])
     assert done.returncode == 134
-    assert done.stderr.decode().splitlines() == [
-        f"wasmbinfmt-wasi: {path}: trap: wasm `unreachable` instruction executed"]
+    lines = done.stderr.decode().splitlines()
+    assert lines[:2] == [f"wasmbinfmt-wasi: {path}: trap: wasm `unreachable` instruction "
+                         f"executed", "wasm backtrace:"]
+    assert re.fullmatch(r" +0: +0x[0-9a-f]+ - inner", lines[2])  # the name section's name
+    assert re.fullmatch(r" +1: +0x[0-9a-f]+ - <wasm function 1>", lines[3])
+    assert len(lines) == 4
 
 
 @pytest.mark.parametrize("name,message", [
@@ -180,6 +187,8 @@ def test_invalid_and_missing_files(tmp_path, cache_dir):
     (tmp_path / "bad.wasm").write_bytes(b"\0asm\1\0\0\0garbage")
     done = run([tmp_path / "bad.wasm"])
     assert done.returncode == 126 and b"not a valid WebAssembly module" in done.stderr
+    assert b"(at offset 0x" in done.stderr  # where and why, on the one line
+    assert len(done.stderr.splitlines()) == 1
     assert run([tmp_path / "missing.wasm"]).returncode == 127
 
 

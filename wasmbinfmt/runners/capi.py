@@ -26,7 +26,12 @@ class WasmtimeError(Exception):
 
 
 class Trap(Exception):
-    """The guest trapped: the trap's message."""
+    """The guest trapped: the trap's message; `frames`, the wasm backtrace, innermost
+    first, as (function index, offset in the module, the function's name or None)."""
+
+    def __init__(self, message: str, frames: list[tuple[int, int, str | None]] = ()):
+        super().__init__(message)
+        self.frames = list(frames)
 
 
 class _ByteVec(ctypes.Structure):  # wasm_byte_vec_t, wasm_name_t, wasm_message_t
@@ -136,6 +141,12 @@ _SIGNATURES = {
     "wasmtime_global_set": (c_void_p, [c_void_p, POINTER(_Global), POINTER(_Val)]),
     "wasmtime_error_message": (None, [c_void_p, POINTER(_ByteVec)]),
     "wasm_trap_message": (None, [c_void_p, POINTER(_ByteVec)]),
+    "wasm_trap_trace": (None, [c_void_p, POINTER(_PointerVec)]),
+    "wasm_frame_func_index": (c_uint32, [c_void_p]),
+    "wasm_frame_module_offset": (c_size_t, [c_void_p]),
+    "wasmtime_frame_func_name": (POINTER(_ByteVec), [c_void_p]),
+    "wasm_frame_vec_delete": (None, [POINTER(_PointerVec)]),
+    "wasm_trap_delete": (None, [c_void_p]),
     "wasmtime_trap_new": (c_void_p, [c_char_p, c_size_t]),
 }
 
@@ -195,6 +206,21 @@ def _check(error: int | None) -> None:
         message = _ByteVec()
         load().wasmtime_error_message(error, byref(message))
         raise WasmtimeError(message.bytes().decode("utf-8", "replace"))
+
+
+def _backtrace(lib, trap: c_void_p) -> list[tuple[int, int, str | None]]:
+    frames = _PointerVec()
+    lib.wasm_trap_trace(trap, byref(frames))
+    try:
+        return [(lib.wasm_frame_func_index(frame), lib.wasm_frame_module_offset(frame),
+                 _name_or_none(lib.wasmtime_frame_func_name(frame)))
+                for frame in frames.data[:frames.size]]
+    finally:
+        lib.wasm_frame_vec_delete(byref(frames))
+
+
+def _name_or_none(name) -> str | None:
+    return name.contents.bytes().decode("utf-8", "replace") if name else None
 
 
 def _names(vector: _PointerVec, *getters) -> list[tuple[str, ...]]:
@@ -394,9 +420,11 @@ class WasiProcess:
             raise raised
         _check(error)
         if trap.value:
+            lib = load()
             message = _ByteVec()
-            load().wasm_trap_message(trap, byref(message))
-            raise Trap(message.bytes().rstrip(b"\0").decode("utf-8", "replace"))
+            lib.wasm_trap_message(trap, byref(message))
+            raise Trap(message.bytes().rstrip(b"\0").decode("utf-8", "replace"),
+                       _backtrace(lib, trap))
 
     def global_i32(self, name: str) -> int:
         item = self._export(name, EXTERN_GLOBAL)

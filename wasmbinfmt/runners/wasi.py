@@ -395,7 +395,7 @@ class Prepared:
                                               self.cranelift_due)
         except capi.WasmtimeError as e:
             raise CannotRun(f"{module_path}: not a valid WebAssembly module: "
-                            f"{_first_line(e)}", EXIT_CANNOT_RUN) from None
+                            f"{_with_causes(e)}", EXIT_CANNOT_RUN) from None
         if module is None:
             return False
         for module_name, name in module.imports():
@@ -543,7 +543,8 @@ def start(prepared: Prepared, options: Options, env: list[tuple[bytes, bytes]],
     except _ProcExit as e:
         status = e.status
     except capi.Trap as e:
-        status = _fail(options.module, f"trap: {_first_line(e)}", EXIT_TRAP)
+        status = _fail(options.module, f"trap: {_first_line(e)}{_shown_backtrace(e.frames)}",
+                       EXIT_TRAP)
     except capi.WasmtimeError as e:
         return _fail(options.module, _first_line(e), EXIT_CANNOT_RUN)
     # (Unless Cranelift's code was made meanwhile: its record has served.)
@@ -607,6 +608,27 @@ def current_directory() -> str | None:
     except OSError:
         return None
     return cwd if len(os.fsencode(cwd)) < wasi_cwd.LONGEST_SEEDED_CWD else None
+
+
+BACKTRACE_FRAMES = 32  # a deep recursion's trace is cut after this many, as it says
+
+
+def _shown_backtrace(frames: list[tuple[int, int, str | None]]) -> str:
+    """The wasm backtrace as the wasmtime CLI prints it: frame, module offset, function."""
+    lines = [f"\n    {n:>2}: {offset:#8x} - {name or f'<wasm function {index}>'}"
+             for n, (index, offset, name) in enumerate(frames[:BACKTRACE_FRAMES])]
+    if len(frames) > BACKTRACE_FRAMES:
+        lines.append(f"\n        ... {len(frames) - BACKTRACE_FRAMES} more frames")
+    return "\nwasm backtrace:" + "".join(lines) if lines else ""
+
+
+def _with_causes(error: Exception) -> str:
+    """A wasmtime error on one line: what failed, then why ("Caused by:"), where it says
+    (a parse error's offset, for one)."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    parts = [line.split(": ", 1)[1] if line[:1].isdigit() and ": " in line else line
+             for line in lines if line and line != "Caused by:"]
+    return ": ".join(parts) or type(error).__name__
 
 
 def _first_line(error: Exception) -> str:
