@@ -235,6 +235,7 @@ QUICK_CASES = [
     ["--log", "l.json", "--log-file=f", "cmd", "--log", "arg"],
     ["--emulator", "wasm=wasmtime run --dir=/::/ --", "--emulator=w=x", "cmd"],
     ["--rules=", "cmd"], ["cmd", "--", "a"], ["-vv", "x"], ["-v", "--verbose", "-vvv", "x"],
+    ["--emulator-arg", "wasm=-W fuel=9", "--emulator-arg=w=x", "cmd"],
 ]
 NOT_QUICK = [
     [], ["--"], ["--help"], ["-h", "x"], ["--version"], ["--verb", "x"], ["--rules"],
@@ -491,3 +492,20 @@ def test_help_names_every_variable_the_package_reads_and_the_profiles(env):
     helped = wasmbinfmt("--help", env=env).stdout
     assert [v for v in sorted(variables) if f"  {v} " not in helped] == []
     assert "profiles (--profile NAME): builtin, wasmtime-cli" in helped
+
+
+def test_emulator_arg_adds_to_a_rules_emulator_before_its_own_double_dash(fixtures, env):
+    module = str(fixtures / "hello.wasm")
+    done = wasmbinfmt("which", "--emulator-arg", "wasm=--compiler=winch --no-cache", module,
+                      env=env)
+    argv = done.stdout.splitlines()[1].split()
+    assert argv[5:] == ["--preserve-argv0", "--compiler=winch", "--no-cache", "--", module,
+                        module]
+    cli = wasmbinfmt("which", "--profile", "wasmtime-cli", "--emulator-arg",
+                     "wasm=-W fuel=100", module, env=env).stdout.splitlines()[1].split()
+    assert cli[-4:] == ["-W", "fuel=100", "--", module]  # a runtime's line: no argv[0]
+    ran = wasmbinfmt("--profile", "wasmtime-cli", "--emulator-arg", "wasm=-W fuel=100", "--",
+                     module, env=env)
+    assert ran.returncode == 134 and "all fuel consumed" in ran.stderr  # the CLI got it
+    unknown = wasmbinfmt("--emulator-arg", "wsam=-x", "--", "true", env=env)
+    assert unknown.returncode == 2 and "no rule is named 'wsam'" in unknown.stderr

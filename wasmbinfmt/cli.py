@@ -20,7 +20,8 @@ from .exec.match import Matcher
 from .exec.rewrite import Fail, resolve_exec
 from .rules.model import Rule, RuleError
 from .rules.sources import (
-    RuleSet, choose_emulators, collect, interpreter_problem, profile_choices, profile_names,
+    RuleSet, add_emulator_args, choose_emulators, collect, interpreter_problem,
+    profile_choices, profile_names,
 )
 from .util.abcs import Callable
 
@@ -84,6 +85,11 @@ RULE_OPTIONS = (  # rule sources, highest precedence first; also for list, which
     Option(("--profile",), "profile", "store", metavar="NAME",
            help="the emulators profile NAME of a rules.yaml chooses (its 'profiles:' "
                 "section); --emulator choices come on top"),
+    Option(("--emulator-arg",), "emulator_args", "append", metavar="RULE=ARGS",
+           convert=_emulator_choice,
+           help="for this run, rule RULE's emulator also gets ARGS (quoted, e.g. "
+                "\"wasm=-W fuel=1000000\" for the wasmtime CLI, 'wasm=--dir /data' for the "
+                "built-in runner), before its own '--' if it has one"),
     Option(("--emulator",), "emulator", "append", metavar="RULE=COMMAND",
            convert=_emulator_choice,
            help="for this run, rule RULE runs COMMAND (with arguments: quote them, e.g. "
@@ -316,6 +322,7 @@ def _load(args: Namespace) -> RuleSet:
         except RuleError as e:
             ruleset.errors.append(RuleError(e.reason, where, None, "NAME"))
     choose_emulators(ruleset, args.emulator)
+    add_emulator_args(ruleset, args.emulator_args)
     return ruleset
 
 

@@ -277,23 +277,39 @@ def choose_emulators(ruleset: RuleSet, choices: list[tuple[str, list[str]]],
     """
     env = os.environ if env is None else env
     path_env = _command_path(env)
-    index = {rule.name: i for i, rule in enumerate(ruleset.rules)}
-    if choices:
-        import shlex  # not at the top: ~10 ms of every start (it imports re)
-    for name, argv in choices:
-        label = f"{source} {name}={shlex.join(argv)}"
-        if name not in index:
-            known = ", ".join(rule.name for rule in ruleset.rules) or "none"
-            ruleset.errors.append(RuleError(f"no rule is named {name!r} (rules: {known})",
-                                            label, None, "RULE"))
-            continue
-        rule = ruleset.rules[index[name]]
+    for i, argv, label in _named_rules(ruleset, choices, source):
+        rule = ruleset.rules[i]
         # Runtimes' command lines take no argv[0]; our runner asked for it does (P).
         keeps_argv0 = argv[0] == BUILTIN_RUNNER and PRESERVE_ARGV0 in argv[1:]
         flags = rule.flags | {"P"} if keeps_argv0 else rule.flags - {"P"}
         chosen = rule._replace(interpreter=argv[0], args=tuple(argv[1:]), flags=flags,
                                argv0_option=None, origin=Origin(label, None, "yaml"))
-        ruleset.rules[index[name]] = resolve_interpreter(chosen, path_env)
+        ruleset.rules[i] = resolve_interpreter(chosen, path_env)
+
+
+def add_emulator_args(ruleset: RuleSet, additions: list[tuple[str, list[str]]],
+                      source: str = "--emulator-arg") -> None:
+    """Give named rules' emulators more arguments for this run, before the rule's own
+    "--" (where emulators' options end) if it has one, else after its arguments."""
+    for i, words, _ in _named_rules(ruleset, additions, source):
+        args = list(ruleset.rules[i].args)
+        end = len(args) - args[::-1].index("--") - 1 if "--" in args else len(args)
+        ruleset.rules[i] = ruleset.rules[i]._replace(args=(*args[:end], *words, *args[end:]))
+
+
+def _named_rules(ruleset: RuleSet, choices: list[tuple[str, list[str]]], source: str):
+    """(index, words, label) of each choice's rule; an unknown name is an error."""
+    index = {rule.name: i for i, rule in enumerate(ruleset.rules)}
+    if choices:
+        import shlex  # not at the top: ~10 ms of every start (it imports re)
+    for name, words in choices:
+        label = f"{source} {name}={shlex.join(words)}"
+        if name in index:
+            yield index[name], words, label
+            continue
+        known = ", ".join(rule.name for rule in ruleset.rules) or "none"
+        ruleset.errors.append(RuleError(f"no rule is named {name!r} (rules: {known})",
+                                        label, None, "RULE"))
 
 
 def profile_choices(name: str, files: list[str] = (), env: Mapping[str, str] | None = None,
