@@ -127,6 +127,65 @@ def test_a_run_that_execs_another_rerouted_file_counts_both_rules():
     assert "wasm                      1     0.500    0.500" in text
 
 
+def check_trace_events(trace: dict) -> None:
+    """What Chrome's trace-event format asks of what we write (the JSON Object Format)."""
+    assert set(trace) == {"traceEvents", "displayTimeUnit"}
+    for event in trace["traceEvents"]:
+        assert event["ph"] in ("X", "i", "M") and isinstance(event["name"], str)
+        assert isinstance(event["pid"], int) and isinstance(event["tid"], int)
+        if event["ph"] == "X":
+            assert isinstance(event["ts"], int) and event["ts"] >= 0 and event["dur"] >= 1
+        if event["ph"] == "i":
+            assert event["s"] in ("g", "p", "t") and isinstance(event["ts"], int)
+        if event["ph"] == "M":
+            assert event["name"] == "process_name" and event["args"]["name"]
+    json.dumps(trace)
+
+
+def test_the_trace_has_a_track_per_process_and_a_slice_per_run():
+    from wasmbinfmt.report.execlog import trace
+
+    lines = [exec_event(10, 100.0, ["./a.wasm", "x"]),
+             exec_event(10, 100.5, ["./b.aarch64"], "aarch64"),  # the same pid execs again
+             exec_event(11, 100.2, ["/t/c.wasm"]),
+             event("exit", 101.5, pid=10, status=0, duration=1.0),
+             event("refused", 101.6, pid=12, path="./loop.wasm", errno=40,
+                   error="Too many levels of symbolic links"),
+             event("summary", 102.0, rerouted={}, native_attempts=0, failed=0,
+                   exited_nonzero=0, unfinished=1, duration=2.0)]
+    result = trace(lines)
+    check_trace_events(result)
+    slices = [(e["pid"], e["name"], e["ts"], e["dur"], e["args"]["status"])
+              for e in result["traceEvents"] if e["ph"] == "X"]
+    assert sorted(slices) == [(10, "aarch64: b.aarch64", 500000, 1000000, 0),
+                              (10, "wasm: a.wasm", 0, 500000, "exec'd again"),
+                              (11, "wasm: c.wasm", 200000, 1800000, "unfinished")]
+    tracks = {e["pid"]: e["args"]["name"] for e in result["traceEvents"] if e["ph"] == "M"}
+    assert tracks == {10: "a.wasm (10)", 11: "c.wasm (11)"}
+    (failed,) = [e for e in result["traceEvents"] if e["ph"] == "i"]
+    assert (failed["pid"], failed["ts"]) == (12, 1600000)
+
+
+def test_log_writes_a_trace_of_a_real_run_and_says_where_to_open_it(box, tmp_path):
+    log, out = tmp_path / "run.jsonl", tmp_path / "run.trace.json"
+    done = subprocess.run([sys.executable, "-m", "wasmbinfmt", "--log", str(log), "--", "sh",
+                           "-c", "./probe.wasm a > /dev/null & ./probe.wasm b >/dev/null; wait"],
+                          cwd=box, capture_output=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    events(log)  # complete
+    shown = subprocess.run([sys.executable, "-m", "wasmbinfmt", "log", str(log), "--trace",
+                            str(out)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[-1] == (
+        f"timeline written to {out}: open it in https://ui.perfetto.dev (Open trace file) or "
+        f"chrome://tracing (Load)")
+    result = json.loads(out.read_text())
+    check_trace_events(result)
+    runs = [e for e in result["traceEvents"] if e["ph"] == "X"]
+    assert sorted(e["args"]["argv"][1] for e in runs) == ["a", "b"]
+    assert len({e["pid"] for e in runs}) == 2  # a track each
+
+
 def test_death_by_a_signal_is_named_and_the_slowest_runs_are_listed():
     lines = [exec_event(10 + i, 100.0, [f"./p{i}.wasm"]) for i in range(7)]
     lines += [event("exit", 101, pid=10 + i, status=0, duration=float(i)) for i in range(6)]

@@ -259,6 +259,10 @@ def build_parser():
                          description="Runs, time and failures per rule, from a --log file. "
                                      "Exit 1 if a rerouted run failed.")
     log.add_argument("file", metavar="FILE")
+    log.add_argument("--trace", metavar="OUT",
+                     help="also write the run as a timeline to OUT, in Chrome's trace-event "
+                          "JSON (a track per process, a slice per rerouted run), for "
+                          "Perfetto's UI (ui.perfetto.dev) or chrome://tracing")
     compare = sub.add_parser(
         "compare", help="run COMMAND under several profiles and report what differs",
         description="Run COMMAND once per --profile (each with --log), then report side by "
@@ -575,15 +579,27 @@ def _native_judge(rules: list[Rule]) -> Callable[[bytes], bool]:
 
 
 def cmd_log(args: Namespace) -> int:
-    from .report.execlog import summarize
+    from .report.execlog import summarize, trace
 
     try:
         with open(args.file, encoding="utf-8") as f:
-            text, all_passed = summarize(f)
+            lines = f.readlines()
+        text, all_passed = summarize(lines)
     except (OSError, ValueError) as e:
         print(f"wasmbinfmt: {args.file}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 2
     print(text)
+    if args.trace:
+        import json
+
+        try:
+            with open(args.trace, "w", encoding="utf-8") as out:
+                json.dump(trace(lines), out)
+        except OSError as e:
+            print(f"wasmbinfmt: {args.trace}: {e.strerror}", file=sys.stderr)
+            return 2
+        print(f"timeline written to {args.trace}: open it in https://ui.perfetto.dev "
+              f"(Open trace file) or chrome://tracing (Load)")
     return 0 if all_passed else 1
 
 

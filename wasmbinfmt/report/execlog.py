@@ -92,13 +92,15 @@ def _ending(status: int) -> str:
     return f"killed by {name}"
 
 
-def summarize(lines: Iterable[str]) -> tuple[str, bool]:
-    """A readable summary of a log (and whether every rerouted run succeeded)."""
+def read_runs(lines: Iterable[str]):
+    """The log's runs, paired: (finished [(exec event, its end: an exit event, or the next
+    exec of that pid, status None)], still running {pid: exec event}, failed exec events,
+    the summary event or None). ValueError: a line that is not JSON."""
     import json
 
     execs: dict[int, dict] = {}
     finished: list[tuple[dict, dict]] = []
-    failures: list[str] = []
+    failed: list[dict] = []
     summary = None
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -111,17 +113,25 @@ def summarize(lines: Iterable[str]) -> tuple[str, bool]:
         if kind == "exec":
             earlier = execs.pop(event["pid"], None)
             if earlier is not None:  # it exec'd again: that run ended there, as a native one
-                finished.append((earlier, {"status": None, "duration": round(
-                    event["time"] - earlier["time"], 6)}))
+                finished.append((earlier, {"status": None, "time": event["time"], "duration":
+                                           round(event["time"] - earlier["time"], 6)}))
             execs[event["pid"]] = event
         elif kind == "exit" and event["pid"] in execs:
             finished.append((execs.pop(event["pid"]), event))
         elif kind in ("exec-failed", "refused"):
-            started = execs.pop(event["pid"], {})
-            what = started.get("argv") or [event.get("path", "?")]
-            failures.append(f"  exec failed ({event['error']}): {' '.join(what)}")
+            event["started"] = execs.pop(event["pid"], {})
+            failed.append(event)
         elif kind == "summary":
             summary = event
+    return finished, execs, failed, summary
+
+
+def summarize(lines: Iterable[str]) -> tuple[str, bool]:
+    """A readable summary of a log (and whether every rerouted run succeeded)."""
+    finished, _, failed, summary = read_runs(lines)
+    failures = [f"  exec failed ({event['error']}): "
+                f"{' '.join(event['started'].get('argv') or [event.get('path', '?')])}"
+                for event in failed]
     per_rule: dict[str, list[float]] = {}
     for started, ended in finished:
         per_rule.setdefault(started["rules"][0], []).append(ended["duration"])
@@ -147,3 +157,43 @@ def summarize(lines: Iterable[str]) -> tuple[str, bool]:
         out.append("failures:")
         out += failures
     return "\n".join(out), not failures
+
+
+def trace(lines: Iterable[str]) -> dict:
+    """The log in Chrome's trace-event format (Perfetto's UI and chrome://tracing open it):
+    a track per process, a slice per rerouted run named by its rule and program (its
+    argv, cwd and status in its arguments), instant events for execs that failed."""
+    import os
+
+    finished, running, failed, summary = read_runs(lines)
+    times = [start["time"] for start, _ in finished] + [e["time"] for e in running.values()]
+    times += [event["time"] for event in failed]
+    origin = min(times, default=0.0)
+    end = summary["time"] if summary else max(
+        [e["time"] for _, e in finished] + times, default=origin)
+
+    def micro(seconds: float) -> int:
+        return round((seconds - origin) * 1e6)
+
+    events, named = [], set()
+    runs = [(start, ended) for start, ended in finished] + [
+        (start, {"status": "unfinished", "time": end}) for start in running.values()]
+    for start, ended in runs:
+        pid = start["pid"]
+        program = os.path.basename(start["argv"][0]) if start["argv"] else start["path"]
+        if pid not in named:
+            named.add(pid)
+            events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": pid,
+                           "args": {"name": f"{program} ({pid})"}})
+        events.append({
+            "ph": "X", "name": f"{start['rules'][0]}: {program}", "cat": start["rules"][0],
+            "pid": pid, "tid": pid, "ts": micro(start["time"]),
+            "dur": max(1, micro(ended["time"]) - micro(start["time"])),
+            "args": {"argv": start["argv"], "cwd": start["cwd"], "rules": start["rules"],
+                     "status": "exec'd again" if ended["status"] is None
+                     else ended["status"]}})
+    for event in failed:
+        events.append({"ph": "i", "s": "p", "name": f"exec failed: {event['error']}",
+                       "pid": event["pid"], "tid": event["pid"], "ts": micro(event["time"]),
+                       "args": {"path": event.get("path", ""), "errno": event["errno"]}})
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
