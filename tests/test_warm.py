@@ -547,3 +547,32 @@ def test_a_module_runs_without_wakeup_preemption_and_a_caller_s_policy_stays(box
     done = run(user, box, script, *options)
     policies = [line.split(b":")[1].strip() for line in done.stdout.splitlines()]
     assert policies == [b"3", b"5", b"0"], done.stdout + done.stderr
+
+
+# Refuses pidfd_getfd (ENOSYS, as a kernel before 5.6 does) to what it execs.
+WITHOUT_PIDFD_GETFD = """
+import errno, os, sys
+from wasmbinfmt.trace import kernel
+from wasmbinfmt.trace.arch import host_arch
+from wasmbinfmt.trace.seccomp import Insn, ARCH_OFFSET, NR_OFFSET
+BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
+arch = host_arch()
+program = [Insn(BPF_LD_W_ABS, NR_OFFSET),
+           Insn(BPF_JEQ_K, kernel.SYS_PIDFD_GETFD, jt=0, jf=1),
+           Insn(BPF_RET_K, 0x00050000 | errno.ENOSYS),  # SECCOMP_RET_ERRNO
+           Insn(BPF_RET_K, 0x7FFF0000)]  # SECCOMP_RET_ALLOW
+kernel.install_seccomp_filter(kernel.pack_filter(program), arch.seccomp)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def test_without_pidfd_getfd_the_runner_starts_at_every_exec_and_v_says_why(box, user):
+    """Linux before 5.6 (Ubuntu 20.04's 5.4): no warm runner, but every module runs."""
+    done = subprocess.run(user([sys.executable, "-c", WITHOUT_PIDFD_GETFD, sys.executable,
+                                "-m", "wasmbinfmt", "-v", "--", "sh", "-c",
+                                "./probe.wasm exit 3; echo $?"]),
+                          cwd=box, capture_output=True, timeout=TIMEOUT)
+    assert done.returncode == 0 and done.stdout == b"3\n", done.stderr
+    assert b"this kernel lacks pidfd_getfd (Linux 5.6): the built-in runner starts at " \
+           b"every module exec" in done.stderr
+    assert WARM not in done.stderr

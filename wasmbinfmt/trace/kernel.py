@@ -222,6 +222,24 @@ def pidfd_getfd(pidfd: int, fd: int) -> int | None:
     raise _error("pidfd_getfd")
 
 
+def pidfd_getfd_works() -> bool:
+    """Whether this kernel has pidfd_open and pidfd_getfd (Linux 5.6) and lets us use them
+    (a seccomp policy may refuse them): tried on our own descriptor 0."""
+    try:
+        pidfd = os.pidfd_open(os.getpid())
+    except (OSError, AttributeError):  # ENOSYS, EPERM; a Python without os.pidfd_open
+        return False
+    try:
+        copy = pidfd_getfd(pidfd, 0)
+        if copy is not None:
+            os.close(copy)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
+
+
 def signal_sender(pid: int) -> tuple[int, int]:
     """(si_code, si_pid) of the signal `pid` stopped to be delivered (PTRACE_GETSIGINFO);
     si_pid is the sender's for SI_USER, SI_QUEUE and SI_TKILL (si_code 0, -1, -6)."""

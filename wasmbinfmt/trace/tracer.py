@@ -162,7 +162,12 @@ class Tracer:
         self.component_runner = [os.fsencode(sys.executable),
                                  *map(os.fsencode, component_runner_args())]
         self.bytecode_compiled = False  # before the runner's first start, or at the end
-        self.warm_wanted = warm and capture is None  # hand its execs to the warm runner
+        # Hand module execs to the warm runner, which takes the caller's stdio with
+        # pidfd_getfd (Linux 5.6): without it, the runner starts at every exec.
+        self.warm_wanted = warm and capture is None and kernel.pidfd_getfd_works()
+        if warm and capture is None and not self.warm_wanted and verbose:
+            self._say("this kernel lacks pidfd_getfd (Linux 5.6): the built-in runner "
+                      "starts at every module exec, as with --cold-runner")
         # --log-output: every rerouted exec runs under report/capture.py, which logs here.
         self.capture = None if capture is None else [
             os.fsencode(sys.executable), b"-I", b"-S", b"-B",
