@@ -14,7 +14,8 @@
 # by pip. The machine is cached in $WASMBINFMT_VM_DIR (default
 # ~/.cache/wasmbinfmt-aarch64-vm): a second run only boots, copies the working tree over
 # (rsync) and runs. Needs root (debootstrap, chroot), debootstrap, qemu-system-arm,
-# e2fsprogs, rsync, and pip with network access to PyPI and Debian.
+# e2fsprogs, rsync, gcc-aarch64-linux-gnu (the fixtures are built here), and pip with
+# network access to PyPI and Debian.
 set -eu
 [ $# -ge 1 ] || { echo "usage: $0 COMMAND..." >&2; exit 2; }
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -91,10 +92,15 @@ rm -rf "$share" && mkdir -p "$share/tree"
 (cd "$repo" && git ls-files -z --cached --others --exclude-standard |
     rsync -a --from0 --files-from=- . "$share/tree/")
 cp -r "$vm/wheels" "$share/wheels"
+# The test fixtures, built here for arm64 (compilers under emulation take minutes each):
+# newer than their sources, the machine's own build script leaves them as they are.
+FIXTURES_OUT=$vm/fixtures FIXTURES_MACHINE=aarch64 NATIVE_CC=aarch64-linux-gnu-gcc \
+    PYTHON=$python sh "$repo/scripts/build-fixtures.sh"
+mkdir -p "$share/tree/tests/fixtures" && cp -a "$vm/fixtures" "$share/tree/tests/fixtures/build"
 printf '%s\n' "$*" > "$share/command"
 cat > "$share/run" <<'RUN'
 set -e
-rsync -a --delete --exclude=/tests/fixtures/build --exclude=/.venv /host/tree/ /root/project/
+rsync -a --delete --exclude=/.venv /host/tree/ /root/project/
 if [ ! -x /root/venv/bin/python ]; then
     python3 -m venv /root/venv
     /root/venv/bin/pip install -q --disable-pip-version-check --no-index \

@@ -13,11 +13,15 @@
 # Needs (Debian): clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc gcc-aarch64-linux-gnu
 # libc6-dev-arm64-cross, and PyPI's ziglang in $PYTHON (default python3).
 # Running the dynamic foreign ones needs libc6-arm64-cross and libc6-riscv64-cross.
-# Rebuilds only what is older than its source.
+# Rebuilds only what is older than its source. For another machine (scripts/aarch64-vm.sh
+# builds them here for an emulated arm64 one): FIXTURES_MACHINE=aarch64 (as uname -m names
+# it) and NATIVE_CC, its compiler (aarch64-linux-gnu-gcc), into FIXTURES_OUT.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=$root/tests/fixtures/src
-out=$root/tests/fixtures/build
+out=${FIXTURES_OUT:-$root/tests/fixtures/build}
+host=${FIXTURES_MACHINE:-$(uname -m)}
+native_cc=${NATIVE_CC:-cc}
 mkdir -p "$out"
 
 stale() { [ ! -e "$1" ] || [ "$2" -nt "$1" ]; }
@@ -31,7 +35,7 @@ for c in "$src"/portable/*.c; do
         "${PYTHON:-python3}" -m ziglang cc -target wasm32-wasi -Os -s -o "$out/$name.zig.wasm" "$c"
     fi
     if stale "$out/$name.native" "$c"; then
-        cc -Os -o "$out/$name.native" "$c" -lm
+        $native_cc -Os -o "$out/$name.native" "$c" -lm
     fi
     if stale "$out/$name.riscv64" "$c"; then
         "${PYTHON:-python3}" -m ziglang cc -target riscv64-linux-musl -static -Os \
@@ -64,7 +68,7 @@ fi
 for c in "$src"/native/*.c; do
     name=$(basename "$c" .c)
     if stale "$out/$name" "$c"; then
-        cc -O2 -Wall -Werror -pthread -o "$out/$name" "$c"
+        $native_cc -O2 -Wall -Werror -pthread -o "$out/$name" "$c"
     fi
 done
 for c in "$src"/wasm/*.c; do
@@ -82,7 +86,6 @@ open(sys.argv[2], "wb").write(wasmtime.wat2wasm(open(sys.argv[1]).read()))' "$w"
         chmod +x "$out/$name.wasm"
     fi
 done
-host=$(uname -m)
 for c in "$src"/musl/*.c; do
     name=$(basename "$c" .c)
     if stale "$out/$name.musl" "$c"; then
