@@ -279,6 +279,9 @@ def build_parser():
                          help="a rules file, as for a run")
     compare.add_argument("--emulator", action="append", default=[], metavar="RULE=COMMAND",
                          help="for every profile's run, rule RULE runs COMMAND, as for a run")
+    compare.add_argument("--emulator-arg", action="append", default=[], metavar="RULE=ARGS",
+                         help="for every profile's run, rule RULE's emulator also gets ARGS, "
+                              "as for a run")
     compare.add_argument("--keep", metavar="DIR",
                          help="keep each run's output, log and work copy in DIR (else they "
                               "are removed)")
@@ -628,11 +631,13 @@ def cmd_compare(args: Namespace) -> int:
     # Everything is checked before anything runs: each profile, each rule source, each
     # emulator choice.
     check = Namespace(rule=args.rule, rules=args.rules, system=args.system,
-                      no_default_rules=args.no_default_rules, profile=None, emulator=[])
+                      no_default_rules=args.no_default_rules, profile=None, emulator=[],
+                      emulator_args=[])
     try:
         check.emulator = [_emulator_choice(value) for value in args.emulator]
+        check.emulator_args = [_emulator_choice(value) for value in args.emulator_arg]
     except Exception as e:  # noqa: BLE001 - argparse's error type, imported lazily
-        print(f"wasmbinfmt compare: --emulator {e}", file=sys.stderr)
+        print(f"wasmbinfmt compare: {e}", file=sys.stderr)
         return 2
     for profile in args.profile:
         check.profile = profile
@@ -641,6 +646,7 @@ def cmd_compare(args: Namespace) -> int:
     options = [*(f"--rule={line}" for line in args.rule),
                *(f"--rules={path}" for path in map(os.path.abspath, args.rules)),
                *(f"--emulator={value}" for value in args.emulator),
+               *(f"--emulator-arg={value}" for value in args.emulator_arg),
                *(["--no-default-rules"] if args.no_default_rules else []),
                *(["--system"] if args.system else [])]
     workdir = os.path.abspath(args.workdir) if args.workdir else None
