@@ -6,9 +6,13 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from wasmbinfmt.report.execlog import ExecLog, summarize
 from test_tracer import TIMEOUT, wasmbinfmt
@@ -184,6 +188,56 @@ def test_log_writes_a_trace_of_a_real_run_and_says_where_to_open_it(box, tmp_pat
     runs = [e for e in result["traceEvents"] if e["ph"] == "X"]
     assert sorted(e["args"]["argv"][1] for e in runs) == ["a", "b"]
     assert len({e["pid"] for e in runs}) == 2  # a track each
+
+
+# Fetched from npm at test time, pinned: a trace viewer and the library that drives the
+# browser (Debian's chromium, which .ci/run installs).
+BROWSER_PACKAGES = ("speedscope@1.25.0", "playwright-core@1.60.0")  # Node 18: Debian 12
+
+
+def test_a_real_browser_draws_the_trace_a_track_per_process(box, tmp_path):
+    import http.server
+    import threading
+
+    if not (shutil.which("node") and shutil.which("npm") and os.path.exists("/usr/bin/chromium")):
+        pytest.fail("needs node, npm and Debian's chromium (.ci/run installs them)")
+    log = tmp_path / "run.jsonl"
+    done = subprocess.run([sys.executable, "-m", "wasmbinfmt", "--log", str(log), "--", "sh",
+                           "-c", "./probe.wasm a > /dev/null & ./probe.wasm b >/dev/null; wait"],
+                          cwd=box, capture_output=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    events(log)
+    npm = tmp_path / "npm"
+    installed = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(npm),
+                                "--cache", str(tmp_path / "npm-cache"), *BROWSER_PACKAGES],
+                               capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    site = npm / "node_modules" / "speedscope" / "dist" / "release"
+    written = subprocess.run([sys.executable, "-m", "wasmbinfmt", "log", str(log), "--trace",
+                              str(site / "run.trace.json")], capture_output=True, timeout=60)
+    assert written.returncode == 0, written.stderr
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a: Quiet(*a, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        shot = tmp_path / "trace.png"
+        shown = subprocess.run(
+            ["node", str(Path(__file__).parent / "browser" / "render_trace.js"),
+             str(npm / "node_modules" / "playwright-core"),
+             f"{base}/index.html#profileURL={base}/run.trace.json", str(shot)],
+            capture_output=True, text=True, timeout=180)
+    finally:
+        server.shutdown()
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    page = json.loads(shown.stdout.splitlines()[-1])
+    assert page["errors"] == []
+    assert re.search(r"probe\.wasm \(\d+\) \(pid \d+, tid \d+\) \(1/2\)", page["text"]), page
+    assert shot.stat().st_size > 5000  # a drawn page, not an empty one
 
 
 def test_death_by_a_signal_is_named_and_the_slowest_runs_are_listed():
