@@ -50,18 +50,14 @@ RULES
     "$python" -m wasmbinfmt --no-default-rules --rules "$vm/second-stage.yaml" -- \
         chroot "$root" /debootstrap/debootstrap --second-stage
     rm -f "$root/usr/bin/qemu-aarch64-static"
-    # The machine's init: mount what a system needs, run /root/run (written at each run)
-    # with its output on the console, leave its status for the host, power off.
+    # The machine's init: the host's folder (9p), then the init each run writes there.
     cat > "$root/usr/local/sbin/vm-init" <<'INIT'
 #!/bin/sh
-mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-mkdir -p /dev/pts /dev/shm /run /tmp; mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /dev/shm; mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
-mount -o remount,rw /; hostname arm64; ip link set lo up 2>/dev/null
+mount -t proc proc /proc 2>/dev/null; mount -t sysfs sys /sys 2>/dev/null
+mount -t devtmpfs dev /dev 2>/dev/null
 modprobe 9pnet_virtio; modprobe 9p
 mkdir -p /host; mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 host /host
-cd /root; sh /host/run > /dev/console 2>&1 < /dev/null; echo $? > /host/status
-sync; poweroff -f
+exec sh /host/init
 INIT
     chmod 755 "$root/usr/local/sbin/vm-init"
     echo arm64 > "$root/etc/hostname"
@@ -82,7 +78,7 @@ fetch_wheels() {  # into wheels.part, renamed when whole
     done
     # Pure Python, published as a source archive only: built in the machine.
     "$python" -m pip download -q --disable-pip-version-check -d "$vm/wheels.part" \
-        "argparse-manpage>=4" setuptools wheel
+        "argparse-manpage>=4" setuptools wheel editables
     mv "$vm/wheels.part" "$vm/wheels"
 }
 
@@ -116,10 +112,19 @@ export WASMBINFMT_STRICT=1
 uname -sr
 sh /host/command
 RUN
+# The machine's side of a run: what a system needs mounted, /root/run with its output on
+# the console, its status left for the host, power off (SysRq: minbase has no poweroff).
+cat > "$share/init" <<'INIT'
+mkdir -p /dev/pts /dev/shm /run /tmp; mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm; mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
+mount -o remount,rw /; hostname arm64; ip link set lo up 2>/dev/null
+cd /root; sh /host/run > /dev/console 2>&1 < /dev/null; echo $? > /host/status
+sync; echo 1 > /proc/sys/kernel/sysrq; echo o > /proc/sysrq-trigger; sleep 10
+INIT
 rm -f "$share/status"
 qemu-system-aarch64 -M virt -cpu max -smp 2 -m 6144 -accel tcg,thread=multi -nographic \
     -kernel "$vm/vmlinuz" -initrd "$vm/initrd.img" \
-    -append "root=/dev/vda rw console=ttyAMA0 quiet init=/usr/local/sbin/vm-init" \
+    -append "root=/dev/vda rw console=ttyAMA0 quiet panic=1 init=/usr/local/sbin/vm-init" \
     -drive "file=$vm/root.img,format=raw,if=virtio" \
     -virtfs "local,path=$share,mount_tag=host,security_model=none" \
     -netdev user,id=net -device virtio-net-pci,netdev=net -no-reboot
