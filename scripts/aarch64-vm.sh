@@ -101,10 +101,11 @@ printf '%s\n' "$*" > "$share/command"
 cat > "$share/run" <<'RUN'
 set -e
 rsync -a --delete --exclude=/.venv /host/tree/ /root/project/
-if [ ! -x /root/venv/bin/python ]; then
-    python3 -m venv /root/venv
+if [ ! -e /root/venv/installed ]; then
+    rm -rf /root/venv && python3 -m venv /root/venv
     /root/venv/bin/pip install -q --disable-pip-version-check --no-index \
         --find-links /host/wheels -e '/root/project[test]'
+    touch /root/venv/installed
 fi
 ln -sfn /root/venv /root/project/.venv
 cd /root/project
