@@ -574,9 +574,9 @@ def cmd_check(args: Namespace) -> int:
         problem = interpreter_problem(rule)
         if problem:
             warnings.append(f"{rule.origin}: rule {rule.name!r}: emulator missing: {problem}")
-        elif emulator_loop(matcher, rule):
+        elif loop := emulator_loop(matcher, rule):
             warnings.append(f"{rule.origin}: rule {rule.name!r}: "
-                            f"{loop_message(rule.interpreter, emulator_loop(matcher, rule))}")
+                            f"{loop_message(rule.interpreter, loop)}")
     for problem in warnings:
         print(f"warning: {problem}")
     for rule, by in ruleset.shadowed:

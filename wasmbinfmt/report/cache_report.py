@@ -55,13 +55,13 @@ def report(directory: str | None, listing: bool, env=os.environ) -> list[str]:
         return ["the cache is off (WASMBINFMT_CACHE=off)"]
     lines = [f"{directory}"]
     total = 0
+    modules = module_entries(directory)
     for folder, what in FOLDERS.items():
         files = _files(os.path.join(directory, folder))
         size = sum(entry.stat(follow_symlinks=False).st_size for entry in files)
         total += size
         detail = f"{len(files)} files"
         if folder == "modules":
-            modules = module_entries(directory)
             compilers: dict[str, int] = {}
             for _, compiler, _, _, _ in modules:
                 compilers[compiler] = compilers.get(compiler, 0) + 1
@@ -74,7 +74,7 @@ def report(directory: str | None, listing: bool, env=os.environ) -> list[str]:
     if listing:
         now = time.time()
         lines.append("compiled modules, most recently used first:")
-        for digest, compiler, build, size, used in module_entries(directory):
+        for digest, compiler, build, size, used in modules:
             lines.append(f"  {digest[:16]}  {compiler:9} wasmtime {build:18} "
                          f"{_megabytes(size)}  used {_ago(now - used)}")
     return lines

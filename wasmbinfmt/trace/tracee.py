@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 
+from ..util.abcs import Callable
 from .kernel import IoVec, vm_readv, vm_writev
 from .paths import host_path, resolve_in_root
 
@@ -208,15 +209,16 @@ def root_identity(pid: int | str) -> tuple | None:
         return None
 
 
-def tracee_path(tid: int, name: bytes, own_root: tuple | None, follow: bool = True) -> bytes:
+def tracee_path(tid: int, name: bytes, in_our_root: Callable[[], bool],
+                follow: bool = True) -> bytes:
     """A path the tracer can open for `name` as the tracee's exec names it (host_path).
-    Where the tracee's root is not ours (a chroot, another mount namespace), the name is
-    resolved in its root first (paths.resolve_in_root): through /proc/TID/root an absolute
-    symlink would lead into ours. `follow`: whether a last symlink is followed."""
+    Where the tracee's root is not ours (`in_our_root()` false: a chroot, another mount
+    namespace), the name is resolved in its root first (paths.resolve_in_root): through
+    /proc/TID/root an absolute symlink would lead into ours. `follow`: whether a last
+    symlink is followed."""
     path = host_path(tid, name)
     proc = b"/proc/%d" % tid
-    if not path.startswith((proc + b"/root/", proc + b"/cwd/")) or \
-            root_identity(tid) == own_root:
+    if not path.startswith((proc + b"/root/", proc + b"/cwd/")) or in_our_root():
         return path  # a descriptor, /proc/self: the kernel's; or our own root
     root = proc + b"/root"
     start = b"/" if name.startswith(b"/") else _cwd_in_root(tid)

@@ -152,6 +152,7 @@ class Tracer:
         self.inspector = Inspector(self.matcher, self._executable, self._locate, headers={})
         self.own_root = root_identity("self")
         self.resolving = 0  # the tid whose exec the inspector is looking at
+        self.resolving_in_our_root: bool | None = None  # its root is ours (found once)
         self.privileged = os.geteuid() == 0
         self.own_groups = os.getgroups()
         self.exec_log = exec_log  # --log: JSON lines of the rerouted execs (execlog.py)
@@ -403,7 +404,7 @@ class Tracer:
         from ..exec.files import read_header
 
         try:
-            header = read_header(tracee_path(tid, self.exec_name, self.own_root))
+            header = read_header(tracee_path(tid, self.exec_name, self._in_our_root))
         except OSError:
             return
         rule = next(self.not_installed.candidates(self.exec_name, header), None)
@@ -442,14 +443,21 @@ class Tracer:
         if dirfd != AT_FDCWD and relative and dirfd < 0:
             return None  # EBADF
         name = self.exec_name = exec_filename(dirfd, path)
-        self.resolving = tid
+        self.resolving, self.resolving_in_our_root = tid, None
         # With an empty name the descriptor itself runs: there is no link to not follow.
         self.inspector.nofollow_first = bool(flags & AT_SYMLINK_NOFOLLOW and path)
         inaccessible = dirfd != AT_FDCWD and relative and fd_is_cloexec(tid, dirfd)
         return resolve_exec(name, self.inspector, inaccessible)
 
     def _locate(self, name: bytes, follow: bool = True) -> bytes:
-        return tracee_path(self.resolving, name, self.own_root, follow)
+        return tracee_path(self.resolving, name, self._in_our_root, follow)
+
+    def _in_our_root(self) -> bool:
+        """Whether the exec at hand's tracee has our root and mount namespace: looked at
+        once an exec, however many files its chain and -v look at."""
+        if self.resolving_in_our_root is None:
+            self.resolving_in_our_root = root_identity(self.resolving) == self.own_root
+        return self.resolving_in_our_root
 
     def _executable(self, host: bytes, first: bool) -> bool:
         """Whether the tracee may exec the file (x bit, search permission, noexec mounts)."""
@@ -597,7 +605,7 @@ class Tracer:
         machine lacks and one of the rule's sysroots has (ld_prefix_for), unless the
         caller set one."""
         rule, name = rewrite.sysroot_for
-        loader = elf_loader(tracee_path(tid, name, self.own_root))
+        loader = elf_loader(tracee_path(tid, name, self._in_our_root))
         if loader is None:
             return rewrite  # static (or unreadable: qemu will say)
         key = (rule.name, loader)
