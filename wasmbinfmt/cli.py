@@ -206,7 +206,9 @@ environment:
   WASMBINFMT_CACHE_DIR    the cache's directory (else $XDG_CACHE_HOME/wasmbinfmt, else
                           ~/.cache/wasmbinfmt; 'wasmbinfmt cache' shows it)
   WASMBINFMT_CACHE_MAX_MB the compiled modules' limit (else a quarter of the free space,
-                          at most 16 GiB)"""
+                          at most 16 GiB)
+  WASMBINFMT_LAUNCHER     off: modules whose code is cached go to the warm runner, not
+                          the launcher run in the caller's own exec (docs/performance.md)"""
 
 
 def _profiles_help() -> str:

@@ -385,6 +385,7 @@ class Prepared:
         self.entry = ""
         self.linker: capi.WasiLinker | None = None  # shared, with its instantiate_pre
         self.pre: int | None = None
+        self.file: os.stat_result | None = None  # the module file, for the launcher's ticket
 
     def load(self, module_path: str, compile: bool = True) -> bool:
         """Compile the module or load it from the cache, and check it can run (CannotRun);
@@ -412,6 +413,13 @@ class Prepared:
             raise CannotRun(f"{module_path}: not a WASI command or reactor (it exports neither "
                             f"_start nor _initialize)", EXIT_CANNOT_RUN)
         self.module, self.compiled_by, self.entry, self.wasm = module, compiled_by, entry, b""
+        if compiled_by == "cranelift" and self.file is not None and entry == "_start" \
+                and self.directory is not None:
+            from . import launch
+
+            launch.write_ticket(self.directory, self.file,
+                                entry_path(self.directory, self.name, "cranelift"),
+                                self.libc_cwd)
         return True
 
 
@@ -448,7 +456,9 @@ def prepare(options: Options, cwd: str | None, env: Mapping[str, str],
     `engine_for(stack_limit, compiler)` gives the engines (default: new ones)."""
     try:
         with open(options.module, "rb") as f:
+            before = os.fstat(f.fileno())
             wasm = f.read()
+            after = os.fstat(f.fileno())
     except OSError as e:
         raise CannotRun(f"{options.module}: {e.strerror}",
                         EXIT_CANNOT_RUN if e.errno != 2 else 127) from None
@@ -470,8 +480,17 @@ def prepare(options: Options, cwd: str | None, env: Mapping[str, str],
         engines(stack_limit, "cranelift")  # wasmtime's own complaint, if any, comes here
     except capi.WasmtimeError as e:
         raise CannotRun(f"{options.module}: {e}", EXIT_CANNOT_RUN) from None
-    return Prepared(lambda compiler: engines(stack_limit, compiler), options.compiler, wasm,
-                    directory, digest + ("-seeded" if libc_cwd else ""), libc_cwd)
+    prepared = Prepared(lambda compiler: engines(stack_limit, compiler), options.compiler,
+                        wasm, directory, digest + ("-seeded" if libc_cwd else ""), libc_cwd)
+    # What the launcher serves (launch.py): the default layout, a file read unchanged.
+    if cwd is not None and not options.dirs and _same_file(before, after):
+        prepared.file = after
+    return prepared
+
+
+def _same_file(before: os.stat_result, after: os.stat_result) -> bool:
+    return all(getattr(before, field) == getattr(after, field) for field in
+               ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns"))
 
 
 def run(options: Options) -> int:

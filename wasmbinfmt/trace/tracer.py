@@ -35,6 +35,7 @@ from ..exec.files import Inspector, elf_loader, ld_prefix_for, loop_message
 from ..exec.match import Matcher
 from ..util.record import record
 from ..exec.rewrite import AT_FDCWD, Fail, Rewrite, exec_filename, resolve_exec
+from ..util import cache
 from ..util.procstate import PYTHON_IGNORES_MASK
 from ..rules.model import Rule
 from ..rules.sources import builtin_runner_args, component_runner_args, interpreter_problem
@@ -49,7 +50,7 @@ from .seccomp import FILTER_DATA, PTRACE_TRACEME
 from .spaces import COOKIE_SIZE, STACK_MARGIN, Area, Spaces, area_size
 from .tracee import (
     PAGE, Memory, children, command_name, fd_is_cloexec, fs_credentials, ignored_signals,
-    root_identity, stack_mapping, stat_field, tracee_path, tracer_of,
+    root_identity, stack_mapping, stat_field, status_fields, tracee_path, tracer_of,
 )
 
 AT_SYMLINK_NOFOLLOW = 0x100
@@ -57,6 +58,7 @@ AT_EMPTY_PATH = 0x1000
 SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD marks syscall stops
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argv string
+FAST_PATHS = {"warm": "warm runner", "launched": "launcher"}  # -vv's names of them
 LOGGED_ARGS, LOGGED_STRING = 4096, 4096  # --log keeps this much of a caller's argv
 PROT_READ_WRITE = 0x3
 MAP_PRIVATE_ANONYMOUS = 0x22
@@ -175,6 +177,12 @@ class Tracer:
             os.fsencode(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                 __file__))), "report", "capture.py")), os.fsencode(capture)]
         self.warm = None  # the WarmRunner, made at the first such exec
+        # The launcher (runners/launch.py): the cache it reads ("": none), the environment
+        # that cache depends on, and its path (None: not built yet, "": cannot be).
+        self.launch_cache: str | None = None
+        self.launch_checks: list[bytes] = []
+        self.launcher: str | None = "" if os.environ.get(
+            "WASMBINFMT_LAUNCHER", "").lower() in ("off", "0", "no") else None
         self.warm_clients: dict[int, int] = {}  # the WarmRunner's clients (handoff.py)
         # Processes running capture.py, which passes on every signal but the one it cannot
         # catch: a SIGSTOP for one stops its emulator too.
@@ -496,13 +504,18 @@ class Tracer:
         if not caller_argv and rewrite.argv.skip == 0:
             strings.append(b"")  # the "" argv[0] Linux gives an empty argv
         handoff = ignored = None  # ignored: the caller's, of those Python's start changes
+        fast = None  # "warm" or "launched": the way a module exec skips the runner's start
         runner = len(self.builtin_runner)
         if strings[:runner] == self.builtin_runner:
             if self.verbose:
                 strings.insert(runner, b"--verbose")
-            if self.warm_wanted:
+            launched = self._launched(tid, strings, runner) if self.warm_wanted else None
+            if launched is not None:
+                strings, fast = launched, "launched"
+            elif self.warm_wanted:
                 handoff = self._handoff(tid, strings[runner:], tail, envp_at, rewrite.env)
-            if handoff is None:  # the runner starts itself
+                fast = "warm" if handoff is not None else None
+            if fast is None:  # the runner starts itself
                 self._compile_bytecode()
                 ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
                 if ignored:  # after --verbose
@@ -533,7 +546,7 @@ class Tracer:
             env_added, envp = len(added), None
         new_exec = NewExec(syscall, strings, len(strings) - env_added, tail, envp, env_kept,
                            env_added)
-        self._report(tid, rewrite, caller_argv, handoff is not None)
+        self._report(tid, rewrite, caller_argv, fast)
         saved = bytes(self.regs)
         size = new_exec.size()
         spaces, arch = self.spaces, self.arch
@@ -567,6 +580,43 @@ class Tracer:
         self._set_regs(tid, syscall=arch.mmap)
         self.pending[tid] = Pending(saved, "mmap", new_exec, length=length, handoff=handoff)
         resume(PTRACE_SYSCALL, tid)
+
+    def _launched(self, tid: int, strings: list[bytes], runner: int) -> list[bytes] | None:
+        """The launcher's argv up to the caller's (runners/launch.py), where it can serve
+        this module exec: its Cranelift code cached, a caller of our user in our root."""
+        from ..runners import launch
+
+        module = launch.module_of(strings[runner:])
+        if module is None or module.startswith((b"/dev/fd/", b"/proc/")):
+            return None  # a descriptor's name: the warm runner reads it in the caller's table
+        if self.launch_cache is None:
+            self.launch_cache = cache.usable_dir() or ""
+            self.launch_checks = launch.environment_checks()
+        if not self.launch_cache or self.launcher == "":
+            return None
+        try:
+            st = os.stat(self._locate(module))
+            uid = status_fields(tid)[b"Uid"].split()
+        except (OSError, KeyError):
+            return None
+        ours = b"%d" % os.geteuid()
+        if uid[1] != ours or uid[3] != ours or not self._in_our_root():
+            return None  # the cache and the launcher are ours to run
+        ticket = launch.read_ticket(self.launch_cache, st)
+        if ticket is None:
+            return None
+        if self.launcher is None:
+            self.launcher = launch.build(self.launch_cache) or ""
+            if not self.launcher:
+                if self.verbose:
+                    self._say("the module launcher could not be built (a C compiler, "
+                              "`cc` or $CC, is needed): module execs go to the warm runner")
+                return None
+        words = list(strings)
+        ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
+        if ignored:  # for the runner it hands over to, after --verbose
+            words.insert(runner + bool(self.verbose), b"--ignored-signals=%x" % ignored)
+        return launch.launcher_argv(self.launcher, ticket, self.launch_checks, words, runner)
 
     def _handoff(self, tid: int, runner_argv: list[bytes], tail: list[int], envp_at: int,
                  added_env: list[tuple[bytes, bytes]]):
@@ -634,7 +684,8 @@ class Tracer:
         longest = max(map(len, prefixes))
         return [p for p in env if not self.memory.read(tid, p, longest).startswith(prefixes)]
 
-    def _report(self, tid: int, rewrite: Rewrite, caller_argv: list[int], warm: bool) -> None:
+    def _report(self, tid: int, rewrite: Rewrite, caller_argv: list[int],
+                fast: str | None) -> None:
         for rule in rewrite.rules:
             if rule.name in self.checked_rules:
                 continue
@@ -652,10 +703,10 @@ class Tracer:
             rules = " → ".join(r.name for r in rewrite.rules)
             self._say(f"[{tid}] rule {rules}: "
                       + " ".join(os.fsdecode(a) for a in argv) + more
-                      + (" (warm runner)" if warm else ""))
+                      + (f" ({FAST_PATHS[fast]})" if fast else ""))
         elif self.verbose:  # short: the rule and the program
             self._say(f"[{tid}] {' → '.join(r.name for r in rewrite.rules)} "
-                      f"{os.fsdecode(self.exec_name)}" + (" (warm)" if warm else ""))
+                      f"{os.fsdecode(self.exec_name)}" + (f" ({fast})" if fast else ""))
 
     def _log_exec(self, tid: int, rewrite: Rewrite, caller_argv: list[int]) -> None:
         argv = [self.memory.read_string(tid, p, LOGGED_STRING) or b"?"
