@@ -166,7 +166,8 @@ exec "${0%/*}/probe.native" "$@"
 
 FIXTURES = ("probe.wasm", "probe.native", "probe.aarch64", "probe.riscv64", "execer",
             "hello.wasm", "vmspawn", "spawn.musl", "ownfilter", "probe-nochdir.wasm",
-            "spawn.wasm", "hello.dyn.aarch64", "hello.dyn.riscv64", "probe.static")
+            "spawn.wasm", "hello.dyn.aarch64", "hello.dyn.riscv64", "probe.static",
+            "nbody.wasm", "nbody.native")
 
 
 @pytest.fixture

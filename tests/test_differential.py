@@ -1,6 +1,6 @@
 """The class guard of the fast path's fidelity: generated cases run natively (the native
-build of the probe), under the runner started per exec, the warm runner and --log-output,
-and must give the same status and output under each.
+build of the probe), under the runner started per exec, the launcher, the warm runner and
+--log-output, and must give the same status and output under each.
 
 A case is an exec form (execve, execvp, posix_spawn, vfork, from a thread, while other
 threads run, fexecve), an argv (empty strings, spaces, thousands of short strings, one of
@@ -12,6 +12,7 @@ them; the dimensions' corners are the examples every run tries first.
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -34,8 +35,11 @@ ENVIRONMENTS = {
     "many": [f"V{n:05}=abcdefghijk" for n in range(2400)],
 }
 STDOUTS = {"pipe": "", "file": ">out; cat out", "closed": ">&-"}
-RUNNERS = {"cold": ["--cold-runner"], "warm": [], "log-output": ["--log", "log.jsonl",
-                                                                 "--log-output"]}
+# The runner started per exec first: it leaves the module's code cached, which the
+# launcher (the default once it is) then runs; the warm runner without it.
+RUNNERS = {"cold": ["--cold-runner"], "launched": [],
+           "warm": ["WASMBINFMT_LAUNCHER=off"], "log-output": ["--log", "log.jsonl",
+                                                                "--log-output"]}
 
 
 def command(form: str, argv: str, environment: str, stdout: str, probe: str) -> str:
@@ -86,8 +90,14 @@ def test_every_runner_gives_what_the_native_program_gives(box, user, form, argv,
     expected = native_expectation(native.stdout, environment)
     script = command(form, argv, environment, stdout, "probe.wasm")
     for name, options in RUNNERS.items():
-        done = wasmbinfmt(user, [*options, "--", "bash", "-c", script], cwd=box, timeout=60)
+        env = dict(os.environ)
+        env.update(option.split("=", 1) for option in options if "=" in option)
+        options = [option for option in options if "=" not in option]
+        done = wasmbinfmt(user, ["-v", *options, "--", "bash", "-c", script], cwd=box,
+                          timeout=60, env=env)
         assert (done.returncode, done.stdout) == (0, expected), (name, done.stderr[-2000:])
+        if name == "launched" and form != "execveat:fd:e":
+            assert b" (launched)\n" in done.stderr, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("stdout", sorted(STDOUTS))

@@ -1,0 +1,177 @@
+"""The launcher (runners/launch.py, launcher.c): a module exec whose Cranelift code is cached
+runs in the caller's own exec, so its parent sees what a native program gives (status,
+signals, CPU time), and whatever it does not serve itself it hands to the WASI runner
+with the same result. Every test runs as the current user and as an unprivileged one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+
+import pytest
+
+from test_safety import wasmbinfmt
+from wasmbinfmt.runners import launch
+from wasmbinfmt.runners.wasi_cwd import LibcCwd
+
+LAUNCHED = b" (launched)\n"
+WARM = b" (warm)\n"
+
+
+def run(user, box, script: str, *options: str, env: dict | None = None):
+    return wasmbinfmt(user, ["-v", *options, "--", "bash", "-c", script], cwd=box,
+                      env=None if env is None else {**os.environ, **env})
+
+
+def warmed(user, box, script: str) -> subprocess.CompletedProcess:
+    """`script` run twice: the first run leaves the modules' code cached; the second."""
+    run(user, box, script)
+    return run(user, box, script)
+
+
+def children_cpu(output: bytes) -> float:
+    """The children's user CPU time, in seconds, of bash's `times` (its second line)."""
+    minutes, seconds = re.match(rb"(\d+)m([\d.]+)s", output.splitlines()[-1]).groups()
+    return int(minutes) * 60 + float(seconds)
+
+
+def test_the_modules_cpu_time_reaches_its_parent_as_natively(box, user):
+    """A parent's wait4 (bash's `times`, make's and test drivers' timing) counts the module's
+    CPU time: the launcher is the caller's exec. The warm runner's worker is not, which is
+    why the launcher takes the modules it can."""
+    script = "./nbody.wasm 3000000 >/dev/null; times"
+    native = subprocess.run(user(["bash", "-c", script.replace(".wasm", ".native")]), cwd=box,
+                            capture_output=True)
+    launched = warmed(user, box, script)
+    warm = run(user, box, script, env={"WASMBINFMT_LAUNCHER": "off"})
+    assert LAUNCHED in launched.stderr and WARM in warm.stderr, (launched.stderr, warm.stderr)
+    reference = children_cpu(native.stdout)
+    assert reference > 0.05, native.stdout
+    assert children_cpu(launched.stdout) > reference / 2, (native.stdout, launched.stdout)
+    assert children_cpu(warm.stdout) < reference / 2, (native.stdout, warm.stdout)
+
+
+# Each is run once to cache the code, then compared with the runner started per exec.
+CASES = [
+    "./probe.wasm a 'b c' ''; ./probe.wasm exit 300; echo $?",
+    "./probe.wasm trap; echo $?",
+    "./probe.wasm cwd; cd /tmp && $OLDPWD/probe.wasm cwd; ls $OLDPWD >/dev/null",
+    "./probe-nochdir.wasm read ../$(basename $PWD)/probe.c 2>&1 | head -c 0; "
+    "./probe-nochdir.wasm cwd; ./probe-nochdir.wasm list .",
+    "printf 'a\\nb\\n' | ./probe.wasm cat; ./probe.wasm cat <&-; echo $?",
+    "./probe.wasm count >&-; echo $?; ./probe.wasm trap 2>&-; echo $?",
+    "ulimit -s 16384; ./probe.wasm recurse 100000",
+    "env -i X=1 ./probe.wasm environ; A=1 ./probe.wasm env A",
+]
+# What the launcher hands to the runner, with the same result: a string that is not UTF-8,
+# a tight descriptor limit, a cache this caller's environment puts elsewhere or turns off,
+# a current directory without a path.
+HANDED_OVER = [
+    "./probe.wasm $(printf '\\377'); echo $?",
+    "prlimit --nofile=100:100 ./probe.wasm openmany probe.wasm",
+    "./probe.wasm x; WASMBINFMT_CACHE=off ./probe.wasm cwd; HOME=/ ./probe.wasm env HOME",
+    "./probe.wasm x; mkdir -p gone && cd gone && rmdir ../gone && $OLDPWD/probe.wasm cwd; "
+    "echo $?",
+]
+
+
+@pytest.mark.parametrize("script", CASES + HANDED_OVER)
+def test_a_launched_exec_gives_what_the_runner_gives(box, user, script):
+    launched = warmed(user, box, script)
+    cold = run(user, box, script, "--cold-runner")
+    assert launched.stderr.count(LAUNCHED) == script.count(".wasm "), launched.stderr
+    assert (launched.returncode, launched.stdout, _without_log(launched.stderr)) == (
+        cold.returncode, cold.stdout, _without_log(cold.stderr))
+
+
+def _without_log(stderr: bytes) -> bytes:
+    return b"".join(line for line in stderr.splitlines(keepends=True)
+                    if not line.startswith(b"wasmbinfmt: ["))
+
+
+def test_signals_meet_the_callers_dispositions_from_the_first_instant(box, user):
+    """The launcher is the exec: a TERM ignored from the first instant stays ignored, a
+    default one kills, a stop stops (a traced stop: 't')."""
+    script = ("trap '' TERM; ./probe.wasm spin >o1 & kill -TERM $!; sleep 0.3; "
+              "kill -0 $! && echo ignored; kill -KILL $!; wait $!; echo $?; trap - TERM; "
+              "./probe.wasm spin >o2 & sleep 0.3; kill -TERM $!; wait $!; echo $?; "
+              "./probe.wasm spin >o3 & sleep 0.3; kill -STOP $!; sleep 0.2; "
+              "ps -o stat= -p $! | cut -c1 | tr t T; kill -KILL $!; wait $!; echo $?")
+    done = warmed(user, box, script)
+    assert done.stdout.split() == [b"ignored", b"137", b"143", b"T", b"137"], done.stderr
+    assert done.stderr.count(LAUNCHED) == 3, done.stderr
+
+
+def test_without_a_c_compiler_modules_go_to_the_warm_runner(box, user, tmp_path):
+    """No launcher can be built: -v says so, once, and the exec is served warm."""
+    cache = tmp_path / "cache"
+    os.chmod(tmp_path, 0o777)
+    env = {"WASMBINFMT_CACHE_DIR": str(cache), "CC": "false"}
+    script = "./probe.wasm exit 3; echo $?; ./probe.wasm exit 4; echo $?"
+    done = run(user, box, script, env=env)
+    assert done.stdout == b"3\n4\n", done.stderr
+    assert done.stderr.count(b"could not be built") == 1 and done.stderr.count(WARM) == 2
+    assert LAUNCHED not in done.stderr
+
+
+def test_a_ticket_names_the_entry_and_where_libc_keeps_the_cwd(tmp_path):
+    module = tmp_path / "m.wasm"
+    module.write_bytes(b"\0asm")
+    entry = tmp_path / "modules" / "abc-seeded-50.0.0-1-cranelift.cwasm"
+    entry.parent.mkdir(mode=0o700)
+    entry.write_bytes(b"code")
+    st = os.stat(module)
+    assert launch.read_ticket(str(tmp_path), st) is None
+    launch.write_ticket(str(tmp_path), st, str(entry), LibcCwd(4096, True))
+    assert launch.read_ticket(str(tmp_path), st) == (str(entry), "R:4096")
+    launch.write_ticket(str(tmp_path), st, str(entry), LibcCwd(64, False))
+    assert launch.read_ticket(str(tmp_path), st) == (str(entry), "G:64")
+    launch.write_ticket(str(tmp_path), st, str(entry), None)
+    assert launch.read_ticket(str(tmp_path), st) == (str(entry), "-")
+    module.write_bytes(b"\0asm!")  # another identity: no ticket
+    assert launch.read_ticket(str(tmp_path), os.stat(module)) is None
+
+
+def test_a_ticket_or_entry_others_may_write_is_not_used(tmp_path):
+    module = tmp_path / "m.wasm"
+    module.write_bytes(b"\0asm")
+    st = os.stat(module)
+    entry = tmp_path / "modules" / "abc-50.0.0-1-cranelift.cwasm"
+    entry.parent.mkdir(mode=0o700)
+    entry.write_bytes(b"code")
+    launch.write_ticket(str(tmp_path), st, str(entry), None)
+    ticket = tmp_path / launch.TICKETS / launch.identity(st)
+    for path in (ticket, entry):
+        os.chmod(path, 0o622)
+        assert launch.read_ticket(str(tmp_path), st) is None, path
+        os.chmod(path, 0o600)
+    assert launch.read_ticket(str(tmp_path), st) is not None
+    entry.unlink()  # evicted from the cache
+    assert launch.read_ticket(str(tmp_path), st) is None
+    ticket.write_bytes(b"../../elsewhere.cwasm\n-\n")
+    os.chmod(ticket, stat.S_IRUSR | stat.S_IWUSR)
+    assert launch.read_ticket(str(tmp_path), st) is None
+
+
+@pytest.mark.parametrize("words, module", [
+    ([b"--preserve-argv0", b"--", b"./m.wasm"], b"./m.wasm"),
+    ([b"--verbose", b"--ignored-signals=1000", b"--preserve-argv0", b"--", b"m", b""], b"m"),
+    ([b"--", b"m.wasm", b"arg"], b"m.wasm"),
+    ([b"--dir", b"/tmp", b"--", b"m.wasm"], None),  # a layout of the user's: the runner's
+    ([b"--compiler=winch", b"--", b"m.wasm"], None),
+    ([b"--preserve-argv0"], None),
+    ([b"--preserve-argv0", b"--"], None),
+])
+def test_the_launcher_takes_only_the_options_it_knows(words, module):
+    assert launch.module_of(words) == module
+
+
+def test_the_launcher_refuses_to_be_started_by_hand(tmp_path):
+    path = launch.build(str(tmp_path))
+    assert path is not None and os.access(path, os.X_OK)
+    assert launch.build(str(tmp_path)) == path  # built once
+    done = subprocess.run([path, "x"], capture_output=True)
+    assert done.returncode == 2 and b"not by hand" in done.stderr
