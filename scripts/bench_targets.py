@@ -157,6 +157,8 @@ def warm_targets(args, cli: str, work: str, warm: dict[str, str], wanted) -> lis
         cli_loop = f"for i in $(seq {args.loop}); do {cli} run hello.wasm; done"
         contenders = {"wasmbinfmt": ([WASMBINFMT, "--", "sh", "-c", loop], warm),
                       "wasmtime CLI": (["sh", "-c", cli_loop], None),
+                      "warm runner, no launcher": ([WASMBINFMT, "--", "sh", "-c", loop],
+                                                   {**warm, "WASMBINFMT_LAUNCHER": "off"}),
                       "--cold-runner": ([WASMBINFMT, "--cold-runner", "--", "sh", "-c", loop],
                                         warm)}
         wrapper = proot_wrapper(work, cli)

@@ -175,3 +175,15 @@ def test_the_launcher_refuses_to_be_started_by_hand(tmp_path):
     assert launch.build(str(tmp_path)) == path  # built once
     done = subprocess.run([path, "x"], capture_output=True)
     assert done.returncode == 2 and b"not by hand" in done.stderr
+
+
+@pytest.mark.parametrize("prefix", ["", "prlimit --nofile=4096:4096", "setsid",
+                                    "prlimit --stack=unlimited"])
+def test_the_launcher_runs_the_module_itself_where_it_can(box, user, prefix):
+    """The common cases, a soft descriptor limit equal to the hard one (containers, CI)
+    and a caller of another session included, are served by the launcher itself, not
+    handed to the runner: the module's process is the launcher's."""
+    script = (f"{prefix} ./probe.wasm spin >o & until grep -q ready o 2>/dev/null; do "
+              f"sleep 0.02; done; basename $(readlink /proc/$!/exe) | cut -c1-17; kill $!")
+    done = warmed(user, box, script)
+    assert done.stdout == b"wasmbinfmt-launch\n", done.stderr

@@ -219,18 +219,24 @@ static void lay_out(const char *cwd, bool resolves_paths) {
 }
 
 /* Room for every preopen, as fit_descriptors makes it: the soft RLIMIT_NOFILE raised by
- * what the runtime holds, where the hard limit allows. Short of that, or under a tight
- * limit, the runner chooses which to keep. */
+ * what the runtime holds, where the hard limit allows; past that, the preopens may cost the
+ * program an eighth of its descriptors. Short of room for all, or under a tight limit,
+ * the runner chooses which to keep. */
 static void fit_descriptors(void) {
     if (getrlimit(RLIMIT_NOFILE, &files) != 0) hand_over();
     if (files.rlim_cur == RLIM_INFINITY) return;
+    if (files.rlim_cur < TIGHT_LIMIT) hand_over();
     rlim_t wanted = files.rlim_cur + count + RUNTIME_DESCRIPTORS;
-    if (files.rlim_cur < TIGHT_LIMIT
-        || (files.rlim_max != RLIM_INFINITY && files.rlim_max < wanted))
+    rlim_t raised = files.rlim_max != RLIM_INFINITY && files.rlim_max < wanted
+                    ? files.rlim_max : wanted;
+    if (raised > files.rlim_cur) {
+        struct rlimit more = {raised, files.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &more) == 0) files_raised = true;
+        else raised = files.rlim_cur;
+    }
+    long room = (long)raised - (long)files.rlim_cur - RUNTIME_DESCRIPTORS;
+    if (room < (long)count && (room < 0 ? 0 : room) + (long)(files.rlim_cur / 8) < (long)count)
         hand_over();
-    struct rlimit raised = {wanted, files.rlim_max};
-    if (setrlimit(RLIMIT_NOFILE, &raised) != 0) hand_over();
-    files_raised = true;
 }
 
 /* -- what the program ends with ---------------------------------------------------------- */
