@@ -1,22 +1,21 @@
 #!/usr/bin/env python3
-"""An in-process launcher against today's paths (issue 28, item 8), side by side in one run.
+"""The launcher (runners/launch.py) against the other ways to run a module, side by side
+in one run (issue 28, item 8).
 
     .venv/bin/python scripts/bench_launcher.py [--rounds 5] [--loop 200] [--steps 2000000]
 
-Builds scripts/bench/launcher.c (cc, against the wasmtime wheel's library) and measures,
-rounds interleaved, medians:
-  exec loop   a shell loop of N hello runs: native; the launcher on precompiled code, alone
-              and under `wasmbinfmt --` (the seccomp filter only: no rule matches it); the
-              wasmtime CLI; the warm runner (`wasmbinfmt -- ... ./hello.wasm`)
-  accounting  what a parent's wait4 sees of one nbody run (user CPU, max RSS), by GNU
-              time: native, the launcher, the CLI, the warm runner, the cold runner
-Needs the test fixtures (scripts/build-fixtures.sh) and /usr/bin/time.
+Measures, rounds interleaved, medians:
+  exec loop   a shell loop of N hello runs: native; under `wasmbinfmt --` with the
+              launcher (the default, once a first run has cached the code), with the warm
+              runner only (WASMBINFMT_LAUNCHER=off) and with --cold-runner; the wasmtime CLI
+  accounting  what a parent's wait4 sees of one nbody run (user CPU, max RSS): GNU time is
+              that parent, inside the tree for the runs under wasmbinfmt
+Needs the test fixtures (scripts/build-fixtures.sh), cc and /usr/bin/time.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import statistics
 import subprocess
@@ -26,24 +25,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "tests", "fixtures", "build")
-
-
-def library_dir() -> str:
-    import wasmtime
-
-    (found,) = glob.glob(os.path.join(os.path.dirname(wasmtime.__file__), "linux-*",
-                                      "_libwasmtime.so"))
-    return os.path.dirname(found)
-
-
-def precompile(module: str, target: str) -> None:
-    import wasmtime
-
-    engine = wasmtime.Engine()  # the C API's default config, as the launcher's engine
-    with open(module, "rb") as f:
-        compiled = wasmtime.Module(engine, f.read()).serialize()
-    with open(target, "wb") as f:
-        f.write(compiled)
+WASMBINFMT = [sys.executable, "-m", "wasmbinfmt"]
+WARM_ONLY = {"WASMBINFMT_LAUNCHER": "off"}
 
 
 def cli() -> str:
@@ -52,15 +35,16 @@ def cli() -> str:
     return runnable_binary()
 
 
-def timed(argv: list[str], cwd: str) -> float:
+def timed(argv: list[str], cwd: str, env: dict | None) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, check=True,
+                   env=None if env is None else {**os.environ, **env})
     return time.perf_counter() - start
 
 
-def usage(argv: list[str], cwd: str) -> str:
-    done = subprocess.run(["/usr/bin/time", "-f", "%U %M", *argv], cwd=cwd,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def usage(argv: list[str], cwd: str, env: dict | None) -> str:
+    done = subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, env=None if env is None else {**os.environ, **env})
     user, rss = done.stderr.split()[-2:]
     return f"user {float(user):.2f} s, max RSS {int(rss) // 1024} MiB"
 
@@ -72,49 +56,46 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000000)
     options = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench-launcher-")
-    lib = library_dir()
-    subprocess.run(["cc", "-O2", "-o", os.path.join(work, "launch"),
-                    os.path.join(ROOT, "scripts", "bench", "launcher.c"), f"-L{lib}",
-                    "-l:_libwasmtime.so", f"-Wl,-rpath,{lib}"], check=True)
     for name in ("hello", "nbody"):
         subprocess.run(["cp", os.path.join(BUILD, f"{name}.wasm"),
                         os.path.join(BUILD, f"{name}.native"), work], check=True)
-        precompile(os.path.join(work, f"{name}.wasm"), os.path.join(work, f"{name}.cwasm"))
-    wasmbinfmt = [sys.executable, "-m", "wasmbinfmt"]
     wasmtime = cli()
 
     def loop(command: str) -> list[str]:
         return ["sh", "-c", f"for i in $(seq {options.loop}); do {command} a >/dev/null; done"]
 
     loops = {
-        "native": loop("./hello.native"),
-        "launcher": loop("./launch hello.cwasm hello"),
-        "launcher under wasmbinfmt": [*wasmbinfmt, "--", *loop("./launch hello.cwasm hello")],
-        "wasmtime CLI": loop(f"{wasmtime} run hello.wasm"),
-        "warm runner": [*wasmbinfmt, "--", *loop("./hello.wasm")],
+        "native": (loop("./hello.native"), None),
+        "launcher": ([*WASMBINFMT, "--", *loop("./hello.wasm")], None),
+        "warm runner": ([*WASMBINFMT, "--", *loop("./hello.wasm")], WARM_ONLY),
+        "cold runner": ([*WASMBINFMT, "--cold-runner", "--", *loop("./hello.wasm")], None),
+        "wasmtime CLI": (loop(f"{wasmtime} run hello.wasm"), None),
     }
-    for argv in loops.values():  # warm-up: caches filled
-        timed(argv, work)
+    for argv, env in loops.values():  # warm-up: caches filled, the launcher built
+        timed(argv, work, env)
+    timed([*WASMBINFMT, "--", "./nbody.wasm", "10"], work, None)
     times: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(options.rounds):
-        for name, argv in loops.items():
-            times[name].append(timed(argv, work))
+        for name, (argv, env) in loops.items():
+            times[name].append(timed(argv, work, env))
     print(f"{options.loop} x hello, median of {options.rounds} rounds:")
     peer = statistics.median(times["wasmtime CLI"])
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"  {name:28} {median:6.3f} s  {median / options.loop * 1000:5.2f} ms/exec  "
+        print(f"  {name:16} {median:6.3f} s  {median / options.loop * 1000:5.2f} ms/exec  "
               f"{median / peer:4.2f}x the CLI")
     steps = str(options.steps)
+    timing = ["/usr/bin/time", "-f", "%U %M"]
     print(f"one nbody {steps} run, as its parent's wait4 sees it:")
-    for name, argv in {
-        "native": ["./nbody.native", steps],
-        "launcher": ["./launch", "nbody.cwasm", "nbody", steps],
-        "wasmtime CLI": [wasmtime, "run", "nbody.wasm", steps],
-        "warm runner": [*wasmbinfmt, "--", "sh", "-c", f"./nbody.wasm {steps}; :"],
-        "cold runner": [*wasmbinfmt, "--cold-runner", "--", "./nbody.wasm", steps],
+    for name, (argv, env) in {
+        "native": ([*timing, "./nbody.native", steps], None),
+        "launcher": ([*WASMBINFMT, "--", *timing, "./nbody.wasm", steps], None),
+        "warm runner": ([*WASMBINFMT, "--", *timing, "./nbody.wasm", steps], WARM_ONLY),
+        "cold runner": ([*WASMBINFMT, "--cold-runner", "--", *timing, "./nbody.wasm", steps],
+                        None),
+        "wasmtime CLI": ([*timing, wasmtime, "run", "nbody.wasm", steps], None),
     }.items():
-        print(f"  {name:28} {usage(argv, work)}")
+        print(f"  {name:16} {usage(argv, work, env)}")
     subprocess.run(["rm", "-rf", work], check=True)
 
 
