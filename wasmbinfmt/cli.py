@@ -98,8 +98,8 @@ RULE_OPTIONS = (  # rule sources, highest precedence first; also for list, which
 )
 RUN_OPTIONS = (
     Option(("-v", "--verbose"), "verbose", "count",
-           help="log every rerouted exec, a line each: pid, rule, program, warm runner or "
-                "not; -vv: the emulator's whole argv"),
+           help="log every rerouted exec, a line each: pid, rule, program, and the way "
+                "it ran (launched, warm, or neither); -vv: the emulator's whole argv"),
     Option(("--log",), "exec_log", "store", metavar="FILE",
            help="write every rerouted exec, its exit status and duration, and a final "
                 "summary to FILE as JSON lines (docs/log.md; read it with 'wasmbinfmt log "
@@ -109,7 +109,8 @@ RUN_OPTIONS = (
                 "log their digests (their first MiB kept in FILE.output/), for 'compare'"),
     Option(("--cold-runner",), "cold_runner", "store_true",
            help="start the built-in WASI runner at every exec of a module, rather than "
-                "handing the exec to the warm runner of this run (docs/performance.md)"),
+                "running it by the launcher or the warm runner of this run "
+                "(docs/performance.md)"),
     Option(("--log-file",), "log_file", "store", metavar="FILE",
            help="write messages and the -v log to FILE instead of stderr (kept after "
                 "COMMAND exits while its descendants run)"),
