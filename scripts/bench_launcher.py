@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The launcher (runners/launch.py) against the other ways to run a module, side by side
+"""The launcher (runners/launcher.py) against the other ways to run a module, side by side
 in one run (issue 28, item 8).
 
     .venv/bin/python scripts/bench_launcher.py [--rounds 5] [--loop 200] [--steps 2000000]

@@ -1,4 +1,4 @@
-"""The launcher (runners/launch.py, launcher.c): a module exec whose Cranelift code is cached
+"""The launcher (runners/launcher.py, launcher.c): a module exec whose Cranelift code is cached
 runs in the caller's own exec, so its parent sees what a native program gives (status,
 signals, CPU time), and whatever it does not serve itself it hands to the WASI runner
 with the same result. Every test runs as the current user and as an unprivileged one.
@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from test_safety import wasmbinfmt
-from wasmbinfmt.runners import launch
+from wasmbinfmt.runners import launcher
 from wasmbinfmt.runners.wasi_cwd import LibcCwd
 
 LAUNCHED = b" (launched)\n"
@@ -124,15 +124,15 @@ def test_a_ticket_names_the_entry_and_where_libc_keeps_the_cwd(tmp_path):
     entry.parent.mkdir(mode=0o700)
     entry.write_bytes(b"code")
     st = os.stat(module)
-    assert launch.read_ticket(str(tmp_path), st) is None
-    launch.write_ticket(str(tmp_path), st, str(entry), LibcCwd(4096, True))
-    assert launch.read_ticket(str(tmp_path), st) == (str(entry), "R:4096")
-    launch.write_ticket(str(tmp_path), st, str(entry), LibcCwd(64, False))
-    assert launch.read_ticket(str(tmp_path), st) == (str(entry), "G:64")
-    launch.write_ticket(str(tmp_path), st, str(entry), None)
-    assert launch.read_ticket(str(tmp_path), st) == (str(entry), "-")
+    assert launcher.read_ticket(str(tmp_path), st) is None
+    launcher.write_ticket(str(tmp_path), st, str(entry), LibcCwd(4096, True))
+    assert launcher.read_ticket(str(tmp_path), st) == (str(entry), "R:4096")
+    launcher.write_ticket(str(tmp_path), st, str(entry), LibcCwd(64, False))
+    assert launcher.read_ticket(str(tmp_path), st) == (str(entry), "G:64")
+    launcher.write_ticket(str(tmp_path), st, str(entry), None)
+    assert launcher.read_ticket(str(tmp_path), st) == (str(entry), "-")
     module.write_bytes(b"\0asm!")  # another identity: no ticket
-    assert launch.read_ticket(str(tmp_path), os.stat(module)) is None
+    assert launcher.read_ticket(str(tmp_path), os.stat(module)) is None
 
 
 def test_a_ticket_or_entry_others_may_write_is_not_used(tmp_path):
@@ -142,18 +142,18 @@ def test_a_ticket_or_entry_others_may_write_is_not_used(tmp_path):
     entry = tmp_path / "modules" / "abc-50.0.0-1-cranelift.cwasm"
     entry.parent.mkdir(mode=0o700)
     entry.write_bytes(b"code")
-    launch.write_ticket(str(tmp_path), st, str(entry), None)
-    ticket = tmp_path / launch.TICKETS / launch.identity(st)
+    launcher.write_ticket(str(tmp_path), st, str(entry), None)
+    ticket = tmp_path / launcher.TICKETS / launcher.identity(st)
     for path in (ticket, entry):
         os.chmod(path, 0o622)
-        assert launch.read_ticket(str(tmp_path), st) is None, path
+        assert launcher.read_ticket(str(tmp_path), st) is None, path
         os.chmod(path, 0o600)
-    assert launch.read_ticket(str(tmp_path), st) is not None
+    assert launcher.read_ticket(str(tmp_path), st) is not None
     entry.unlink()  # evicted from the cache
-    assert launch.read_ticket(str(tmp_path), st) is None
+    assert launcher.read_ticket(str(tmp_path), st) is None
     ticket.write_bytes(b"../../elsewhere.cwasm\n-\n")
     os.chmod(ticket, stat.S_IRUSR | stat.S_IWUSR)
-    assert launch.read_ticket(str(tmp_path), st) is None
+    assert launcher.read_ticket(str(tmp_path), st) is None
 
 
 @pytest.mark.parametrize("words, module", [
@@ -166,13 +166,13 @@ def test_a_ticket_or_entry_others_may_write_is_not_used(tmp_path):
     ([b"--preserve-argv0", b"--"], None),
 ])
 def test_the_launcher_takes_only_the_options_it_knows(words, module):
-    assert launch.module_of(words) == module
+    assert launcher.module_of(words) == module
 
 
 def test_the_launcher_refuses_to_be_started_by_hand(tmp_path):
-    path = launch.build(str(tmp_path))
+    path = launcher.build(str(tmp_path))
     assert path is not None and os.access(path, os.X_OK)
-    assert launch.build(str(tmp_path)) == path  # built once
+    assert launcher.build(str(tmp_path)) == path  # built once
     done = subprocess.run([path, "x"], capture_output=True)
     assert done.returncode == 2 and b"not by hand" in done.stderr
 

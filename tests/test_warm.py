@@ -20,7 +20,7 @@ import pytest
 from test_safety import TIMEOUT, wasmbinfmt
 
 WARM = b" (warm)\n"  # how -v ends the line of an exec handed to the warm runner
-LAUNCHED = b" (launched)\n"  # and of one the launcher runs (runners/launch.py)
+LAUNCHED = b" (launched)\n"  # and of one the launcher runs (runners/launcher.py)
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,8 @@ from ..util import cache
 
 # What each folder holds, as `wasmbinfmt cache` says it.
 FOLDERS = {"modules": "compiled modules", "rules": "parsed rules files",
-           "cwd": "modules' current-directory analyses", "bin": "the wasmtime CLI's copy"}
+           "cwd": "modules' current-directory analyses", "bin": "the wasmtime CLI's copy",
+           "launch": "module files the launcher can run (its tickets)"}
 
 
 def _files(folder: str) -> list[os.DirEntry]:

@@ -1,5 +1,5 @@
 /* wasmbinfmt-launch: a module whose Cranelift code is in the cache, run in the exec'd
- * process itself (runners/launch.py has the design). Being the caller's own exec, the
+ * process itself (runners/launcher.py has the design). Being the caller's own exec, the
  * program has everything execve keeps, and its CPU time and memory count as that
  * process's, as natively. What it does not handle the same as the WASI runner, it hands
  * to that runner by exec'ing it, before any of the module's code has run.

@@ -415,9 +415,9 @@ class Prepared:
         self.module, self.compiled_by, self.entry, self.wasm = module, compiled_by, entry, b""
         if compiled_by == "cranelift" and self.file is not None and entry == "_start" \
                 and self.directory is not None:
-            from . import launch
+            from . import launcher
 
-            launch.write_ticket(self.directory, self.file,
+            launcher.write_ticket(self.directory, self.file,
                                 entry_path(self.directory, self.name, "cranelift"),
                                 self.libc_cwd)
         return True

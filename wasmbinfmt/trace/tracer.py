@@ -177,11 +177,11 @@ class Tracer:
             os.fsencode(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                 __file__))), "report", "capture.py")), os.fsencode(capture)]
         self.warm = None  # the WarmRunner, made at the first such exec
-        # The launcher (runners/launch.py): the cache it reads ("": none), the environment
+        # The launcher (runners/launcher.py): the cache it reads ("": none), the environment
         # that cache depends on, and its path (None: not built yet, "": cannot be).
         self.launch_cache: str | None = None
         self.launch_checks: list[bytes] = []
-        self.launcher: str | None = "" if os.environ.get(
+        self.launcher_path: str | None = "" if os.environ.get(
             "WASMBINFMT_LAUNCHER", "").lower() in ("off", "0", "no") else None
         self.warm_clients: dict[int, int] = {}  # the WarmRunner's clients (handoff.py)
         # Processes running capture.py, which passes on every signal but the one it cannot
@@ -582,17 +582,17 @@ class Tracer:
         resume(PTRACE_SYSCALL, tid)
 
     def _launched(self, tid: int, strings: list[bytes], runner: int) -> list[bytes] | None:
-        """The launcher's argv up to the caller's (runners/launch.py), where it can serve
+        """The launcher's argv up to the caller's (runners/launcher.py), where it can serve
         this module exec: its Cranelift code cached, a caller of our user in our root."""
-        from ..runners import launch
+        from ..runners import launcher
 
-        module = launch.module_of(strings[runner:])
+        module = launcher.module_of(strings[runner:])
         if module is None or module.startswith((b"/dev/fd/", b"/proc/")):
             return None  # a descriptor's name: the warm runner reads it in the caller's table
         if self.launch_cache is None:
             self.launch_cache = cache.usable_dir() or ""
-            self.launch_checks = launch.environment_checks()
-        if not self.launch_cache or self.launcher == "":
+            self.launch_checks = launcher.environment_checks()
+        if not self.launch_cache or self.launcher_path == "":
             return None
         try:
             st = os.stat(self._locate(module))
@@ -602,12 +602,12 @@ class Tracer:
         ours = b"%d" % os.geteuid()
         if uid[1] != ours or uid[3] != ours or not self._in_our_root():
             return None  # the cache and the launcher are ours to run
-        ticket = launch.read_ticket(self.launch_cache, st)
+        ticket = launcher.read_ticket(self.launch_cache, st)
         if ticket is None:
             return None
-        if self.launcher is None:
-            self.launcher = launch.build(self.launch_cache) or ""
-            if not self.launcher:
+        if self.launcher_path is None:
+            self.launcher_path = launcher.build(self.launch_cache) or ""
+            if not self.launcher_path:
                 if self.verbose:
                     self._say("the module launcher could not be built (a C compiler, "
                               "`cc` or $CC, is needed): module execs go to the warm runner")
@@ -616,7 +616,8 @@ class Tracer:
         ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
         if ignored:  # for the runner it hands over to, after --verbose
             words.insert(runner + bool(self.verbose), b"--ignored-signals=%x" % ignored)
-        return launch.launcher_argv(self.launcher, ticket, self.launch_checks, words, runner)
+        return launcher.launcher_argv(self.launcher_path, ticket, self.launch_checks, words,
+                                      runner)
 
     def _handoff(self, tid: int, runner_argv: list[bytes], tail: list[int], envp_at: int,
                  added_env: list[tuple[bytes, bytes]]):
