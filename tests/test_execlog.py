@@ -50,6 +50,21 @@ def test_each_rerouted_exec_its_end_and_a_summary_are_logged(box, user, tmp_path
     assert 0 < first_end["duration"] < 60
     assert summary["rerouted"] == {"wasm": 2} and summary["exited_nonzero"] == 1
     assert summary["unfinished"] == 0 and summary["native_attempts"] >= 3
+    # The first run of the module compiled it: the second exec is the launcher's.
+    assert (first["way"], second["way"]) == ("warm runner", "launcher")
+
+
+def test_the_log_says_how_each_module_exec_ran(box, user):
+    log = box / "run.jsonl"
+    for options in (["--cold-runner"], ["WASMBINFMT_LAUNCHER=off"]):
+        env = dict(os.environ)
+        env.update(option.split("=", 1) for option in options if "=" in option)
+        done = wasmbinfmt(user, ["--log", str(log), *[o for o in options if "=" not in o], "--",
+                                 "sh", "-c", "./probe.wasm x; ./probe.wasm y"], cwd=box, env=env)
+        assert done.returncode == 0, done.stderr
+        ways = [e["way"] for e in events(log) if e["event"] == "exec"]
+        assert ways == (["started"] * 2 if options == ["--cold-runner"] else
+                        ["warm runner"] * 2), ways
 
 
 def test_a_failed_rerouted_exec_is_logged_with_its_errno(box, user):

@@ -43,12 +43,12 @@ class ExecLog:
             self.stream = None
 
     def exec(self, pid: int, ppid: int, cwd: bytes, path: bytes, argv: list[bytes],
-             rules: list[str], emulator: list[bytes]) -> None:
+             rules: list[str], emulator: list[bytes], way: str = "started") -> None:
         self.open[pid] = (time.monotonic(), rules[0])
         self.rerouted[rules[0]] = self.rerouted.get(rules[0], 0) + 1
         self._write("exec", pid=pid, ppid=ppid, cwd=_text(cwd), path=_text(path),
                     argv=[_text(a) for a in argv], rules=rules,
-                    emulator=[_text(a) for a in emulator])
+                    emulator=[_text(a) for a in emulator], way=way)
 
     def exec_failed(self, pid: int, error: int) -> None:
         if self.open.pop(pid, None) is not None:
@@ -190,6 +190,7 @@ def trace(lines: Iterable[str]) -> dict:
             "pid": pid, "tid": pid, "ts": micro(start["time"]),
             "dur": max(1, micro(ended["time"]) - micro(start["time"])),
             "args": {"argv": start["argv"], "cwd": start["cwd"], "rules": start["rules"],
+                     "way": start.get("way", "started"),
                      "status": "exec'd again" if ended["status"] is None
                      else ended["status"]}})
     for event in failed:

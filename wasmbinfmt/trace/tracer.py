@@ -58,7 +58,8 @@ AT_EMPTY_PATH = 0x1000
 SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD marks syscall stops
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argv string
-FAST_PATHS = {"warm": "warm runner", "launched": "launcher"}  # -vv's names of them
+# -vv's and the exec log's names of the ways a module exec skips the runner's start.
+FAST_PATHS = {"warm": "warm runner", "launched": "launcher"}
 LOGGED_ARGS, LOGGED_STRING = 4096, 4096  # --log keeps this much of a caller's argv
 PROT_READ_WRITE = 0x3
 MAP_PRIVATE_ANONYMOUS = 0x22
@@ -696,7 +697,7 @@ class Tracer:
                 self._say(f"rule {rule.name!r}: emulator missing: {problem}; "
                           f"its files fail to exec with ENOENT")
         if self.exec_log is not None:
-            self._log_exec(tid, rewrite, caller_argv)
+            self._log_exec(tid, rewrite, caller_argv, FAST_PATHS.get(fast, "started"))
         if self.verbose >= 2:  # the emulator's whole argv
             shown = [self.memory.read_string(tid, p, 256) or b"?" for p in caller_argv[:16]]
             argv = rewrite.argv.build(shown)
@@ -709,7 +710,7 @@ class Tracer:
             self._say(f"[{tid}] {' → '.join(r.name for r in rewrite.rules)} "
                       f"{os.fsdecode(self.exec_name)}" + (f" ({fast})" if fast else ""))
 
-    def _log_exec(self, tid: int, rewrite: Rewrite, caller_argv: list[int]) -> None:
+    def _log_exec(self, tid: int, rewrite: Rewrite, caller_argv: list[int], way: str) -> None:
         argv = [self.memory.read_string(tid, p, LOGGED_STRING) or b"?"
                 for p in caller_argv[:LOGGED_ARGS]]
         try:
@@ -718,7 +719,7 @@ class Tracer:
         except (OSError, ValueError, IndexError):
             cwd, ppid = b"?", 0
         self.exec_log.exec(tid, ppid, cwd, self.exec_name, argv,
-                           [rule.name for rule in rewrite.rules], rewrite.argv.build(argv))
+                           [rule.name for rule in rewrite.rules], rewrite.argv.build(argv), way)
 
     # -- syscall stops: the result of a rewritten exec ---------------------------------------
 
