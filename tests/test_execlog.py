@@ -65,6 +65,10 @@ def test_the_log_says_how_each_module_exec_ran(box, user):
         ways = [e["way"] for e in events(log) if e["event"] == "exec"]
         assert ways == (["started"] * 2 if options == ["--cold-runner"] else
                         ["warm runner"] * 2), ways
+        summary = subprocess.run([sys.executable, "-m", "wasmbinfmt", "log", str(log)],
+                                 capture_output=True, text=True).stdout
+        assert ("ran by: " in summary) == (options != ["--cold-runner"]), summary
+        assert "ran by: warm runner 2\n" in summary or options == ["--cold-runner"], summary
 
 
 def test_a_failed_rerouted_exec_is_logged_with_its_errno(box, user):

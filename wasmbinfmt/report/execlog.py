@@ -133,8 +133,11 @@ def summarize(lines: Iterable[str]) -> tuple[str, bool]:
                 f"{' '.join(event['started'].get('argv') or [event.get('path', '?')])}"
                 for event in failed]
     per_rule: dict[str, list[float]] = {}
+    ways: dict[str, int] = {}
     for started, ended in finished:
         per_rule.setdefault(started["rules"][0], []).append(ended["duration"])
+        way = started.get("way", "started")
+        ways[way] = ways.get(way, 0) + 1
         if ended["status"] not in (0, None):
             failures.append(f"  {_ending(ended['status'])} after {ended['duration']:.3f}s "
                             f"[{started['rules'][0]}] in {started['cwd']}: "
@@ -142,6 +145,8 @@ def summarize(lines: Iterable[str]) -> tuple[str, bool]:
     out = [f"{'rule':20} {'runs':>6} {'total s':>9} {'max s':>8}"]
     for rule, durations in sorted(per_rule.items()):
         out.append(f"{rule:20} {len(durations):6} {sum(durations):9.3f} {max(durations):8.3f}")
+    if set(ways) - {"started"}:  # the built-in runner's modules: how they ran
+        out.append("ran by: " + ", ".join(f"{way} {n}" for way, n in sorted(ways.items())))
     slowest = sorted(finished, key=lambda run: -run[1]["duration"])[:SLOWEST]
     if slowest:
         out.append("slowest runs:")
