@@ -113,7 +113,7 @@ def test_without_a_c_compiler_modules_go_to_the_warm_runner(box, user, tmp_path)
     script = "./probe.wasm exit 3; echo $?; ./probe.wasm exit 4; echo $?"
     done = run(user, box, script, env=env)
     assert done.stdout == b"3\n4\n", done.stderr
-    assert done.stderr.count(b"could not be built") == 1 and done.stderr.count(WARM) == 2
+    assert done.stderr.count(b"could not be built and run") == 1 and done.stderr.count(WARM) == 2
     assert LAUNCHED not in done.stderr
 
 

@@ -610,8 +610,9 @@ class Tracer:
             self.launcher_path = launcher.build(self.launch_cache) or ""
             if not self.launcher_path:
                 if self.verbose:
-                    self._say("the module launcher could not be built (a C compiler, "
-                              "`cc` or $CC, is needed): module execs go to the warm runner")
+                    self._say("the module launcher could not be built and run here (it "
+                              "needs a C compiler, `cc` or $CC, and a cache directory that "
+                              "allows exec): module execs go to the warm runner")
                 return None
         words = list(strings)
         ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
