@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 
 import pytest
 
@@ -187,3 +188,18 @@ def test_the_launcher_runs_the_module_itself_where_it_can(box, user, prefix):
               f"sleep 0.02; done; basename $(readlink /proc/$!/exe) | cut -c1-17; kill $!")
     done = warmed(user, box, script)
     assert done.stdout == b"wasmbinfmt-launch\n", done.stderr
+
+
+def test_a_cache_on_a_noexec_mount_sends_modules_to_the_warm_runner(box):
+    """The launcher is built in the cache: where that mount forbids exec, it is found not
+    to start before any exec is sent to it, and the exec goes warm. As the current user
+    only: the mount needs a user namespace, where the package's files belong to the user
+    mapped to root, and nobody's namespace has none (its rules would be refused)."""
+    run_twice = (f"mkdir -p c && mount -t tmpfs -o noexec tmpfs c && for i in 1 2; do "
+                 f"WASMBINFMT_CACHE_DIR=$PWD/c {sys.executable} -m wasmbinfmt -v -- "
+                 f"./probe.wasm exit 5; echo $?; done")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", run_twice], cwd=box,
+                          capture_output=True, timeout=120)
+    assert done.stdout == b"5\n5\n", done.stderr
+    assert done.stderr.count(b"could not be built and run") == 1, done.stderr
+    assert done.stderr.count(WARM) == 2 and LAUNCHED not in done.stderr, done.stderr
