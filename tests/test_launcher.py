@@ -202,3 +202,38 @@ def test_a_cache_on_a_noexec_mount_sends_modules_to_the_warm_runner(box):
     assert done.stdout == b"5\n5\n", done.stderr
     assert done.stderr.count(b"could not be built and run") == 1, done.stderr
     assert done.stderr.count(WARM) == 2 and LAUNCHED not in done.stderr, done.stderr
+
+
+# What execve keeps that a program can read of itself (docs/wasi.md's table): the
+# /proc/self/status lines, and files of /proc/self.
+STATUS_LINES = ("Umask", "SigIgn", "SigBlk", "NoNewPrivs", "Seccomp:", "Uid", "Gid",
+                "Groups", "CapEff", "CapBnd")
+PROC_FILES = ("oom_score_adj", "cgroup", "loginuid", "sessionid")
+
+
+@pytest.mark.parametrize("way", ["launched", "warm", "cold"])
+def test_what_exec_keeps_is_what_the_native_program_sees(box, user, way):
+    """The same probe, native and as a module, reads what its process has of what exec
+    keeps: under the launcher and the cold runner, the caller's own process; under the warm
+    runner, the worker that took it on."""
+    reads = "; ".join([f"$P read /proc/self/status {line}" for line in STATUS_LINES]
+                      + [f"$P read /proc/self/{name}; echo" for name in PROC_FILES])
+    script = (f"umask 027; trap '' USR1 HUP; exec choom -n 300 -- setpriv --no-new-privs "
+              f"bash -c '{reads}'")
+    native = subprocess.run(user(["env", "P=./probe.native", "bash", "-c", script]), cwd=box,
+                            capture_output=True)
+    assert native.returncode == 0 and b"Umask:\t0027\n" in native.stdout, native.stderr
+    assert b"\n300\n" in native.stdout and b"NoNewPrivs:\t1\n" in native.stdout
+    options, env = {"launched": ((), {}), "warm": ((), {"WASMBINFMT_LAUNCHER": "off"}),
+                    "cold": (("--cold-runner",), {})}[way]
+    env = {**env, "P": "./probe.wasm"}
+    if way == "launched":
+        run(user, box, "./probe.wasm x", env=env)
+    done = run(user, box, script, *options, env=env)
+    # Seccomp: the tracer's filter, on every process of the tree, native ones too; not on
+    # the warm worker, which is not traced (a WASI program cannot exec: docs/wasi.md).
+    expected = native.stdout if way == "warm" else native.stdout.replace(b"Seccomp:\t0",
+                                                                         b"Seccomp:\t2")
+    assert done.stdout == expected, done.stderr
+    assert done.stderr.count(b" (launched)\n" if way == "launched" else
+                             b" (warm)\n" if way == "warm" else b"] wasm ") == 14, done.stderr
