@@ -112,6 +112,7 @@ def test_a_chrooted_tracee_has_its_symlinks_followed_in_its_own_root(box, user, 
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().splitlines()[:3] == ["argc=3", "argv[0]=/bin/emu",
                                                      f"argv[1]={name}"]
+    assert b"emulator missing" not in done.stderr  # it is there, in the jail
 
 
 def test_missing_emulator_fails_with_ENOENT_and_is_reported_once(box, user):

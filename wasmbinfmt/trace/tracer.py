@@ -694,6 +694,12 @@ class Tracer:
                 continue
             self.checked_rules.add(rule.name)
             problem = interpreter_problem(rule)
+            if problem and rule.interpreter.startswith("/") and not self._in_our_root():
+                try:  # a tracee with a root of its own has the emulator there, or not
+                    os.stat(self._locate(os.fsencode(rule.interpreter)))
+                    problem = None
+                except OSError:
+                    pass
             if problem:
                 self._say(f"rule {rule.name!r}: emulator missing: {problem}; "
                           f"its files fail to exec with ENOENT")
