@@ -14,7 +14,8 @@
 # by pip. The machine is cached in $WASMBINFMT_VM_DIR (default
 # ~/.cache/wasmbinfmt-aarch64-vm): a second run only boots, copies the working tree over
 # (rsync) and runs. Needs root (debootstrap, chroot), debootstrap, qemu-system-arm,
-# e2fsprogs, rsync, gcc-aarch64-linux-gnu (the fixtures are built here), and pip with
+# ipxe-qemu (the virtio NIC's ROM, a Recommends of qemu-system-arm), e2fsprogs, rsync,
+# gcc-aarch64-linux-gnu (the fixtures are built here), and pip with
 # network access to PyPI and Debian.
 set -eu
 [ $# -ge 1 ] || { echo "usage: $0 COMMAND..." >&2; exit 2; }
