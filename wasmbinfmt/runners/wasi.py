@@ -482,7 +482,7 @@ def prepare(options: Options, cwd: str | None, env: Mapping[str, str],
         raise CannotRun(f"{options.module}: {e}", EXIT_CANNOT_RUN) from None
     prepared = Prepared(lambda compiler: engines(stack_limit, compiler), options.compiler,
                         wasm, directory, digest + ("-seeded" if libc_cwd else ""), libc_cwd)
-    # What the launcher serves (launch.py): the default layout, a file read unchanged.
+    # What the launcher serves (launcher.py): the default layout, a file read unchanged.
     if cwd is not None and not options.dirs and _same_file(before, after):
         prepared.file = after
     return prepared
