@@ -12,7 +12,7 @@
  *             NAME=VALUE, or NAME for one unset; any other value here hands over
  *   RUNNER    M words: the WASI runner's argv up to the module's arguments, of which the
  *             first R start the runner and the rest are its options, "--" and the module
- * Written against wasmtime 50's C API (capi.py's layouts); compiled by launch.py. */
+ * Written against wasmtime 50's C API (capi.py's layouts); compiled by launcher.py. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
