@@ -27,7 +27,8 @@ mkdir -p "$vm"
 
 packages=linux-image-arm64,initramfs-tools,kmod,udev,procps,util-linux,python3,python3-venv
 packages=$packages,ca-certificates,rsync,make,gcc,libc6-dev,clang,lld,wasi-libc
-packages=$packages,libclang-rt-14-dev-wasm32,qemu-user,libc6-riscv64-cross,strace
+packages=$packages,libclang-rt-14-dev-wasm32,qemu-user,qemu-user-binfmt,libc6-riscv64-cross
+packages=$packages,strace
 
 build_root() {
     root=$vm/root

@@ -473,7 +473,7 @@ def test_a_compile_under_way_when_the_run_ends_finishes_after_it(box, user, tmp_
     assert process.returncode == 0 and len(compilers) == 1, stderr
     (compiler,) = compilers
     assert _session(compiler) not in (process.pid, os.getsid(0))
-    held = [os.readlink(f"/proc/{compiler}/fd/{fd}") for fd in os.listdir(f"/proc/{compiler}/fd")]
+    held = _open_files(compiler)
     assert all(target == "/dev/null" or target.startswith(("socket:", str(box)))
                for target in held), held
     # The compile under way goes on at the lowest priority, all its threads and, where the
@@ -516,6 +516,18 @@ def _comm(pid: str) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+def _open_files(pid: str) -> list[str]:
+    """What the process's descriptors name, but those it closes while they are looked at
+    (its compile opens and closes files)."""
+    held = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            held.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            pass
+    return held
 
 
 def _environ(pid: str) -> bytes:
