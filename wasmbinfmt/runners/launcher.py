@@ -88,10 +88,10 @@ def read_ticket(directory: str, module: os.stat_result) -> tuple[str, str] | Non
 
 def launcher_path(directory: str, library: str) -> str:
     """Where the launcher built from this source against this wasmtime library goes."""
-    import hashlib
+    from _blake2 import blake2b  # hashlib would load OpenSSL first (~2 ms, every run)
 
     with open(SOURCE, "rb") as f:
-        digest = hashlib.blake2b(f.read(), digest_size=8)
+        digest = blake2b(f.read(), digest_size=8)
     st = os.stat(library)
     digest.update(f"{library}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return os.path.join(directory, TICKETS, "bin", f"wasmbinfmt-launch-{digest.hexdigest()}")
@@ -100,8 +100,6 @@ def launcher_path(directory: str, library: str) -> str:
 def build(directory: str) -> str | None:
     """The launcher, compiled if it is not there yet; None where it cannot be (no C
     compiler, no wasmtime library, an unwritable cache, a mount that cannot exec)."""
-    import subprocess
-
     from . import capi
 
     try:
@@ -111,6 +109,8 @@ def build(directory: str) -> str | None:
         return None
     if cache.is_ours(path) and os.access(path, os.X_OK):
         return path
+    import subprocess  # only to build it: ~6 ms of imports at every run's first module exec
+
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
