@@ -47,8 +47,8 @@ KNOWN_PREFIXES = (b"--ignored-signals=",)
 
 
 def identity(st: os.stat_result) -> str:
-    return (f"{st.st_dev:x}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}-"
-            f"{st.st_ctime_ns:x}")
+    """A ticket's name: the module file's identity (cache.file_identity), in hex."""
+    return "-".join(f"{n:x}" for n in cache.file_identity(st))
 
 
 def write_ticket(directory: str, module: os.stat_result, entry: str, libc_cwd) -> None:

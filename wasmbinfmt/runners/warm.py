@@ -48,7 +48,7 @@ import sys
 import time
 import _signal as signal
 
-from ..util import fdpass, stdio
+from ..util import cache, fdpass, stdio
 from ..util.abcs import Callable
 from ..util.procstate import adopt_signal_state
 from . import compiler, tiers, wasi
@@ -538,8 +538,7 @@ def _in_callers_table(path: str, client: int) -> str:
 
 
 def _identity(path: str) -> tuple:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    return cache.file_identity(os.stat(path))
 
 
 def _kill(pidfd: int, sig: int = signal.SIGKILL) -> None:

@@ -483,14 +483,10 @@ def prepare(options: Options, cwd: str | None, env: Mapping[str, str],
     prepared = Prepared(lambda compiler: engines(stack_limit, compiler), options.compiler,
                         wasm, directory, digest + ("-seeded" if libc_cwd else ""), libc_cwd)
     # What the launcher serves (launcher.py): the default layout, a file read unchanged.
-    if cwd is not None and not options.dirs and _same_file(before, after):
+    if cwd is not None and not options.dirs and \
+            cache.file_identity(before) == cache.file_identity(after):
         prepared.file = after
     return prepared
-
-
-def _same_file(before: os.stat_result, after: os.stat_result) -> bool:
-    return all(getattr(before, field) == getattr(after, field) for field in
-               ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns"))
 
 
 def run(options: Options) -> int:

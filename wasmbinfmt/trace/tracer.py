@@ -597,8 +597,9 @@ class Tracer:
             return None
         try:
             st = os.stat(self._locate(module))
-            uid = status_fields(tid)[b"Uid"].split()
-        except (OSError, KeyError):
+            status = status_fields(tid)
+            uid, ignored = status[b"Uid"].split(), int(status[b"SigIgn"], 16)
+        except (OSError, KeyError, ValueError):
             return None
         ours = b"%d" % os.geteuid()
         if uid[1] != ours or uid[3] != ours or not self._in_our_root():
@@ -615,7 +616,7 @@ class Tracer:
                               "allows exec): module execs go to the warm runner")
                 return None
         words = list(strings)
-        ignored = ignored_signals(tid) & PYTHON_IGNORES_MASK
+        ignored &= PYTHON_IGNORES_MASK
         if ignored:  # for the runner it hands over to, after --verbose
             words.insert(runner + bool(self.verbose), b"--ignored-signals=%x" % ignored)
         return launcher.launcher_argv(self.launcher_path, ticket, self.launch_checks, words,

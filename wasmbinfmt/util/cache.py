@@ -87,6 +87,12 @@ def entry_path(directory: str, kind: str, name: str) -> str:
     return os.path.join(directory, kind, "%08x.marshal" % zlib.crc32(os.fsencode(name)))
 
 
+def file_identity(st: os.stat_result) -> tuple:
+    """What tells a file's versions apart without reading it: a rewrite changes its ctime
+    at least, a replacement its inode."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def is_ours(path: str) -> bool:
     """Whether `path` is a regular file (not a symlink) of ours that nobody else may write."""
     try:
