@@ -12,7 +12,8 @@
 # programs), Debian's arm64 kernel 6.1 and its initrd, qemu-system-aarch64 (-M virt -cpu
 # max, software emulation), the project's dependencies from aarch64 wheels fetched here
 # by pip. The machine is cached in $WASMBINFMT_VM_DIR (default
-# ~/.cache/wasmbinfmt-aarch64-vm): a second run only boots, copies the working tree over
+# ~/.cache/wasmbinfmt-aarch64-vm; made again when its package list changes): a second
+# run only boots, copies the working tree over
 # (rsync) and runs. Needs root (debootstrap, chroot), debootstrap, qemu-system-arm,
 # ipxe-qemu (the virtio NIC's ROM, a Recommends of qemu-system-arm), e2fsprogs, rsync,
 # gcc-aarch64-linux-gnu (the fixtures are built here), and pip with
@@ -68,6 +69,7 @@ INIT
     cp "$root"/boot/initrd.img-* "$vm/initrd.img"
     mkfs.ext4 -q -L root -d "$root" "$vm/root.img" 16G
     rm -rf "$root"
+    printf '%s\n' "$packages" > "$vm/root.packages"
 }
 
 fetch_wheels() {  # into wheels.part, renamed when whole
@@ -84,7 +86,9 @@ fetch_wheels() {  # into wheels.part, renamed when whole
     mv "$vm/wheels.part" "$vm/wheels"
 }
 
-[ -f "$vm/root.img" ] || build_root
+# An image made from another package list is made again.
+[ -f "$vm/root.img" ] && [ "$(cat "$vm/root.packages" 2>/dev/null)" = "$packages" ] ||
+    build_root
 [ -d "$vm/wheels" ] || fetch_wheels
 
 # What the machine runs: the working tree copied in (fixtures and venv its own), a venv
