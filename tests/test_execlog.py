@@ -34,7 +34,7 @@ def test_each_rerouted_exec_its_end_and_a_summary_are_logged(box, user, tmp_path
     script = "./probe.wasm exit 3; ./probe.wasm a 'b c'; ./probe.native x; ./missing.wasm; true"
     done = wasmbinfmt(user, ["--log", str(log), "--", "sh", "-c", script], cwd=box)
     assert done.returncode == 0, done.stderr
-    got = events(log)
+    got = [e for e in events(log) if e["event"] != "code"]  # code events: tested below
     kinds = [e["event"] for e in got]
     assert kinds == ["exec", "exit", "exec", "exit", "summary"]
     first, first_end, second, second_end, summary = got
@@ -69,6 +69,130 @@ def test_the_log_says_how_each_module_exec_ran(box, user):
                                  capture_output=True, text=True).stdout
         assert ("ran by: " in summary) == (options != ["--cold-runner"]), summary
         assert "ran by: warm runner 2\n" in summary or options == ["--cold-runner"], summary
+
+
+def code_events(got: list[dict], module: str) -> list[tuple]:
+    return [(e["source"], e["compiler"], e.get("background", False)) for e in got
+            if e["event"] == "code" and e["module"].endswith(module)]
+
+
+def test_the_log_says_how_each_module_got_its_code(box, user, tmp_path):
+    """Compiled (by which compiler, how long), from the cache, or kept in memory by the
+    warm runner; Cranelift's compile in the background while the run lasts; by every
+    runner; and the summary and the timeline show them."""
+    from test_wasi_runner import big_module
+
+    quick, _ = big_module(box)
+    busy, _ = big_module(box, spin=4_000_000_000)  # ~1 s on Winch's code
+    for path in (quick, busy):
+        path.chmod(0o755)
+    log = box / "run.jsonl"
+    env = {**os.environ, "WASMBINFMT_CACHE_DIR": str(box / "cache")}
+    script = ("./big.wasm; ./big.wasm; ./big.wasm; ./big4000000000.wasm; "
+              "for i in $(seq 600); do ls cache/modules | grep -q winch || break; sleep 0.1; done; "
+              "./big4000000000.wasm; ./probe.wasm x; ./probe.wasm y; true")
+    done = wasmbinfmt(user, ["--log", str(log), "--", "sh", "-c", script], cwd=box, env=env)
+    assert done.returncode == 0, done.stderr
+    got = events(log)
+    # The first run compiles in the worker, the host loads what it left, then keeps it.
+    assert code_events(got, "/big.wasm") == [("compiled", "winch", False),
+                                             ("cache", "winch", False),
+                                             ("memory", "winch", False)]
+    assert code_events(got, "/big4000000000.wasm") == [
+        ("compiled", "winch", False), ("compiled", "cranelift", True),
+        ("cache", "cranelift", False)]
+    # The launcher's run: the tracer says where its code came from.
+    assert code_events(got, "probe.wasm") == [("compiled", "cranelift", False),
+                                              ("cache", "cranelift", False)]
+    runs = {e["pid"]: e for e in got if e["event"] == "exec"}
+    for e in got:
+        if e["event"] == "code" and not e.get("background"):
+            assert runs[e["pid"]]["path"] == e["module"]
+            assert (e["source"] == "compiled") == (0 < e.get("seconds", 0) < 60)
+    summary = summarize(open(log))[0]
+    assert re.search(r"^code: compiled 1 by cranelift \(\d+\.\d\ds\), compiled 2 by winch "
+                     r"\(\d+\.\d\ds\), from the cache 3, kept in memory 1, Cranelift in the "
+                     r"background 1 \(\d+\.\d\ds\)$", summary, re.M), summary
+    assert "more than once" not in summary
+    # The timeline: a slice per compile in its run, the background compiler's own track,
+    # a mark where the code came from the cache or from memory.
+    from wasmbinfmt.report.execlog import trace
+
+    result = trace(log.read_text().splitlines())
+    check_trace_events(result)
+    compiles = [e for e in result["traceEvents"] if e["ph"] == "X" and e["cat"] == "code"]
+    assert sorted(e["name"] for e in compiles) == ["compile (cranelift)", "compile (cranelift)",
+                                                   "compile (winch)", "compile (winch)"]
+    tracks = {e["pid"]: e["args"]["name"] for e in result["traceEvents"] if e["ph"] == "M"}
+    (background,) = [e for e in compiles if e["pid"] not in runs]
+    assert tracks[background["pid"]] == f"background compiler ({background['pid']})"
+    slices = {e["pid"]: e for e in result["traceEvents"] if e["ph"] == "X" and e["cat"] == "wasm"}
+    for e in compiles:
+        if e is not background:  # inside its run's slice
+            run_slice = slices[e["pid"]]
+            assert run_slice["ts"] <= e["ts"] and e["ts"] + e["dur"] <= run_slice["ts"] + \
+                run_slice["dur"] + 1000
+    marks = sorted(e["name"] for e in result["traceEvents"] if e["ph"] == "i")
+    assert marks == ["code from the cache (cranelift)", "code from the cache (cranelift)",
+                     "code from the cache (winch)", "code kept in memory (winch)"]
+    # Cold, with no warm runner to keep it: compiled, or from the cache as the warm run left it.
+    done = wasmbinfmt(user, ["--cold-runner", "--log", str(log), "--", "sh", "-c",
+                             "./big.wasm; ./probe.wasm; rm -r cache; ./probe.wasm"],
+                      cwd=box, env=env)
+    assert done.returncode == 0, done.stderr
+    got = events(log)
+    assert code_events(got, "big.wasm") + code_events(got, "probe.wasm") == [
+        ("cache", "winch", False), ("cache", "cranelift", False),
+        ("compiled", "cranelift", False)]
+
+
+def test_logs_named_by_the_callers_stdio_reach_it_and_runners_never_write_their_own(box, user):
+    """--log /dev/stderr: a runner opening that name would open its own stderr, the
+    program's; the tracer, its /dev/null. The file behind it gets every event; a pipe, the
+    tracer's (the runners cannot open it)."""
+    tool = f"{sys.executable} -m wasmbinfmt"
+    script = (f"{tool} --log /dev/stderr -- sh -c './probe.wasm x 2> err.txt' 2> log.txt; "
+              f"{tool} --log /dev/stdout -- sh -c './probe.wasm y > out.txt' | cat > piped.txt; "
+              f"{tool} -v --log-file /dev/stdout -- sh -c './probe.wasm z >/dev/null' | cat "
+              f"> said.txt")
+    done = subprocess.run(user(["sh", "-c", script]), cwd=box, capture_output=True,
+                          timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert (box / "err.txt").read_bytes() == b""
+    assert "argv[1]=y\n" in (box / "out.txt").read_text()
+    assert "event" not in (box / "out.txt").read_text()
+    logged = [json.loads(line) for line in open(box / "log.txt")]
+    assert [e["event"] for e in logged] == ["exec", "code", "exit", "summary"]
+    assert logged[1]["name"]  # the runner's (the tracer's, for the launcher, has none)
+    piped = [json.loads(line)["event"] for line in open(box / "piped.txt")]
+    assert piped == ["exec", "code", "exit", "summary"]  # launched: the tracer's own event
+    assert re.fullmatch(r"wasmbinfmt: \[\d+\] wasm \./probe\.wasm \(launched\)\n",
+                        (box / "said.txt").read_text())
+
+
+def test_a_code_event_to_a_log_that_cannot_be_written_is_lost_alone(tmp_path):
+    from wasmbinfmt.report.execlog import append
+
+    append(str(tmp_path / "missing" / "run.jsonl"), "code", pid=1)  # no error
+    log = tmp_path / "run.jsonl"
+    log.write_text("")
+    append(str(log), "code", pid=1, source="cache")
+    (line,) = log.read_text().splitlines()
+    assert json.loads(line)["source"] == "cache" and json.loads(line)["event"] == "code"
+
+
+def test_the_summary_tells_a_module_compiled_again_by_a_cache_too_small():
+    lines = [exec_event(10, 100.0, ["./a.wasm"]),
+             event("code", 101.0, pid=10, module="./a.wasm", name="n1", compiler="winch",
+                   source="compiled", seconds=1.0),
+             event("exit", 101.5, pid=10, status=0, duration=1.5),
+             exec_event(11, 102.0, ["./a.wasm"]),
+             event("code", 103.0, pid=11, module="./a.wasm", name="n1", compiler="winch",
+                   source="compiled", seconds=1.0),
+             event("exit", 103.5, pid=11, status=0, duration=1.5)]
+    text, _ = summarize(lines)
+    assert "code: compiled 2 by winch (2.00s)\n  1 module(s) compiled more than once: the " \
+           "cache of compiled modules may be too small for this suite" in text, text
 
 
 def test_a_failed_rerouted_exec_is_logged_with_its_errno(box, user):

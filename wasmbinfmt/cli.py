@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import stat
 import sys
 from types import SimpleNamespace as Namespace
 
@@ -617,33 +618,56 @@ def cmd_run(args: Namespace) -> int:
         print("wasmbinfmt: --log-output records into the --log FILE: give one", file=sys.stderr)
         return 2
     arch = host_arch()
-    # Checked here, where errors can still stop the run; opened again by the tracer, which
-    # keeps none of the descriptors of the process it leaves.
-    for path, mode in ((args.log_file, "a"), (args.exec_log, "w")):
+    # Opened here, where errors can still stop the run, and kept by the tracer (which
+    # keeps none of the caller's other descriptors): a name such as /dev/stdout is the
+    # caller's stream, not the tracer's /dev/null.
+    logs = {}
+    for name, path, truncate in (("messages", args.log_file, False),
+                                 ("execs", args.exec_log, True)):
         if path:
             try:
-                open(path, mode).close()
+                logs[name] = _log_stream(path, truncate)
             except OSError as e:
                 print(f"wasmbinfmt: cannot write {path}: {e.strerror}", file=sys.stderr)
                 return 2
 
+    if args.log_output and not stat.S_ISREG(os.fstat(logs["execs"].fileno()).st_mode):
+        print(f"wasmbinfmt: --log-output records into the --log FILE, and "
+              f"{args.exec_log} is not a regular file", file=sys.stderr)
+        return 2
+
     def start_tracer(command_pid: int) -> None:
         from .trace.tracer import Tracer  # here, in the tracer: the command never needs it
 
-        log = open(args.log_file, "a", buffering=1) if args.log_file else sys.stderr
+        log = logs.get("messages", sys.stderr)
         exec_log = None
         if args.exec_log:
             from .report.execlog import ExecLog
 
-            exec_log = ExecLog(open(args.exec_log, "a"))
+            exec_log = ExecLog(logs["execs"])
         Tracer(ruleset.active(), arch, command_pid, log, verbose=args.verbose,
                log_is_stderr=log is sys.stderr, exec_log=exec_log,
                not_installed=ruleset.not_installed() if args.verbose else (),
                warm=not args.cold_runner,
-               capture=os.path.abspath(args.exec_log) if args.log_output else None).run()
+               capture=exec_log.path if args.log_output else None).run()
 
     run_traced([os.fsencode(word) for word in args.command], start_tracer,
-               None if args.verbose or args.exec_log else _native_judge(ruleset.active()))
+               None if args.verbose or args.exec_log else _native_judge(ruleset.active()),
+               [stream.fileno() for stream in logs.values()])
+
+
+def _log_stream(path: str, truncate: bool):
+    """`path` opened to append lines to (others append to the exec log too: O_APPEND),
+    emptied first if `truncate`; on a descriptor above 2, which the command's stdio keeps
+    free, and closed when the command is exec'd."""
+    import fcntl
+
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    fd = os.open(path, flags | (os.O_TRUNC if truncate else 0), 0o666)
+    if fd <= 2:
+        fd, closed = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3), fd
+        os.close(closed)
+    return open(fd, "a", buffering=1)
 
 
 def _native_judge(rules: list[Rule]) -> Callable[[bytes], bool]:

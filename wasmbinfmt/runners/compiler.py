@@ -37,10 +37,14 @@ NICENESS_AFTER_THE_RUN = 19
 AUTOGROUP_TRIES = 20
 NAME = b"wasmbinfmt-tier"  # what ps shows (the host's would be "wasmbinfmt-wasi")
 MAX_REQUEST = 1 << 16
+_host_left = threading.Event()  # the run has ended (its host's end of the socket closed)
 
 
-def encode_request(name: str, cwd: str | None, env: dict[str, str], stack_limit: int) -> bytes:
-    return marshal.dumps((name, cwd, env, stack_limit))
+def encode_request(name: str, path: str, cwd: str | None, env: dict[str, str],
+                   stack_limit: int, exec_log: str | None) -> bytes:
+    """A module to compile: its cache entry's name, its file's path (its descriptor goes
+    with the request), and the run's --exec-log (None: none)."""
+    return marshal.dumps((name, path, cwd, env, stack_limit, exec_log))
 
 
 def serve(channel: fdpass.Socket, engines) -> None:
@@ -77,8 +81,8 @@ def serve(channel: fdpass.Socket, engines) -> None:
             elif fds:
                 pending.append((fds[0], marshal.loads(data)))
             if pending:
-                fd, (name, cwd, env, stack_limit) = pending.pop(0)
-                _compile(fd, name, cwd, env, stack_limit, engines)
+                fd, request = pending.pop(0)
+                _compile(fd, request, engines)
                 try:
                     channel.send(marshal.dumps(name))
                 except OSError:
@@ -94,6 +98,7 @@ def _yield_when_the_host_is_gone(channel: int) -> None:
     watch.register(channel, select.POLLRDHUP)
     while not watch.poll():
         pass
+    _host_left.set()
     # Linux keeps a nice value per thread: every thread of the compile, and those it starts
     # later inherit it.
     for thread in os.listdir("/proc/self/task"):
@@ -126,10 +131,12 @@ def _poll(channel: fdpass.Socket) -> tuple[bytes | None, list[int]]:
         channel.setblocking(True)
 
 
-def _compile(fd: int, name: str, cwd: str | None, env: dict[str, str], stack_limit: int,
-             engines) -> None:
-    """Cranelift's code for the module read from `fd` into the cache entry `name`, unless
-    its content is no longer what `name` says or another process has made it."""
+def _compile(fd: int, request: tuple, engines) -> None:
+    """Cranelift's code for the module read from `fd` into the cache entry the request
+    names, unless its content is no longer what the name says or another process has made
+    it; logged with --exec-log while the run lasts (a later line would land after its
+    summary, or in the next run's log)."""
+    name, path, cwd, env, stack_limit, exec_log = request
     module = f"/proc/self/fd/{fd}"
     try:
         options = wasi.parse_args(["--compiler=cranelift", module])
@@ -137,6 +144,10 @@ def _compile(fd: int, name: str, cwd: str | None, env: dict[str, str], stack_lim
         if prepared.name == name and prepared.directory is not None:
             with tiers.compile_lock(os.path.join(prepared.directory, "modules"), name):
                 prepared.load(module)  # from the cache, when another process made it
+            if exec_log is not None and not _host_left.is_set() \
+                    and prepared.compile_seconds is not None:
+                options.module, options.exec_log = path, exec_log
+                wasi.note_code(options, os.getpid(), prepared, background=True)
     except Exception:  # noqa: BLE001 - a speed-up only: the module keeps Winch's code
         pass
     finally:

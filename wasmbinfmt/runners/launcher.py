@@ -43,7 +43,7 @@ CACHE_ENVIRONMENT = ("WASMBINFMT_CACHE", "WASMBINFMT_CACHE_DIR", "XDG_CACHE_HOME
                      "TMPDIR")
 # The runner's options the launcher knows (what the default rule, -v and the tracer pass).
 KNOWN_OPTIONS = (b"--preserve-argv0", b"--verbose")
-KNOWN_PREFIXES = (b"--ignored-signals=",)
+KNOWN_PREFIXES = (b"--ignored-signals=", b"--exec-log=")
 
 
 def identity(st: os.stat_result) -> str:

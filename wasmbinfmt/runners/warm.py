@@ -321,11 +321,12 @@ class Host:
         if fresh:
             prepared = wasi.prepare(options, cwd, env, self._engine, stack_limit)
             prepared.tiered = self._tiers(prepared)
+        kept_code = prepared.module is not None
         tier = None
         if prepared.tiered and prepared.compiled_by != "cranelift":
             # Absolute: the compile is queued later, when the host is no longer in the
             # client's directory.
-            start = (os.path.abspath(options.module), cwd, env, stack_limit)
+            start = (os.path.abspath(options.module), cwd, env, stack_limit, options.exec_log)
             if self._plan_cranelift(prepared, start):
                 tier = Tier(prepared, start, compiles_first=False)
         if prepared.module is None:
@@ -334,6 +335,7 @@ class Host:
                 tier.compiles_first = prepared.module is None
         if prepared.compiled_by == "cranelift":
             tier = None
+        wasi.note_code(options, client, prepared, "memory" if kept_code else "cache")
         if prepared.module is not None and prepared.pre is None:
             prepared.linker = self._linker(prepared.module.engine)
             prepared.pre = prepared.linker.instantiate_pre(prepared.module)
@@ -421,7 +423,7 @@ class Host:
     def _queue_compile(self, entry: tuple, prepared: wasi.Prepared, start: tuple) -> None:
         """Cranelift's code for `prepared` into the cache, by the run's compiler (started
         now, if not yet), which reads the module through a descriptor opened now."""
-        path, cwd, env, stack_limit = start
+        path, cwd, env, stack_limit, exec_log = start
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -429,8 +431,8 @@ class Host:
         try:
             if self.compiler is None:
                 self.compiler = self._start_compiler()
-            fdpass.send_fds(self.compiler, compiler.encode_request(prepared.name, cwd, env,
-                                                                   stack_limit), [fd])
+            fdpass.send_fds(self.compiler, compiler.encode_request(
+                prepared.name, path, cwd, env, stack_limit, exec_log), [fd])
             self.tiering[entry] = QUEUED
         except OSError:
             pass  # a speed-up only: the module keeps Winch's code
@@ -581,6 +583,7 @@ def _work(client: int, state: tuple, std: dict[int, int],
     try:
         if prepared.module is None:
             prepared.load(options.module)
+            wasi.note_code(options, client, prepared)
     except wasi.CannotRun as e:
         wasi.complain(str(e))
         return e.status

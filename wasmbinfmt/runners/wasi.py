@@ -69,7 +69,8 @@ OTHER_RUNTIMES = {
 }
 ANOTHER_RUNTIME = "route such modules to another emulator with a rule (docs/rules.md)"
 USAGE = "usage: wasmbinfmt-wasi [--preserve-argv0] [--dir HOST[::GUEST]]... [--no-cache] " \
-        "[--compiler=auto|cranelift|winch] [--ignored-signals=MASK] [--verbose] [--] MODULE " \
+        "[--compiler=auto|cranelift|winch] [--ignored-signals=MASK] [--verbose] " \
+        "[--exec-log=FILE] [--] MODULE " \
         "[ARGS...]"
 
 
@@ -84,6 +85,7 @@ absolute paths from / and relative ones from the current directory, its exit sta
                       cranelift, or winch
   --ignored-signals=MASK  the caller's ignored signals (the tracer passes it)
   --verbose           say when the module's current directory cannot be found for sure
+  --exec-log=FILE     add how the module got its code to wasmbinfmt's --log FILE
   --help, --version
 Status: the program's; 134 after a trap, 126 when it cannot be run, 127 when missing.
 Docs: docs/wasi.md."""
@@ -102,6 +104,7 @@ class Options:
         self.ignored_signals = 0
         self.verbose = False
         self.compiler = "auto"
+        self.exec_log: str | None = None
         self.module = ""
         self.argv: list[str] = []
 
@@ -133,6 +136,8 @@ def parse_args(args: list[str]) -> Options:
             if options.compiler not in COMPILERS:
                 raise ValueError(f"--compiler takes one of {', '.join(COMPILERS)}, not "
                                  f"{options.compiler!r}")
+        elif arg.startswith("--exec-log="):
+            options.exec_log = arg[len("--exec-log="):]
         elif arg.startswith("--ignored-signals="):
             try:
                 options.ignored_signals = int(arg[len("--ignored-signals="):], 16)
@@ -178,10 +183,14 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
     `choice` (one of COMPILERS) leads to; `engine_for(compiler)` gives the engines. With
     `compile` False, None unless it is in the cache. `cranelift_due`: Cranelift's code is to
     be compiled for this run rather than Winch's loaded (None: when
-    tiers.compile_before_run says so). The module and the compiler of its code."""
+    tiers.compile_before_run says so). The module, the compiler of its code, and the
+    seconds compiling it took (None: loaded from the cache)."""
     if directory is None:  # no cache, so no telling a first run: Cranelift
-        return (capi.Module.compile(engine_for("cranelift"), wasm) if compile else None,
-                "cranelift")
+        if not compile:
+            return None, "", None
+        started = time.monotonic()
+        module = capi.Module.compile(engine_for("cranelift"), wasm)
+        return module, "cranelift", time.monotonic() - started
     modules = os.path.join(directory, "modules")
 
     def entry(compiler: str) -> str:
@@ -201,16 +210,17 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
         except capi.WasmtimeError:  # damaged, or another build's: rebuilt
             continue
         cache.touch(entry(compiler))
-        return module, compiler
+        return module, compiler, None
     if not compile:
-        return None, ""
+        return None, "", None
     choices = ("cranelift",)
     if choice != "cranelift":
         choices = compilers_for(choice, size, cranelift_due)
 
-    def compiled(compiler: str) -> capi.Module:
-        used = cpu_seconds()
+    def compiled(compiler: str) -> tuple[capi.Module, str, float]:
+        used, started = cpu_seconds(), time.monotonic()
         module = capi.Module.compile(engine_for(compiler), wasm)
+        seconds = time.monotonic() - started
         cache.store_bytes(entry(compiler), module.serialize())
         if compiler == "winch":
             tiers.set_winch_compile(modules, name, cpu_seconds() - used)
@@ -221,14 +231,14 @@ def load_module(engine_for, wasm: bytes, directory: str | None, name: str,
                 except OSError:
                     pass
         cache.trim(modules, RUN_STARTED)
-        return module
+        return module, compiler, seconds
     *first, last = choices
     for compiler in first:
         try:
-            return compiled(compiler), compiler
+            return compiled(compiler)
         except capi.WasmtimeError:
             pass  # what Winch does not support: the next
-    return compiled(last), last
+    return compiled(last)
 
 
 def entry_path(directory: str, name: str, compiler: str) -> str:
@@ -386,14 +396,15 @@ class Prepared:
         self.linker: capi.WasiLinker | None = None  # shared, with its instantiate_pre
         self.pre: int | None = None
         self.file: os.stat_result | None = None  # the module file, for the launcher's ticket
+        self.compile_seconds: float | None = None  # None: its code came from the cache
 
     def load(self, module_path: str, compile: bool = True) -> bool:
         """Compile the module or load it from the cache, and check it can run (CannotRun);
         with compile False, only from the cache: False when it is not there."""
         try:
-            module, compiled_by = load_module(self.engine_for, self.wasm, self.directory,
-                                              self.name, self.compiler, compile,
-                                              self.cranelift_due)
+            module, compiled_by, seconds = load_module(
+                self.engine_for, self.wasm, self.directory, self.name, self.compiler, compile,
+                self.cranelift_due)
         except capi.WasmtimeError as e:
             raise CannotRun(f"{module_path}: not a valid WebAssembly module: "
                             f"{_with_causes(e)}", EXIT_CANNOT_RUN) from None
@@ -413,6 +424,7 @@ class Prepared:
             raise CannotRun(f"{module_path}: not a WASI command or reactor (it exports neither "
                             f"_start nor _initialize)", EXIT_CANNOT_RUN)
         self.module, self.compiled_by, self.entry, self.wasm = module, compiled_by, entry, b""
+        self.compile_seconds = seconds
         if compiled_by == "cranelift" and self.file is not None and entry == "_start" \
                 and self.directory is not None:
             from . import launcher
@@ -421,6 +433,25 @@ class Prepared:
                                 entry_path(self.directory, self.name, "cranelift"),
                                 self.libc_cwd)
         return True
+
+
+def note_code(options: Options, pid: int, prepared: Prepared, source: str | None = None,
+              background: bool = False) -> None:
+    """With --exec-log, a `code` event (docs/log.md): how process `pid`'s module got its
+    code, `source` "memory" (the warm runner kept it), else as Prepared.load had it."""
+    if options.exec_log is None or prepared.module is None:
+        return
+    from ..report.execlog import append
+
+    fields = {"pid": pid, "module": options.module, "name": prepared.name,
+              "compiler": prepared.compiled_by}
+    if source is None and prepared.compile_seconds is not None:
+        fields.update(source="compiled", seconds=round(prepared.compile_seconds, 6))
+    else:
+        fields["source"] = source or "cache"
+    if background:
+        fields["background"] = True
+    append(options.exec_log, "code", **fields)
 
 
 def new_engine(stack_limit: int, compiler: str = "cranelift") -> capi.Engine:
@@ -499,6 +530,7 @@ def run(options: Options) -> int:
     except CannotRun as e:
         complain(str(e))
         return e.status
+    note_code(options, os.getpid(), prepared)
     return start(prepared, options, variables(exec_environment()), closed, cwd)
 
 

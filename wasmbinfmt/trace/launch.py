@@ -36,7 +36,7 @@ import stat
 import _signal as signal  # the C module: signal.py adds enums, and enum costs ~4 ms a start
 import sys
 
-from ..util.abcs import Callable
+from ..util.abcs import Callable, Iterable
 from ..util import stdio
 from ..util.procstate import restore_signals, stay_on_current_cpu
 from . import kernel
@@ -55,10 +55,12 @@ SEIZE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK
 
 
 def run_traced(command: list[bytes], start_tracer: Callable[[int], None],
-               runs_natively: Callable[[bytes], bool] | None = None) -> None:
+               runs_natively: Callable[[bytes], bool] | None = None,
+               tracers: Iterable[int] = ()) -> None:
     """Exec `command` here, traced by `start_tracer(command_pid)` in a grandchild.
     `runs_natively(path)`: whether an exec of that file runs as it is (no rule for it);
-    without it, the first exec stops like every other. Never returns."""
+    without it, the first exec stops like every other. `tracers`: descriptors (close-on-exec)
+    the tracer keeps (its logs). Never returns."""
     command_pid = os.getpid()
     _refuse_if_traced()
     # Before the forks: what runs after them copies each page it writes to.
@@ -75,7 +77,8 @@ def run_traced(command: list[bytes], start_tracer: Callable[[int], None],
             if os.fork() == 0:
                 os.close(to_tracer_w)
                 os.close(to_command_r)
-                _be_tracer(command_pid, to_tracer_r, to_command_w, start_tracer)
+                _be_tracer(command_pid, to_tracer_r, to_command_w, start_tracer,
+                           frozenset(tracers))
         finally:
             os._exit(0)
     os.close(to_tracer_r)
@@ -159,7 +162,7 @@ def _refuse_if_traced() -> None:
 
 
 def _be_tracer(command_pid: int, from_command: int, to_command: int,
-               start_tracer: Callable[[int], None]) -> None:
+               start_tracer: Callable[[int], None], kept: frozenset[int]) -> None:
     status = 1
     # bin/wasmbinfmt starts without collections; the tracer lives as long as the tree. What
     # the start made stays put: a collection over it would copy every page of the heap
@@ -195,8 +198,9 @@ def _be_tracer(command_pid: int, from_command: int, to_command: int,
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
-        # The tracer must hold none of the caller's files (a pipe it reads would never end).
-        stdio.close_all_but({0, 1, 2}.__contains__)
+        # The tracer must hold none of the caller's files (a pipe it reads would never end)
+        # but its logs.
+        stdio.close_all_but(lambda fd: fd <= 2 or fd in kept)
         start_tracer(command_pid)
         status = 0
     except BaseException as e:  # noqa: BLE001 - a forked child must never return to the caller

@@ -510,6 +510,8 @@ class Tracer:
         if strings[:runner] == self.builtin_runner:
             if self.verbose:
                 strings.insert(runner, b"--verbose")
+            if self.exec_log is not None and self.exec_log.path is not None:
+                strings.insert(runner, b"--exec-log=" + os.fsencode(self.exec_log.path))
             launched = self._launched(tid, strings, runner) if self.warm_wanted else None
             if launched is not None:
                 strings, fast = launched, "launched"
