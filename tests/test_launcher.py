@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -237,3 +238,42 @@ def test_what_exec_keeps_is_what_the_native_program_sees(box, user, way):
     assert done.stdout == expected, done.stderr
     assert done.stderr.count(b" (launched)\n" if way == "launched" else
                              b" (warm)\n" if way == "warm" else b"] wasm ") == 14, done.stderr
+
+
+def launched_in_terminal(user, box, command: list[str], keys) -> tuple[int, bytes, list]:
+    """in_terminal (test_warm.py) with the module's code cached first, and the ways its
+    module execs ran, from the exec log."""
+    from test_execlog import events
+    from test_warm import in_terminal
+
+    run(user, box, "./probe.wasm x")
+    log = box / "terminal.jsonl"
+    status, output = in_terminal(user, box, command, keys, options=("--log", str(log)))
+    return status, output, [e["way"] for e in events(log) if e["event"] == "exec"]
+
+
+def test_ctrl_c_in_a_terminal_ends_a_launched_module_and_its_shell(box, user):
+    status, output, ways = launched_in_terminal(
+        user, box, ["sh", "-c", "./probe.wasm spin; echo after"], [(2, b"\x03")])
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT, (status, output)
+    assert b"ready" in output and b"after" not in output
+    assert ways == ["launcher"]
+
+
+def test_a_launched_module_reads_the_terminal_and_ctrl_z_and_fg_work_as_natively(box, user):
+    """As test_warm.py's for the warm runner: typed lines reach the module, Ctrl-Z stops
+    its job, `fg` gives it the terminal again; the same output as the native program's."""
+    from test_warm import in_terminal
+
+    script = "stty -echo; {m} cat; echo stopped $?; jobs; fg %1 >/dev/null; echo status $?"
+    keys = [(1.5, b"one\n"), (1, b"\x1a"), (1.5, b"two\n"), (1, b"\x04")]
+    native = in_terminal(user, box, ["bash", "-m", "-c", script.format(m="./probe.native")],
+                         keys)
+    status, output, ways = launched_in_terminal(
+        user, box, ["bash", "-m", "-c", script.format(m="./probe.wasm")], keys)
+    assert (status, output) == (native[0], native[1].replace(b"probe.native", b"probe.wasm"))
+    text = output.replace(b"\r\n", b"\n")
+    assert text.startswith(b"one\n") and b"Stopped" in text and b"stopped 148\n" in text
+    assert text.endswith(b"two\ndone\nstatus 0\n"), text
+    assert ways == ["launcher"]
+

@@ -352,14 +352,14 @@ def test_a_background_module_reading_the_terminal_stops_as_natively(box, user):
     assert b"Stopped" in outputs[1][1] and outputs[1][1].endswith(b"end\r\n")
 
 
-def in_terminal(user, box, command: list[str], keys: list[tuple[float, bytes]] = ()
-                ) -> tuple[int, bytes]:
-    """Run `wasmbinfmt -- COMMAND` on a new terminal, typing `keys` (each after a pause);
-    its wait status and what it printed."""
+def in_terminal(user, box, command: list[str], keys: list[tuple[float, bytes]] = (),
+                options: tuple[str, ...] = ()) -> tuple[int, bytes]:
+    """Run `wasmbinfmt OPTIONS -- COMMAND` on a new terminal, typing `keys` (each after a
+    pause); its wait status and what it printed."""
     pid, master = pty.fork()
     if pid == 0:
         os.chdir(box)
-        argv = user([sys.executable, "-m", "wasmbinfmt", "--", *command])
+        argv = user([sys.executable, "-m", "wasmbinfmt", *options, "--", *command])
         os.execvp(argv[0], argv)
     output = b""
     keys = list(keys)
