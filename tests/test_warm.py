@@ -440,11 +440,11 @@ def test_a_long_run_on_winchs_code_has_cranelifts_compiled_alongside(box, user):
     assert done.stderr.count(WARM) == 4
 
 
-def test_a_compile_under_way_when_the_run_ends_finishes_after_it(box, user, tmp_path):
-    """The run ends while Cranelift's compile is under way (its module's record says it pays;
-    the run kills the module once the compiler has started): the compiler goes on in a
-    session of its own, holding none of the run's descriptors (the run returns at once),
-    at once at the lowest priority, makes the entry whole, and leaves."""
+def compile_left_under_way(box, user) -> tuple[dict, Path, str, str, str]:
+    """A run that ends while Cranelift's compile is under way (its module's record says it
+    pays; the run kills the module once the compiler has started): the environment naming
+    the cache, the cache, the module's name there, and the compiler's pid and its
+    compile's."""
     import marshal
 
     from test_wasi_runner import big_module
@@ -468,26 +468,79 @@ def test_a_compile_under_way_when_the_run_ends_finishes_after_it(box, user, tmp_
                                      script]), cwd=box, env=env, start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout, stderr = process.communicate(timeout=TIMEOUT)
-    compilers = [pid for pid in map(str, _pids()) if _comm(pid) == "wasmbinfmt-tier"
-                 and f"WASMBINFMT_CACHE_DIR={cache}".encode() in _environ(pid)]
-    assert process.returncode == 0 and len(compilers) == 1, stderr
-    (compiler,) = compilers
-    assert _session(compiler) not in (process.pid, os.getsid(0))
-    held = _open_files(compiler)
-    assert all(target == "/dev/null" or target.startswith(("socket:", str(box)))
-               for target in held), held
+    assert process.returncode == 0, stderr
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # the compiler, then the child it forks for the compile
+        compilers = [pid for pid in map(str, _pids()) if _comm(pid) == "wasmbinfmt-tier"
+                     and f"WASMBINFMT_CACHE_DIR={cache}".encode() in _environ(pid)]
+        if len(compilers) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert len(compilers) == 2, compilers
+    (compiler,) = [pid for pid in compilers if str(_parent(pid)) not in compilers]
+    (compile,) = [pid for pid in compilers if str(_parent(pid)) == compiler]
+    for pid in compilers:
+        assert _session(pid) not in (process.pid, os.getsid(0))
+    return env, cache, name, compiler, compile
+
+
+def compiled_entries(cache: Path, name: str) -> list[str]:
+    """The compilers whose code for module `name` the cache holds."""
+    return sorted(p.name.rsplit("-", 1)[1].split("+")[0]
+                  for p in cache.glob(f"modules/{name}-*.cwasm"))
+
+
+def test_a_compile_under_way_when_the_run_ends_finishes_after_it(box, user):
+    """The compiler (and the child it compiles in) goes on in a session of its own,
+    holding none of the run's descriptors (the run returns at once), at once at the lowest
+    priority, makes the entry whole, and leaves."""
+    env, cache, name, compiler, compile = compile_left_under_way(box, user)
+    for pid in (compiler, compile):
+        held = _open_files(pid)
+        assert all(target == "/dev/null" or target.startswith(("socket:", "pipe:", "anon_inode:",
+                                                                str(box)))
+                   for target in held), held
     # The compile under way goes on at the lowest priority, all its threads and, where the
     # kernel has autogroups, its session's group (else it takes a session's share).
     deadline = time.monotonic() + TIMEOUT
-    while _priority(compiler) != LOWEST and time.monotonic() < deadline:
+    while (_priority(compile), _priority(compiler)) != (LOWEST, LOWEST) and \
+            time.monotonic() < deadline:
         time.sleep(0.02)
-    assert _priority(compiler) == LOWEST
+    assert _priority(compile) == _priority(compiler) == LOWEST
     assert not list(cache.glob("modules/*-cranelift+*"))  # at once, not after the compile
     while os.path.exists(f"/proc/{compiler}") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not os.path.exists(f"/proc/{compiler}")
-    assert sorted(p.name.rsplit("-", 1)[1].split("+")[0]
-                  for p in cache.glob("modules/*")) == ["cranelift"]
+    assert compiled_entries(cache, name) == ["cranelift"]
+
+
+def test_a_compile_left_by_an_ended_run_never_runs_during_the_next(box, user):
+    """Another run starts (it execs a module with the same cache) while the compile an
+    ended run left is under way: the compile is given up at once (its child killed), and
+    made again once no run holds the cache."""
+    env, cache, name, compiler, compile = compile_left_under_way(box, user)
+    started = box / "started"
+    process = subprocess.Popen(user([sys.executable, "-m", "wasmbinfmt", "--", "sh", "-c",
+                                     f"./probe.wasm x >/dev/null; touch {started}; sleep 3"]),
+                               cwd=box, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + TIMEOUT
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    while os.path.exists(f"/proc/{compile}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{compile}")
+    assert os.path.exists(f"/proc/{compiler}") and process.poll() is None  # still running
+    assert _children(compiler) == [] and compiled_entries(cache, name) == ["winch"]
+    from wasmbinfmt.runners import tiers
+
+    # The compiler keeps the module's compile lock: a run's compiler given it waits.
+    assert tiers.being_compiled(str(cache / "modules"), name)
+    _, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0, stderr
+    while os.path.exists(f"/proc/{compiler}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{compiler}")
+    assert compiled_entries(cache, name) == ["cranelift"]
 
 
 def _priority(pid: str) -> tuple:
@@ -535,6 +588,22 @@ def _environ(pid: str) -> bytes:
         return Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return b""
+
+
+def _children(pid: str) -> list[int]:
+    return [child for child in _pids() if _parent_or_none(child) == int(pid)]
+
+
+def _parent_or_none(pid) -> int | None:
+    try:
+        return _parent(pid)
+    except OSError:
+        return None
+
+
+def _parent(pid: str) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])
 
 
 def _session(pid: str) -> int:

@@ -37,7 +37,7 @@ from _blake2 import blake2b
 # procstate: this package's own, found from where this file is (-I puts nothing on the path).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from wasmbinfmt.util.procstate import (  # noqa: E402
-    PYTHON_IGNORES, exec_environment, execve_exactly, restore_signals,
+    PYTHON_IGNORES, die_with_parent, exec_environment, execve_exactly, restore_signals,
 )
 
 KEPT = 1 << 20  # bytes of each stream kept for a diff
@@ -46,7 +46,6 @@ KEPT = 1 << 20  # bytes of each stream kept for a diff
 # the emulator with us).
 NOT_PASSED_ON = (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGSEGV, signal.SIGBUS,
                  signal.SIGILL, signal.SIGFPE, signal.SIGTRAP, signal.SIGSYS)
-PR_SET_PDEATHSIG = 1
 
 
 class Stream:
@@ -89,9 +88,7 @@ def start_emulator(argv: list[str], streams: dict, ignored: int) -> int:
     if child:
         return child
     try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        die_with_parent()
         for stream in streams.values():
             os.dup2(stream.write_end, stream.fd)
         restore_signals(ignored)

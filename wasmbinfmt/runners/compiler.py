@@ -11,7 +11,14 @@ code. (SCHED_IDLE, tried first, starved: on a busy machine a compile never ended
 When the run ends (the host's end of the socket closes) the compiler finishes what it
 was given, at the lowest priority (nice 19, for its autogroup too: whatever runs next comes
 first), then exits: a compile is never lost to a run that ended first, and the next run
-finds its result.
+finds its result. But never while another run holds the cache (tiers.hold_run): even at
+nice 19 a compile slows the run that comes next (a sibling hyperthread, the caches), the
+tier-up costing a run. Each compile runs in a child process, which the compiler kills
+when another run starts after its own has ended (within YIELD_CHECK_MS), and starts again
+once no run holds the cache (waiting IDLE_WAIT_LIMIT at most: then it leaves, and the
+module's runs see to it: the ski rental, tiers.compile_before_run). Killed, not stopped: a
+compile stopped for as long as runs go on would be a process nobody sees waiting, with
+memory to match.
 It runs in a session of its own and holds nothing of the run's (no descriptor, no
 process group a terminal or a `kill -- -PGID` reaches).
 
@@ -30,13 +37,17 @@ import _signal as signal
 import threading
 import time
 
-from ..util import fdpass, stdio
+from ..util import cache, fdpass, stdio
+from ..util.procstate import die_with_parent, lower_priority
 from . import tiers, wasi
 
 NICENESS_AFTER_THE_RUN = 19
 AUTOGROUP_TRIES = 20
 NAME = b"wasmbinfmt-tier"  # what ps shows (the host's would be "wasmbinfmt-wasi")
 MAX_REQUEST = 1 << 16
+YIELD_CHECK_MS = 100  # between two looks at whether another run holds the cache
+IDLE_CHECK_SECONDS = 1.0  # the same, while waiting for no run to hold it
+IDLE_WAIT_LIMIT = 600.0
 _host_left = threading.Event()  # the run has ended (its host's end of the socket closed)
 
 
@@ -84,7 +95,7 @@ def serve(channel: fdpass.Socket, engines) -> None:
                 fd, request = pending.pop(0)
                 _compile(fd, request, engines)
                 try:
-                    channel.send(marshal.dumps(name))
+                    channel.send(marshal.dumps(request[0]))
                 except OSError:
                     pass  # the run has ended: the next one loads it from the cache
     finally:
@@ -93,19 +104,13 @@ def serve(channel: fdpass.Socket, engines) -> None:
 
 def _yield_when_the_host_is_gone(channel: int) -> None:
     """Drop to the lowest priority the moment the run ends (the host's end closes), even in
-    the middle of a compile: the compile of seconds under way is what the next run meets."""
+    the middle of a compile: whatever runs then comes first."""
     watch = select.poll()
     watch.register(channel, select.POLLRDHUP)
     while not watch.poll():
         pass
     _host_left.set()
-    # Linux keeps a nice value per thread: every thread of the compile, and those it starts
-    # later inherit it.
-    for thread in os.listdir("/proc/self/task"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, int(thread), NICENESS_AFTER_THE_RUN)
-        except OSError:
-            pass  # a thread that has just ended
+    lower_priority("self", NICENESS_AFTER_THE_RUN)  # a compile forked later inherits it
     # setsid gave the compiler an autogroup of its own (sched(7)): with autogroups on, the
     # CPU is shared between sessions first and a nice value counts only inside its own, so
     # the group's nice value is lowered too (anyone may lower their own).
@@ -133,22 +138,96 @@ def _poll(channel: fdpass.Socket) -> tuple[bytes | None, list[int]]:
 
 def _compile(fd: int, request: tuple, engines) -> None:
     """Cranelift's code for the module read from `fd` into the cache entry the request
-    names, unless its content is no longer what the name says or another process has made
-    it; logged with --exec-log while the run lasts (a later line would land after its
-    summary, or in the next run's log)."""
+    names, by a child process (unless the module's content is no longer what the name
+    says, or another process has made the entry); logged with --exec-log while the run
+    lasts (a later line would land after its summary, or in the next run's log). The
+    module's compile lock is held throughout, waits for a run to end included: a run's
+    compiler given the module meanwhile waits for it, and finds the entry made."""
     name, path, cwd, env, stack_limit, exec_log = request
-    module = f"/proc/self/fd/{fd}"
+    directory = cache.usable_dir(env)
+    data = b""
     try:
-        options = wasi.parse_args(["--compiler=cranelift", module])
-        prepared = wasi.prepare(options, cwd, env, engines, stack_limit)
-        if prepared.name == name and prepared.directory is not None:
-            with tiers.compile_lock(os.path.join(prepared.directory, "modules"), name):
-                prepared.load(module)  # from the cache, when another process made it
-            if exec_log is not None and not _host_left.is_set() \
-                    and prepared.compile_seconds is not None:
-                options.module, options.exec_log = path, exec_log
-                wasi.note_code(options, os.getpid(), prepared, background=True)
-    except Exception:  # noqa: BLE001 - a speed-up only: the module keeps Winch's code
-        pass
+        if directory is None:
+            return
+        with tiers.compile_lock(os.path.join(directory, "modules"), name):
+            while True:
+                if _host_left.is_set() and not _no_run_within(directory, IDLE_WAIT_LIMIT):
+                    return  # runs all along: the module's own runs will compile it
+                results, child_results = os.pipe2(os.O_CLOEXEC)
+                child = os.fork()
+                if child == 0:
+                    event = None
+                    try:
+                        os.close(results)
+                        if die_with_parent():
+                            event = _compile_here(fd, name, path, cwd, env, stack_limit,
+                                                  exec_log, engines)
+                    except Exception:  # noqa: BLE001 - a speed-up only: Winch's code stays
+                        pass
+                    finally:
+                        os.write(child_results, marshal.dumps(event))
+                        os._exit(0)
+                os.close(child_results)
+                with os.fdopen(results, "rb") as pipe:
+                    if _wait_unless_a_run_starts(child, directory):
+                        data = pipe.read()
+                        break
     finally:
         os.close(fd)
+    if data and not _host_left.is_set():
+        event = marshal.loads(data)
+        if event is not None:
+            from ..report.execlog import append
+
+            append(exec_log, "code", **event)
+
+
+def _compile_here(fd: int, name: str, path: str, cwd: str | None, env: dict, stack_limit: int,
+                  exec_log: str | None, engines) -> dict | None:
+    """The compile, in the child: its `code` event for the log (None: nothing compiled,
+    or no log)."""
+    module = f"/proc/self/fd/{fd}"
+    options = wasi.parse_args(["--compiler=cranelift", module])
+    prepared = wasi.prepare(options, cwd, env, engines, stack_limit)
+    if prepared.name != name or prepared.directory is None:
+        return None
+    prepared.load(module)  # from the cache, when another process made it
+    if exec_log is None or prepared.compile_seconds is None:
+        return None
+    options.module, options.exec_log = path, exec_log
+    return wasi.code_event(options, os.getppid(), prepared, background=True)
+
+
+def _wait_unless_a_run_starts(child: int, directory: str | None) -> bool:
+    """Wait for the compile in process `child` (True), or kill it (False) when, our run
+    ended, another holds the cache `directory`; at the lowest priority once ours ended."""
+    pidfd = os.pidfd_open(child)
+    watch = select.poll()
+    watch.register(pidfd, select.POLLIN)
+    lowered = False
+    try:
+        while not watch.poll(YIELD_CHECK_MS):
+            if not _host_left.is_set():
+                continue
+            if not lowered:
+                lower_priority(child, NICENESS_AFTER_THE_RUN)
+                lowered = True
+            if directory is not None and tiers.runs_under_way(directory):
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+                return False
+        os.waitpid(child, 0)
+        return True
+    finally:
+        os.close(pidfd)
+
+
+def _no_run_within(directory: str | None, limit: float) -> bool:
+    """Whether, within `limit` seconds, no run holds the cache `directory` (at once, if
+    none does now)."""
+    deadline = time.monotonic() + limit
+    while directory is not None and tiers.runs_under_way(directory):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(IDLE_CHECK_SECONDS)
+    return True

@@ -101,10 +101,15 @@ class compile_lock:
 
 def being_compiled(modules: str, name: str) -> bool:
     """Whether a compile of Cranelift's code for `name` is under way (compile_lock held)."""
+    return _held(os.path.join(modules, f"{name}.compiling"))
+
+
+def _held(path: str) -> bool:
+    """Whether a process holds a lock on the file `path` (flock, shared or not)."""
     import fcntl
 
     try:
-        fd = os.open(os.path.join(modules, f"{name}.compiling"), os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return False
     try:
@@ -114,6 +119,32 @@ def being_compiled(modules: str, name: str) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+# Held shared by every run that runs modules with this cache (its tracer, for its life): a
+# compile its own run has left does not take the CPU while another runs.
+RUNS_LOCK = "runs.lock"
+
+
+def hold_run(directory: str) -> int | None:
+    """Say that a run using the cache `directory` is under way, until the descriptor
+    returned is closed (or its process ends); None where the lock cannot be made."""
+    import fcntl
+
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(directory, RUNS_LOCK),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    # Blocks only while a compiler looks (_held: an exclusive lock taken and let go).
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def runs_under_way(directory: str) -> bool:
+    """Whether a run holds the cache `directory` (hold_run)."""
+    return _held(os.path.join(directory, RUNS_LOCK))
 
 
 def record_path(modules: str, name: str) -> str:

@@ -50,7 +50,7 @@ import _signal as signal
 
 from ..util import cache, fdpass, stdio
 from ..util.abcs import Callable
-from ..util.procstate import adopt_signal_state
+from ..util.procstate import adopt_signal_state, die_with_parent
 from . import compiler, tiers, wasi
 from .warm_messages import MAX_FDS, MAX_MESSAGE, decode
 
@@ -64,7 +64,6 @@ QUEUED, ENDED = 0, 1  # Host.tiering's states
 SPARE_MESSAGE = 3 * MAX_MESSAGE
 LIVE_CHECK_INTERVAL = 0.05  # seconds, at least, between two looks at a run's CPU time
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 P_PIDFD = 3
 IOPRIO_WHO_PROCESS = 1
@@ -611,10 +610,8 @@ def _tied_to_host() -> bool:
     """In a process the host forked: die with the host (PR_SET_PDEATHSIG), and collect no
     garbage (a collection would touch, and copy, every object shared with the host). False
     when the host died before the tie was made."""
-    host = os.getppid()
     gc.disable()
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    return os.getppid() == host
+    return die_with_parent()
 
 
 def _be_spare(prepared: dict, channel: fdpass.Socket) -> None:

@@ -435,23 +435,31 @@ class Prepared:
         return True
 
 
-def note_code(options: Options, pid: int, prepared: Prepared, source: str | None = None,
-              background: bool = False) -> None:
+def note_code(options: Options, pid: int, prepared: Prepared, source: str | None = None) -> None:
     """With --exec-log, a `code` event (docs/log.md): how process `pid`'s module got its
     code, `source` "memory" (the warm runner kept it), else as Prepared.load had it."""
-    if options.exec_log is None or prepared.module is None:
-        return
-    from ..report.execlog import append
+    event = code_event(options, pid, prepared, source)
+    if event is not None:
+        from ..report.execlog import append
 
-    fields = {"pid": pid, "module": options.module, "name": prepared.name,
-              "compiler": prepared.compiled_by}
+        append(options.exec_log, "code", **event)
+
+
+def code_event(options: Options, pid: int, prepared: Prepared, source: str | None = None,
+               background: bool = False) -> dict | None:
+    """note_code's event (None: no --exec-log, or no code); `background`: Cranelift's
+    compile while Winch's code runs, `pid` the compiler's."""
+    if options.exec_log is None or prepared.module is None:
+        return None
+    event = {"pid": pid, "module": options.module, "name": prepared.name,
+             "compiler": prepared.compiled_by}
     if source is None and prepared.compile_seconds is not None:
-        fields.update(source="compiled", seconds=round(prepared.compile_seconds, 6))
+        event.update(source="compiled", seconds=round(prepared.compile_seconds, 6))
     else:
-        fields["source"] = source or "cache"
+        event["source"] = source or "cache"
     if background:
-        fields["background"] = True
-    append(options.exec_log, "code", **fields)
+        event["background"] = True
+    return event
 
 
 def new_engine(stack_limit: int, compiler: str = "cranelift") -> capi.Engine:

@@ -181,6 +181,7 @@ class Tracer:
         # The launcher (runners/launcher.py): the cache it reads ("": none), the environment
         # that cache depends on, and its path (None: not built yet, "": cannot be).
         self.launch_cache: str | None = None
+        self.run_lock: int | None = None
         self.launch_checks: list[bytes] = []
         self.launcher_path: str | None = "" if os.environ.get(
             "WASMBINFMT_LAUNCHER", "").lower() in ("off", "0", "no") else None
@@ -206,6 +207,8 @@ class Tracer:
             try:
                 tid, status = waitpid(-1, WALL)
             except ChildProcessError:
+                if self.run_lock is not None:  # the run is over for its compiles too
+                    os.close(self.run_lock)
                 if self.exec_log is not None:
                     self.exec_log.close()
                 if sys.dont_write_bytecode:
@@ -508,6 +511,7 @@ class Tracer:
         fast = None  # "warm" or "launched": the way a module exec skips the runner's start
         runner = len(self.builtin_runner)
         if strings[:runner] == self.builtin_runner:
+            self._module_cache()
             if self.verbose:
                 strings.insert(runner, b"--verbose")
             if self.exec_log is not None and self.exec_log.path is not None:
@@ -584,6 +588,18 @@ class Tracer:
         self.pending[tid] = Pending(saved, "mmap", new_exec, length=length, handoff=handoff)
         resume(PTRACE_SYSCALL, tid)
 
+    def _module_cache(self) -> str:
+        """The cache of compiled modules ("": none), found at the run's first module exec,
+        when the run starts to hold it: a compile an earlier run left waits while this run
+        goes on (tiers.hold_run)."""
+        if self.launch_cache is None:
+            from ..runners import tiers
+
+            self.launch_cache = cache.usable_dir() or ""
+            if self.launch_cache:
+                self.run_lock = tiers.hold_run(self.launch_cache)  # closed when we exit
+        return self.launch_cache
+
     def _launched(self, tid: int, strings: list[bytes], runner: int) -> list[bytes] | None:
         """The launcher's argv up to the caller's (runners/launcher.py), where it can serve
         this module exec: its Cranelift code cached, a caller of our user in our root."""
@@ -592,10 +608,9 @@ class Tracer:
         module = launcher.module_of(strings[runner:])
         if module is None or module.startswith((b"/dev/fd/", b"/proc/")):
             return None  # a descriptor's name: the warm runner reads it in the caller's table
-        if self.launch_cache is None:
-            self.launch_cache = cache.usable_dir() or ""
+        if not self.launch_checks:
             self.launch_checks = launcher.environment_checks()
-        if not self.launch_cache or self.launcher_path == "":
+        if not self._module_cache() or self.launcher_path == "":
             return None
         try:
             st = os.stat(self._locate(module))

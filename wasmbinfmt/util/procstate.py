@@ -110,6 +110,33 @@ def no_wakeup_preemption() -> None:
         pass  # a speed-up only
 
 
-def _threads() -> list[int]:
-    """This process's threads (a setting made for each applies to those they start)."""
-    return [int(tid) for tid in os.listdir("/proc/self/task")]
+def _threads(pid: int | str = "self") -> list[int]:
+    """A process's threads (a setting made for each applies to those they start)."""
+    return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+
+
+def lower_priority(pid: int | str, niceness: int) -> None:
+    """The nice value `niceness` for every thread of process `pid` (Linux keeps one per
+    thread; those started later inherit their starter's)."""
+    try:
+        threads = _threads(pid)
+    except OSError:
+        return  # it has ended
+    for thread in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, thread, niceness)
+        except OSError:
+            pass  # a thread that has just ended
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> bool:
+    """In a forked process: be killed (SIGKILL) when the parent ends. False when it has
+    ended already."""
+    import ctypes  # loaded already by whoever forks us (wasmtime, ptrace)
+
+    parent = os.getppid()
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return os.getppid() == parent
