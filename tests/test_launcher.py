@@ -254,7 +254,7 @@ def launched_in_terminal(user, box, command: list[str], keys) -> tuple[int, byte
 
 def test_ctrl_c_in_a_terminal_ends_a_launched_module_and_its_shell(box, user):
     status, output, ways = launched_in_terminal(
-        user, box, ["sh", "-c", "./probe.wasm spin; echo after"], [(2, b"\x03")])
+        user, box, ["sh", "-c", "./probe.wasm spin; echo after"], [(b"ready", b"\x03")])
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT, (status, output)
     assert b"ready" in output and b"after" not in output
     assert ways == ["launcher"]
@@ -263,17 +263,11 @@ def test_ctrl_c_in_a_terminal_ends_a_launched_module_and_its_shell(box, user):
 def test_a_launched_module_reads_the_terminal_and_ctrl_z_and_fg_work_as_natively(box, user):
     """As test_warm.py's for the warm runner: typed lines reach the module, Ctrl-Z stops
     its job, `fg` gives it the terminal again; the same output as the native program's."""
-    from test_warm import in_terminal
+    from test_warm import TERMINAL_KEYS, check_terminal_session, in_terminal, terminal_session
 
-    script = "stty -echo; {m} cat; echo stopped $?; jobs; fg %1 >/dev/null; echo status $?"
-    keys = [(1.5, b"one\n"), (1, b"\x1a"), (1.5, b"two\n"), (1, b"\x04")]
-    native = in_terminal(user, box, ["bash", "-m", "-c", script.format(m="./probe.native")],
-                         keys)
-    status, output, ways = launched_in_terminal(
-        user, box, ["bash", "-m", "-c", script.format(m="./probe.wasm")], keys)
+    native = in_terminal(user, box, terminal_session("./probe.native"), TERMINAL_KEYS)
+    status, output, ways = launched_in_terminal(user, box, terminal_session("./probe.wasm"),
+                                                TERMINAL_KEYS)
     assert (status, output) == (native[0], native[1].replace(b"probe.native", b"probe.wasm"))
-    text = output.replace(b"\r\n", b"\n")
-    assert text.startswith(b"one\n") and b"Stopped" in text and b"stopped 148\n" in text
-    assert text.endswith(b"two\ndone\nstatus 0\n"), text
+    check_terminal_session(output)
     assert ways == ["launcher"]
-

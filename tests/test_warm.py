@@ -352,10 +352,13 @@ def test_a_background_module_reading_the_terminal_stops_as_natively(box, user):
     assert b"Stopped" in outputs[1][1] and outputs[1][1].endswith(b"end\r\n")
 
 
-def in_terminal(user, box, command: list[str], keys: list[tuple[float, bytes]] = (),
+def in_terminal(user, box, command: list[str], keys: list[tuple[float | bytes, bytes]] = (),
                 options: tuple[str, ...] = ()) -> tuple[int, bytes]:
-    """Run `wasmbinfmt OPTIONS -- COMMAND` on a new terminal, typing `keys` (each after a
-    pause); its wait status and what it printed."""
+    """Run `wasmbinfmt OPTIONS -- COMMAND` on a new terminal, typing `keys`, each once
+    its `when` has come: a pause (seconds after the key before), or the bytes to wait for
+    in what is printed after the key before (a slow machine, such as an emulated one,
+    takes longer than any pause to start a program); its wait status and what it
+    printed."""
     pid, master = pty.fork()
     if pid == 0:
         os.chdir(box)
@@ -364,11 +367,19 @@ def in_terminal(user, box, command: list[str], keys: list[tuple[float, bytes]] =
     output = b""
     keys = list(keys)
     deadline = time.monotonic() + TIMEOUT
-    next_key = time.monotonic() + (keys[0][0] if keys else 0)
+    since, typed_at = 0, time.monotonic()  # where the output after the last key starts
+
+    def due(when: float | bytes) -> bool:
+        if isinstance(when, bytes):
+            return when in output[since:]
+        return time.monotonic() >= typed_at + when
     while time.monotonic() < deadline:
-        if keys and time.monotonic() >= next_key:
-            os.write(master, keys.pop(0)[1])
-            next_key = time.monotonic() + (keys[0][0] if keys else 0)
+        if keys and due(keys[0][0]):
+            when, key = keys.pop(0)
+            os.write(master, key)
+            since = output.index(when, since) + len(when) if isinstance(when, bytes) \
+                else len(output)
+            typed_at = time.monotonic()
         ready, _, _ = select.select([master], [], [], 0.05)
         if ready:
             try:
@@ -386,25 +397,38 @@ def in_terminal(user, box, command: list[str], keys: list[tuple[float, bytes]] =
 def test_ctrl_c_in_a_terminal_ends_the_module_and_its_shell(box, user, served_by):
     status, output = in_terminal(user, box,
                                  ["sh", "-c", f"{served_by}./probe.wasm spin; echo after"],
-                                 [(2, b"\x03")])
+                                 [(b"ready", b"\x03")])
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT, (status, output)
     assert b"ready" in output and b"after" not in output
+
+
+# A line typed to `cat`, Ctrl-Z, `jobs`, `fg`, another line, Ctrl-D: each key once the
+# output says the one before has been taken.
+TERMINAL_SCRIPT = ("stty -echo; echo ready; {m} cat; echo stopped $?; jobs; "
+                   "fg %1 >/dev/null; echo status $?")
+TERMINAL_KEYS = [(b"ready\r\n", b"one\n"), (b"one\r\n", b"\x1a"), (b"stopped 148", b"two\n"),
+                 (b"two\r\n", b"\x04")]
 
 
 def test_a_module_reads_the_terminal_and_ctrl_z_and_fg_work_as_natively(box, user):
     """Typed lines reach the module; Ctrl-Z stops its job (the shell goes on: `jobs` says
     Stopped), `fg` gives it the terminal again; the same as for a native program."""
-    script = "stty -echo; {m} cat; echo stopped $?; jobs; fg %1 >/dev/null; echo status $?"
-    keys = [(1.5, b"one\n"), (1, b"\x1a"), (1.5, b"two\n"), (1, b"\x04")]
     outputs = []
     for module in ("./probe.native", "./probe.wasm"):
-        status, output = in_terminal(user, box, ["bash", "-m", "-c", script.format(m=module)],
-                                     keys)
+        status, output = in_terminal(user, box, terminal_session(module), TERMINAL_KEYS)
         outputs.append((status, output.replace(b"probe.native", b"probe.wasm")))
     assert outputs[0] == outputs[1]
-    text = outputs[1][1].replace(b"\r\n", b"\n")
-    assert text.startswith(b"one\n") and b"Stopped" in text and b"stopped 148\n" in text
-    assert text.endswith(b"two\ndone\nstatus 0\n"), text
+    check_terminal_session(outputs[1][1])
+
+
+def terminal_session(module: str) -> list[str]:
+    return ["bash", "-m", "-c", TERMINAL_SCRIPT.format(m=module)]
+
+
+def check_terminal_session(output: bytes) -> None:
+    text = output.replace(b"\r\n", b"\n")
+    assert text.startswith(b"ready\none\n") and b"Stopped" in text, text
+    assert b"stopped 148\n" in text and text.endswith(b"two\ndone\nstatus 0\n"), text
 
 
 ENTRIES = "entries() { ls cache/modules | grep -o -e '-cranelift+' -e '-winch+' | sort; }; "
