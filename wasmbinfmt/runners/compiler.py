@@ -3,10 +3,13 @@
 One process per run, forked by the warm host (runners/warm.py) when tiers.py first says
 a module's Cranelift code pays. The host sends it each such module as an open
 descriptor of the module's file (a test driver may remove the file once it has run)
-with what preparing it needs; the compiler compiles them one at a time (one compile
-already takes every CPU: parallel compilation) into the cache, at the run's own
-priority, and tells the host which are done, so that their next runs load Cranelift's
-code. (SCHED_IDLE, tried first, starved: on a busy machine a compile never ended.)
+with what preparing it needs. A module the run has run more than once, which its later
+execs would run faster, is compiled at once, at the run's own priority; the others (a
+suite's test binaries, each run once a run) are kept for when the run has ended: during
+it their compile would only slow it. The compiler compiles them one at a time (one
+compile already takes every CPU: parallel compilation) into the cache, and tells the host
+which are done, so that their next runs load Cranelift's code. (SCHED_IDLE, tried first,
+starved: on a busy machine a compile never ended.)
 
 When the run ends (the host's end of the socket closes) the compiler finishes what it
 was given, at the lowest priority (nice 19, for its autogroup too: whatever runs next comes
@@ -52,10 +55,11 @@ _host_left = threading.Event()  # the run has ended (its host's end of the socke
 
 
 def encode_request(name: str, path: str, cwd: str | None, env: dict[str, str],
-                   stack_limit: int, exec_log: str | None) -> bytes:
+                   stack_limit: int, exec_log: str | None, now: bool) -> bytes:
     """A module to compile: its cache entry's name, its file's path (its descriptor goes
-    with the request), and the run's --exec-log (None: none)."""
-    return marshal.dumps((name, path, cwd, env, stack_limit, exec_log))
+    with the request), the run's --exec-log (None: none); `now`, or once the run has
+    ended (a module the run would not use again)."""
+    return marshal.dumps((now, (name, path, cwd, env, stack_limit, exec_log)))
 
 
 def serve(channel: fdpass.Socket, engines) -> None:
@@ -76,6 +80,7 @@ def serve(channel: fdpass.Socket, engines) -> None:
         threading.Thread(target=_yield_when_the_host_is_gone, args=(channel.fileno(),),
                          daemon=True).start()
         pending: list[tuple] = []
+        after_the_run: dict[str, tuple] = {}  # by name
         host_gone = False
         while pending or not host_gone:
             try:
@@ -89,8 +94,16 @@ def serve(channel: fdpass.Socket, engines) -> None:
                 pass
             elif not data:
                 host_gone = True
+                pending += after_the_run.values()
             elif fds:
-                pending.append((fds[0], marshal.loads(data)))
+                now, request = marshal.loads(data)
+                kept = after_the_run.pop(request[0], None)
+                if kept is not None:  # asked again, now: the module is run again
+                    os.close(kept[0])
+                if now:
+                    pending.append((fds[0], request))
+                else:
+                    after_the_run[request[0]] = (fds[0], request)
             if pending:
                 fd, request = pending.pop(0)
                 _compile(fd, request, engines)

@@ -58,7 +58,7 @@ KEPT_MODULES = 64  # prepared modules kept in memory, least recently used droppe
 # A module whose code a worker compiles keeps its bytes until a later exec loads the code
 # from the cache (then it keeps none): at most this many such bytes are kept in all.
 KEPT_MODULE_BYTES = 32 << 20
-QUEUED, ENDED = 0, 1  # Host.tiering's states
+QUEUED, ENDED, AFTER_THE_RUN = 0, 1, 2  # Host.tiering's states
 # A spare's request carries the environment as pairs (a few bytes more an entry than the
 # tracer's request): under a unix socket's default send buffer (~208 KiB), else a fork.
 SPARE_MESSAGE = 3 * MAX_MESSAGE
@@ -114,8 +114,10 @@ class Host:
         self.prepared: dict[tuple, wasi.Prepared] = {}  # by module file and settings
         self.spare: Spare | None = None
         # Cranelift's compiles of this run, by cache entry (directory, name): QUEUED until
-        # the compiler has made it, then ENDED (so too when a run compiled it first).
+        # the compiler has made it, then ENDED (so too when a run compiled it first);
+        # AFTER_THE_RUN while the compiler keeps it for when the run has ended.
         self.tiering: dict[tuple, int] = {}
+        self.execs: dict[tuple, int] = {}  # this run's execs of each module on Winch's code
         self.compiler: fdpass.Socket | None = None  # runners/compiler.py's, once started
         self.watched: dict[int, Job] = {}  # by client: runs on Winch's code, timed live
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -364,6 +366,9 @@ class Host:
         compiled by this run before it starts (the time lost on Winch's code has reached its
         price), queued (it pays), or to be decided while the run goes on (True)."""
         entry = (prepared.directory, prepared.name)
+        self.execs[entry] = self.execs.get(entry, 0) + 1
+        if self.tiering.get(entry) == AFTER_THE_RUN and self._used_again(entry):
+            self._queue_compile(entry, prepared, start)  # now, for the run's next execs
         if entry in self.tiering:  # queued, compiling or compiled in this run
             return False
         record = tiers.load(os.path.join(prepared.directory, "modules"), prepared.name)
@@ -375,6 +380,12 @@ class Host:
             self._queue_compile(entry, prepared, start)
             return False
         return True
+
+    def _used_again(self, entry: tuple) -> bool:
+        """Whether Cranelift's code for the module would serve this run: it has run the
+        module more than once. (A module run once a run, as a suite's test binary is,
+        gets it compiled after the run: a compile during it would only slow it.)"""
+        return self.execs.get(entry, 0) > 1
 
     # -- Cranelift's compiles, in the background -----------------------------------------
 
@@ -421,8 +432,10 @@ class Host:
 
     def _queue_compile(self, entry: tuple, prepared: wasi.Prepared, start: tuple) -> None:
         """Cranelift's code for `prepared` into the cache, by the run's compiler (started
-        now, if not yet), which reads the module through a descriptor opened now."""
+        now, if not yet), which reads the module through a descriptor opened now: at once
+        if this run would use it, else once the run has ended."""
         path, cwd, env, stack_limit, exec_log = start
+        now = self._used_again(entry)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -431,8 +444,8 @@ class Host:
             if self.compiler is None:
                 self.compiler = self._start_compiler()
             fdpass.send_fds(self.compiler, compiler.encode_request(
-                prepared.name, path, cwd, env, stack_limit, exec_log), [fd])
-            self.tiering[entry] = QUEUED
+                prepared.name, path, cwd, env, stack_limit, exec_log, now), [fd])
+            self.tiering[entry] = QUEUED if now else AFTER_THE_RUN
         except OSError:
             pass  # a speed-up only: the module keeps Winch's code
         finally:
