@@ -436,8 +436,8 @@ ENTRIES = "entries() { ls cache/modules | grep -o -e '-cranelift+' -e '-winch+' 
 
 def test_a_long_run_on_winchs_code_has_cranelifts_compiled_alongside(box, user):
     """A module run in milliseconds keeps Winch's code, its runs counted in its usage record
-    (tiers.py); one whose run spends more than Cranelift's price over the runs to come, and
-    which the run runs again, has Cranelift's compiled while it runs, by the run's compiler
+    (tiers.py); one whose run spends more than Cranelift's price over the runs to come, in
+    the run that compiled it, has Cranelift's compiled while it runs, by the run's compiler
     (a process of its own, not the worker: the host has no thread to lose), which then
     removes Winch's entry and the record; a later run takes Cranelift's (its entry is
     read: its time refreshed). Each run is warm."""
@@ -449,7 +449,7 @@ def test_a_long_run_on_winchs_code_has_cranelifts_compiled_alongside(box, user):
         path.chmod(0o755)
     script = ("export WASMBINFMT_CACHE_DIR=$PWD/cache; " + ENTRIES +
               "./big.wasm; ./big.wasm; echo $? $(entries) $(ls cache/modules/*.usage | wc -l); "
-              "rm -r cache; ./big4000000000.wasm; ./big4000000000.wasm; echo $?; "
+              "rm -r cache; ./big4000000000.wasm; echo $?; "
               "for i in $(seq 600); do entries | grep -q winch || break; sleep 0.1; done; "
               "echo $(entries) $(ls cache/modules | grep -c -v cwasm); "
               "touch -d @1000000000 cache/modules/*-cranelift+*; "
@@ -461,14 +461,13 @@ def test_a_long_run_on_winchs_code_has_cranelifts_compiled_alongside(box, user):
     assert lines[1:3] == [str(busy_status), "-cranelift+ 0"]
     final_status, mtime = lines[3].split()
     assert final_status == str(busy_status) and int(mtime) > 1000000000
-    assert done.stderr.count(WARM) == 5
+    assert done.stderr.count(WARM) == 4
 
 
-def compile_left_under_way(box, user) -> tuple[dict, Path, str, str, str]:
-    """A run that ends with Cranelift's compile left to do (its module's record says it
-    pays; the run kills the module once the compiler has started, and runs it once: the
-    compile is kept for after the run): the environment naming the cache, the cache, the
-    module's name there, and the compiler's pid and its compile's, under way."""
+def paying_module(box, user) -> tuple[dict, Path, str]:
+    """A module with Winch's code cached whose record says Cranelift's pays (not due before
+    a run: a run starts on Winch's code): the environment naming the cache, the cache, the
+    module's name there."""
     import marshal
 
     from test_wasi_runner import big_module
@@ -482,32 +481,78 @@ def compile_left_under_way(box, user) -> tuple[dict, Path, str, str, str]:
     assert first.returncode == status, first.stderr
     (record,) = cache.glob("modules/*.usage")
     name, (runs, lost, winch_compile) = marshal.loads(record.read_bytes())
-    # It pays at once (not due before the run: the run starts on Winch's code).
     paying = (1, tiers.price((1, 0, winch_compile), 0) / 2, winch_compile)
     assert tiers.cranelift_pays(paying, 0) and not tiers.compile_before_run(paying, 0)
     record.write_bytes(marshal.dumps((name, paying)))
+    return env, cache, name
+
+
+def compiles_while_it_runs(box, user, env: dict, before: str) -> int:
+    """The number of compiles the run's compiler has under way half a second into the
+    module's exec, in a run of `before` then the module (killed then, which ends the
+    run)."""
+    go, started = box / "go", box / "started"
+    go.unlink(missing_ok=True)
+    started.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        user([sys.executable, "-m", "wasmbinfmt", "--", "bash", "-c",
+              f"{before}./big4000000000.wasm & touch {started}; "
+              f"until [ -e {go} ]; do sleep 0.05; done; kill $!"]),
+        cwd=box, env=env, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        compiler = _compilers(env["WASMBINFMT_CACHE_DIR"], 1)[0]
+        deadline = time.monotonic() + TIMEOUT
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)
+        compiles = len(_children(compiler))
+    finally:
+        go.touch()
+        _, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0, stderr
+    return compiles
+
+
+def _compilers(cache: str, at_least: int) -> list[str]:
+    """The compiler processes of the runs with this cache, once there are `at_least`: the
+    compiler first, then the child it compiles in."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        found = [pid for pid in map(str, _pids()) if _comm(pid) == "wasmbinfmt-tier"
+                 and f"WASMBINFMT_CACHE_DIR={cache}".encode() in _environ(pid)]
+        found.sort(key=lambda pid: str(_parent_or_none(pid)) in found)
+        if len(found) >= at_least or time.monotonic() > deadline:
+            assert len(found) >= at_least, found
+            return found
+        time.sleep(0.02)
+
+
+def test_a_module_the_run_runs_again_has_its_compile_at_once(box, user):
+    """Its record says Cranelift's code pays; the run runs it a second time: that code would
+    serve the run's next execs, so the compile starts during the run."""
+    env, cache, name = paying_module(box, user)
+    assert compiles_while_it_runs(box, user, env, "./big4000000000.wasm >/dev/null; ") == 1
+    compiler = _compilers(env["WASMBINFMT_CACHE_DIR"], 1)[0]  # finishing, the run over
+    deadline = time.monotonic() + TIMEOUT
+    while os.path.exists(f"/proc/{compiler}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert compiled_entries(cache, name) == ["cranelift"]
+
+
+def compile_left_under_way(box, user) -> tuple[dict, Path, str, str, str]:
+    """A run that ends with Cranelift's compile left to do (its module's record says it
+    pays; the run kills the module once the compiler has started, and runs it once: the
+    compile is kept for after the run): the environment naming the cache, the cache, the
+    module's name there, and the compiler's pid and its compile's, under way."""
+    env, cache, name = paying_module(box, user)
     # The run runs the module once: the compile waits for the run's end (the compiler has
     # no child while the run lasts).
-    script = ("./big4000000000.wasm & for i in $(seq 600); do "
-              "c=$(pgrep -x wasmbinfmt-tier) && break; sleep 0.05; done; sleep 0.5; "
-              "echo compiles $(pgrep -c -P $c); kill $!")
-    process = subprocess.Popen(user([sys.executable, "-m", "wasmbinfmt", "--", "bash", "-c",
-                                     script]), cwd=box, env=env, start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout, stderr = process.communicate(timeout=TIMEOUT)
-    assert process.returncode == 0 and stdout == b"compiles 0\n", (stdout, stderr)
-    deadline = time.monotonic() + TIMEOUT
-    while True:  # the compiler, then the child it forks for the compile
-        compilers = [pid for pid in map(str, _pids()) if _comm(pid) == "wasmbinfmt-tier"
-                     and f"WASMBINFMT_CACHE_DIR={cache}".encode() in _environ(pid)]
-        if len(compilers) == 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert len(compilers) == 2, compilers
-    (compiler,) = [pid for pid in compilers if str(_parent(pid)) not in compilers]
-    (compile,) = [pid for pid in compilers if str(_parent(pid)) == compiler]
-    for pid in compilers:
-        assert _session(pid) not in (process.pid, os.getsid(0))
+    assert compiles_while_it_runs(box, user, env, "") == 0
+    compiler, compile = _compilers(str(cache), 2)  # the run over: the compile has begun
+    assert str(_parent(compile)) == compiler
+    # A session of its own (setsid): no terminal or group of the run's reaches it.
+    assert _session(compiler) == _session(compile) == int(compiler)
     return env, cache, name, compiler, compile
 
 

@@ -368,7 +368,7 @@ class Host:
         entry = (prepared.directory, prepared.name)
         self.execs[entry] = self.execs.get(entry, 0) + 1
         if self.tiering.get(entry) == AFTER_THE_RUN and self._used_again(entry):
-            self._queue_compile(entry, prepared, start)  # now, for the run's next execs
+            self._queue_compile(entry, prepared, start, now=True)  # for the run's next execs
         if entry in self.tiering:  # queued, compiling or compiled in this run
             return False
         record = tiers.load(os.path.join(prepared.directory, "modules"), prepared.name)
@@ -377,14 +377,15 @@ class Host:
             self.tiering[entry] = ENDED
             return False
         if tiers.cranelift_pays(record, prepared.code_bytes):
-            self._queue_compile(entry, prepared, start)
+            self._queue_compile(entry, prepared, start, self._used_again(entry))
             return False
         return True
 
     def _used_again(self, entry: tuple) -> bool:
-        """Whether Cranelift's code for the module would serve this run: it has run the
-        module more than once. (A module run once a run, as a suite's test binary is,
-        gets it compiled after the run: a compile during it would only slow it.)"""
+        """Whether the run has run the module more than once: Cranelift's code would serve
+        its next execs. (A module run once a run, as a suite's test binary is, gets it
+        compiled after the run, unless this run is its first: a compile during a later
+        one would only slow it.)"""
         return self.execs.get(entry, 0) > 1
 
     # -- Cranelift's compiles, in the background -----------------------------------------
@@ -425,17 +426,20 @@ class Host:
                 running -= record[2]
             if tiers.cranelift_pays(record, prepared.code_bytes, running):
                 del self.watched[client]
-                self._queue_compile(entry, prepared, job.tier.start)
+                # A run that compiled the module (Winch's code) is its first: the cold
+                # run, which the compiles are for, as the wasmtime CLI's first run is.
+                self._queue_compile(entry, prepared, job.tier.start,
+                                    job.tier.compiles_first or self._used_again(entry))
             else:
                 job.check_at = now + max(LIVE_CHECK_INTERVAL, tiers.running_seconds_until_it_pays(
                     record, prepared.code_bytes) - running)
 
-    def _queue_compile(self, entry: tuple, prepared: wasi.Prepared, start: tuple) -> None:
+    def _queue_compile(self, entry: tuple, prepared: wasi.Prepared, start: tuple,
+                       now: bool) -> None:
         """Cranelift's code for `prepared` into the cache, by the run's compiler (started
-        now, if not yet), which reads the module through a descriptor opened now: at once
-        if this run would use it, else once the run has ended."""
+        now, if not yet), which reads the module through a descriptor opened now: `now`,
+        or once the run has ended."""
         path, cwd, env, stack_limit, exec_log = start
-        now = self._used_again(entry)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
