@@ -263,7 +263,7 @@ def test_a_traced_start_imports_no_argparse_re_typing_collections_or_yaml(env, t
     the tracer at its first module exec: the warm runner's host imports the runner."""
     code = ("import sys\n"
             "import wasmbinfmt.trace.launch as launch\n"
-            "def stop(command, start_tracer, runs_natively, tracers):\n"
+            "def stop(command, start_tracer, runs_natively, tracer_fds):\n"
             "    import wasmbinfmt.trace.tracer  # what the tracer imports after the fork\n"
             "    import wasmbinfmt.trace.handoff  # and at its first module exec\n"
             "    print(sorted(m for m in sys.modules if m.partition('.')[0] in ("

@@ -56,10 +56,10 @@ SEIZE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK
 
 def run_traced(command: list[bytes], start_tracer: Callable[[int], None],
                runs_natively: Callable[[bytes], bool] | None = None,
-               tracers: Iterable[int] = ()) -> None:
+               tracer_fds: Iterable[int] = ()) -> None:
     """Exec `command` here, traced by `start_tracer(command_pid)` in a grandchild.
     `runs_natively(path)`: whether an exec of that file runs as it is (no rule for it);
-    without it, the first exec stops like every other. `tracers`: descriptors (close-on-exec)
+    without it, the first exec stops like every other. `tracer_fds`: descriptors (close-on-exec)
     the tracer keeps (its logs). Never returns."""
     command_pid = os.getpid()
     _refuse_if_traced()
@@ -78,7 +78,7 @@ def run_traced(command: list[bytes], start_tracer: Callable[[int], None],
                 os.close(to_tracer_w)
                 os.close(to_command_r)
                 _be_tracer(command_pid, to_tracer_r, to_command_w, start_tracer,
-                           frozenset(tracers))
+                           frozenset(tracer_fds))
         finally:
             os._exit(0)
     os.close(to_tracer_r)

@@ -178,9 +178,10 @@ class Tracer:
             os.fsencode(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                 __file__))), "report", "capture.py")), os.fsencode(capture)]
         self.warm = None  # the WarmRunner, made at the first such exec
-        # The launcher (runners/launcher.py): the cache it reads ("": none), the environment
-        # that cache depends on, and its path (None: not built yet, "": cannot be).
-        self.launch_cache: str | None = None
+        # The cache of compiled modules ("": none; None: not looked for yet), which the
+        # launcher (runners/launcher.py) reads; the environment that cache depends on; the
+        # launcher's path (None: not built yet, "": cannot be).
+        self.module_cache: str | None = None
         self.run_lock: int | None = None
         self.launch_checks: list[bytes] = []
         self.launcher_path: str | None = "" if os.environ.get(
@@ -592,13 +593,13 @@ class Tracer:
         """The cache of compiled modules ("": none), found at the run's first module exec,
         when the run starts to hold it: a compile an earlier run left waits while this run
         goes on (tiers.hold_run)."""
-        if self.launch_cache is None:
+        if self.module_cache is None:
             from ..runners import tiers
 
-            self.launch_cache = cache.usable_dir() or ""
-            if self.launch_cache:
-                self.run_lock = tiers.hold_run(self.launch_cache)  # closed when we exit
-        return self.launch_cache
+            self.module_cache = cache.usable_dir() or ""
+            if self.module_cache:
+                self.run_lock = tiers.hold_run(self.module_cache)  # closed when we exit
+        return self.module_cache
 
     def _launched(self, tid: int, strings: list[bytes], runner: int) -> list[bytes] | None:
         """The launcher's argv up to the caller's (runners/launcher.py), where it can serve
@@ -621,11 +622,11 @@ class Tracer:
         ours = b"%d" % os.geteuid()
         if uid[1] != ours or uid[3] != ours or not self._in_our_root():
             return None  # the cache and the launcher are ours to run
-        ticket = launcher.read_ticket(self.launch_cache, st)
+        ticket = launcher.read_ticket(self.module_cache, st)
         if ticket is None:
             return None
         if self.launcher_path is None:
-            self.launcher_path = launcher.build(self.launch_cache) or ""
+            self.launcher_path = launcher.build(self.module_cache) or ""
             if not self.launcher_path:
                 if self.verbose:
                     self._say("the module launcher could not be built and run here (it "
