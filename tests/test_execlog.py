@@ -472,3 +472,26 @@ def test_log_output_needs_a_log(box):
     done = subprocess.run([sys.executable, "-m", "wasmbinfmt", "--log-output", "--", "true"],
                           cwd=box, capture_output=True, timeout=TIMEOUT)
     assert done.returncode == 2 and b"--log-output records into the --log FILE" in done.stderr
+
+
+def test_log_output_needs_a_log_the_recorders_can_open_by_its_path(box, user):
+    """The recorders append to the log by path: a pipe (/dev/stdout of `| cat`) has none,
+    a regular file has, whatever name it was given (`>>`: the program's writes and the
+    log's share it), unless it was removed."""
+    tool = f"{sys.executable} -m wasmbinfmt --log /dev/stdout --log-output --"
+    script = (f"{tool} ./probe.wasm piped | cat > piped.txt; echo piped $? >> said.txt; "
+              f"{tool} ./probe.wasm filed >> filed.txt; echo filed $? >> said.txt; "
+              f"exec 3>> gone.txt; rm gone.txt; {tool} ./probe.wasm gone >&3; "
+              f"echo gone $? >> said.txt")
+    done = subprocess.run(user(["bash", "-o", "pipefail", "-c", script]), cwd=box,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert (box / "said.txt").read_text() == "piped 2\nfiled 0\ngone 2\n", done.stderr
+    assert done.stderr == 2 * (
+        "wasmbinfmt: --log-output records into the --log FILE by its name, and /dev/stdout "
+        "is not a file that has one (a pipe, a terminal, a removed file)\n")
+    assert (box / "piped.txt").read_text() == ""  # refused before the program ran
+    filed = (box / "filed.txt").read_text().splitlines(keepends=True)
+    printed = "".join(line for line in filed if not line.startswith("{"))
+    assert printed == "argc=2\nargv[0]=./probe.wasm\nargv[1]=filed\n"
+    (output,) = [json.loads(line) for line in filed if '"output"' in line]
+    assert output["stdout"]["bytes"] == len(printed)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import os
-import stat
 import sys
 from types import SimpleNamespace as Namespace
 
@@ -631,10 +630,14 @@ def cmd_run(args: Namespace) -> int:
                 print(f"wasmbinfmt: cannot write {path}: {e.strerror}", file=sys.stderr)
                 return 2
 
-    if args.log_output and not stat.S_ISREG(os.fstat(logs["execs"].fileno()).st_mode):
-        print(f"wasmbinfmt: --log-output records into the --log FILE, and "
-              f"{args.exec_log} is not a regular file", file=sys.stderr)
-        return 2
+    if args.log_output:
+        from .report.execlog import regular_file_path
+
+        if regular_file_path(logs["execs"]) is None:  # the recorders open it by that path
+            print(f"wasmbinfmt: --log-output records into the --log FILE by its name, and "
+                  f"{args.exec_log} is not a file that has one (a pipe, a terminal, a "
+                  f"removed file)", file=sys.stderr)
+            return 2
 
     def start_tracer(command_pid: int) -> None:
         from .trace.tracer import Tracer  # here, in the tracer: the command never needs it

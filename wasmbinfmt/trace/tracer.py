@@ -159,6 +159,10 @@ class Tracer:
         self.privileged = os.geteuid() == 0
         self.own_groups = os.getgroups()
         self.exec_log = exec_log  # --log: JSON lines of the rerouted execs (execlog.py)
+        # The built-in runner's option to add its `code` events to that log (a regular
+        # file's: the runners open it by path).
+        self.code_log_option = None if exec_log is None or exec_log.path is None else \
+            b"--exec-log=" + os.fsencode(exec_log.path)
         self.exec_name = b""  # the name the exec at hand runs, as exec handlers see it
         # How the built-in runner starts: it is told what its Python's start hides.
         self.builtin_runner = [os.fsencode(sys.executable),
@@ -515,8 +519,8 @@ class Tracer:
             self._module_cache()
             if self.verbose:
                 strings.insert(runner, b"--verbose")
-            if self.exec_log is not None and self.exec_log.path is not None:
-                strings.insert(runner, b"--exec-log=" + os.fsencode(self.exec_log.path))
+            if self.code_log_option is not None:
+                strings.insert(runner, self.code_log_option)
             launched = self._launched(tid, strings, runner) if self.warm_wanted else None
             if launched is not None:
                 strings, fast = launched, "launched"
