@@ -630,24 +630,21 @@ def cmd_run(args: Namespace) -> int:
                 print(f"wasmbinfmt: cannot write {path}: {e.strerror}", file=sys.stderr)
                 return 2
 
-    if args.log_output:
-        from .report.execlog import regular_file_path
+    exec_log = None
+    if args.exec_log:
+        from .report.execlog import ExecLog
 
-        if regular_file_path(logs["execs"]) is None:  # the recorders open it by that path
-            print(f"wasmbinfmt: --log-output records into the --log FILE by its name, and "
-                  f"{args.exec_log} is not a file that has one (a pipe, a terminal, a "
-                  f"removed file)", file=sys.stderr)
-            return 2
+        exec_log = ExecLog(logs["execs"])
+    if args.log_output and exec_log.path is None:  # the recorders open the log by its path
+        print(f"wasmbinfmt: --log-output records into the --log FILE by its name, and "
+              f"{args.exec_log} is not a file that has one (a pipe, a terminal, a "
+              f"removed file)", file=sys.stderr)
+        return 2
 
     def start_tracer(command_pid: int) -> None:
         from .trace.tracer import Tracer  # here, in the tracer: the command never needs it
 
         log = logs.get("messages", sys.stderr)
-        exec_log = None
-        if args.exec_log:
-            from .report.execlog import ExecLog
-
-            exec_log = ExecLog(logs["execs"])
         Tracer(ruleset.active(), arch, command_pid, log, verbose=args.verbose,
                log_is_stderr=log is sys.stderr, exec_log=exec_log,
                not_installed=ruleset.not_installed() if args.verbose else (),

@@ -37,10 +37,10 @@ def append(path: str, event: str, **fields) -> None:
         os.close(fd)
 
 
-def regular_file_path(stream) -> str | None:
+def _regular_file_path(stream) -> str | None:
     """Where other processes can open the regular file `stream` writes to: the path it
     has now (not the name it was opened by: /dev/stderr, opened by a runner, is the
-    runner's own); None for anything else (a pipe, a terminal)."""
+    runner's own); None for anything else (a pipe, a terminal, a file removed since)."""
     import stat
 
     try:
@@ -61,7 +61,7 @@ class ExecLog:
 
         self.dumps = json.dumps
         self.stream = stream
-        self.path = regular_file_path(stream)  # where the runners add their `code` events
+        self.path = _regular_file_path(stream)  # where the runners add their `code` events
         self.started = time.monotonic()
         self.open: dict[int, tuple[float, str]] = {}  # pid -> (start, first rule)
         self.rerouted: dict[str, int] = {}
