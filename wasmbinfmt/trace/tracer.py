@@ -183,8 +183,9 @@ class Tracer:
                 __file__))), "report", "capture.py")), os.fsencode(capture)]
         self.warm = None  # the WarmRunner, made at the first such exec
         # The cache of compiled modules ("": none; None: not looked for yet), which the
-        # launcher (runners/launcher.py) reads; the environment that cache depends on; the
-        # launcher's path (None: not built yet, "": cannot be).
+        # launcher (runners/launcher.py) reads; the lock by which the run holds it
+        # (tiers.hold_run); the environment that cache depends on; the launcher's path
+        # (None: not built yet, "": cannot be).
         self.module_cache: str | None = None
         self.run_lock: int | None = None
         self.launch_checks: list[bytes] = []
