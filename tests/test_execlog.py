@@ -115,6 +115,8 @@ def test_the_log_says_how_each_module_got_its_code(box, user, tmp_path):
                      r"\(\d+\.\d\ds\), from the cache 3, kept in memory 1, Cranelift in the "
                      r"background 1 \(\d+\.\d\ds\)$", summary, re.M), summary
     assert "more than once" not in summary
+    # big.wasm's three runs and big4000000000.wasm's first.
+    assert re.search(r"^  runs on Winch's code: 4 \(\d+\.\d\ds\);", summary, re.M), summary
     # The timeline: a slice per compile in its run, the background compiler's own track,
     # a mark where the code came from the cache or from memory.
     from wasmbinfmt.report.execlog import trace
@@ -194,6 +196,31 @@ def test_the_summary_tells_a_module_compiled_again_by_a_cache_too_small():
     text, _ = summarize(lines)
     assert "code: compiled 2 by winch (2.00s)\n  1 module(s) compiled more than once: the " \
            "cache of compiled modules may be too small for this suite" in text, text
+
+
+def test_the_summary_counts_the_runs_on_winchs_code():
+    """Each run whose module ran Winch's code (from a compile, the cache or memory), by its
+    code event in the run's pid and time; not the background compiler's."""
+    lines = [exec_event(10, 100.0, ["./x.aarch64"], "aarch64"),
+             exec_event(10, 100.5, ["./a.wasm"]),  # x.aarch64 exec'd it: the same pid
+             event("code", 100.6, pid=10, module="./a.wasm", name="a", compiler="winch",
+                   source="compiled", seconds=0.1),
+             event("exit", 101.5, pid=10, status=0, duration=1.0),
+             exec_event(11, 102.0, ["./a.wasm"]),
+             event("code", 102.1, pid=11, module="./a.wasm", name="a", compiler="winch",
+                   source="memory"),
+             event("exit", 102.25, pid=11, status=0, duration=0.25),
+             event("code", 103.0, pid=99, module="./a.wasm", name="a", compiler="cranelift",
+                   source="compiled", seconds=3.0, background=True),
+             exec_event(12, 104.0, ["./a.wasm"]),
+             event("code", 104.1, pid=12, module="./a.wasm", name="a", compiler="cranelift",
+                   source="cache"),
+             event("exit", 104.5, pid=12, status=0, duration=0.5)]
+    text, _ = summarize(lines)
+    assert "\n  runs on Winch's code: 2 (1.25s); Cranelift's code comes once a module's " \
+           "runs pay for it" in text, text
+    text, _ = summarize(lines[:1] + lines[-3:])
+    assert "code: from the cache 1\n" in text and "Winch" not in text, text
 
 
 def test_a_failed_rerouted_exec_is_logged_with_its_errno(box, user):

@@ -179,10 +179,11 @@ def read_runs(lines: Iterable[str]) -> Runs:
     return runs
 
 
-def _code_summary(code: list[dict]) -> list[str]:
+def _code_summary(code: list[dict], finished: list[tuple[dict, dict]]) -> list[str]:
     """How the built-in runner's modules got their code: compiled (per compiler, and the
-    time), from the cache, kept in memory; and the modules compiled more than once with
-    one compiler, which a cache too small for the suite does."""
+    time), from the cache, kept in memory; the runs on Winch's code (a run again that is
+    slower than the CLI's is often one); and the modules compiled more than once with one
+    compiler, which a cache too small for the suite does."""
     if not code:
         return []
     compiled: dict[str, list[float]] = {}
@@ -213,7 +214,24 @@ def _code_summary(code: list[dict]) -> list[str]:
         out.append(f"  {again} module(s) compiled more than once: the cache of compiled "
                    f"modules may be too small for this suite (WASMBINFMT_CACHE_MAX_MB, "
                    f"docs/wasi.md)")
+    on_winch = _runs_on_winch(code, finished)
+    if on_winch:
+        out.append(f"  runs on Winch's code: {len(on_winch)} ({sum(on_winch):.2f}s); "
+                   f"Cranelift's code comes once a module's runs pay for it (docs/wasi.md, "
+                   f"\"Which compiler\")")
     return out
+
+
+def _runs_on_winch(code: list[dict], finished: list[tuple[dict, dict]]) -> list[float]:
+    """The durations of the finished runs whose module ran Winch's code (its code event:
+    the run's pid, within the run's time)."""
+    winch: dict[int, list[float]] = {}
+    for event in code:
+        if event["compiler"] == "winch" and not event.get("background"):
+            winch.setdefault(event["pid"], []).append(event["time"])
+    return [ended["duration"] for started, ended in finished
+            if any(started["time"] <= when <= ended["time"]
+                   for when in winch.get(started["pid"], ()))]
 
 
 def summarize(lines: Iterable[str]) -> tuple[str, bool]:
@@ -238,7 +256,7 @@ def summarize(lines: Iterable[str]) -> tuple[str, bool]:
         out.append(f"{rule:20} {len(durations):6} {sum(durations):9.3f} {max(durations):8.3f}")
     if set(ways) - {"started"}:  # the built-in runner's modules: how they ran
         out.append("ran by: " + ", ".join(f"{way} {n}" for way, n in sorted(ways.items())))
-    out += _code_summary(runs.code)
+    out += _code_summary(runs.code, finished)
     slowest = sorted(finished, key=lambda run: -run[1]["duration"])[:SLOWEST]
     if slowest:
         out.append("slowest runs:")
